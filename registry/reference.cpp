@@ -191,14 +191,18 @@ std::string Reference::str() const {
 }
 
 std::string Reference::familiar() const {
-  std::string s;
+  std::string s = name();
   if (domain == kDefaultDomain) {
     std::string_view repo = repository;
     if (repo.starts_with("library/") && repo.find('/', 8) == std::string_view::npos)
       repo.remove_prefix(8);
-    s = std::string(repo);
-  } else {
-    s = name();
+    // Docker drops "docker.io/", but then a first component that looks like a registry
+    // ("docker.io/a.b/c") would be read as one: keep the domain in that case.
+    std::string_view head = repo.substr(0, repo.find('/'));
+    bool reads_as_domain =
+        repo.find('/') != std::string_view::npos &&
+        (head.find_first_of(".:") != std::string_view::npos || head == "localhost");
+    if (!reads_as_domain) s = std::string(repo);
   }
   if (!tag.empty()) s += ":" + tag;
   if (!digest.empty()) s += "@" + digest;

@@ -46,7 +46,11 @@ INSTANTIATE_TEST_SUITE_P(
              "my-registry.example.com:443/a_b/c__d/e-f/g.h:T_1.x-y",
              "my-registry.example.com:443/a_b/c__d/e-f/g.h:T_1.x-y"},
         Case{"a---b/c", "docker.io/a---b/c:latest", "a---b/c:latest"},
-        Case{"localhost", "docker.io/library/localhost:latest", "localhost:latest"}));
+        Case{"localhost", "docker.io/library/localhost:latest", "localhost:latest"},
+        // Found by fuzzing: dropping docker.io/ here would make a.b read as a registry.
+        Case{"index.docker.io/a.b/c:1", "docker.io/a.b/c:1", "docker.io/a.b/c:1"},
+        Case{"docker.io/localhost/c", "docker.io/localhost/c:latest",
+             "docker.io/localhost/c:latest"}));
 
 TEST(Reference, DigestOnlyHasNoTag) {
   std::string text = std::string("app@") + kDigest;
