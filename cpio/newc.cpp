@@ -1,15 +1,14 @@
 // Encoding of newc cpio headers.
 #include "cpio/newc.h"
 
-#include <cstdio>
 
 namespace imagefs::cpio {
 namespace {
 
+// Eight uppercase hex digits, as GNU cpio writes them (the kernel accepts either case).
 void append_hex8(std::string& out, uint64_t value) {
-  char buf[9];
-  std::snprintf(buf, sizeof buf, "%08llX", static_cast<unsigned long long>(value));
-  out.append(buf, 8);
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  for (int shift = 28; shift >= 0; shift -= 4) out += kHex[(value >> shift) & 0xf];
 }
 
 }  // namespace
