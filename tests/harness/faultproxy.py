@@ -37,6 +37,10 @@ class Closed(Exception):
     """The peer closed the connection (or broke the protocol); drop this connection."""
 
 
+class NotHTTP(Closed):
+    """The client speaks something else (say, a TLS handshake probing for https)."""
+
+
 class Dropped(Exception):
     """The injected cut happened."""
 
@@ -62,6 +66,8 @@ class Reader:
                 return head
             if len(self.buf) > MAX_HEAD:
                 raise Closed("head too large")
+            if self.buf and not (65 <= self.buf[0] <= 90):  # methods start with A-Z
+                raise NotHTTP("not an HTTP request")
             try:
                 self._fill()
             except Closed:
@@ -217,6 +223,15 @@ class Session:
     def run(self):
         try:
             while self.one_request():
+                pass
+        except NotHTTP as e:
+            # Answer at once, as an HTTP server does, so that a TLS client fails fast instead
+            # of waiting for a ServerHello (skopeo probes https before falling back to http).
+            log(f"{self.peer}: {e}")
+            try:
+                self.client.sendall(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n"
+                                    b"Content-Length: 0\r\n\r\n")
+            except OSError:
                 pass
         except (Closed, OSError, ValueError) as e:
             log(f"{self.peer}: connection ended: {e}")

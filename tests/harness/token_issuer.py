@@ -12,6 +12,7 @@ Never use it outside tests: users and passwords live in a plain-text file.
 import argparse
 import base64
 import hmac
+import math
 import ipaddress
 import json
 import os
@@ -123,7 +124,7 @@ class Issuer:
         return access
 
     def sign(self, user, service, access):
-        now = int(time.time())
+        now = time.time()
         header = {"typ": "JWT", "alg": "RS256", "x5c": [self.x5c]}
         claims = {
             "iss": self.args.issuer,
@@ -131,9 +132,10 @@ class Issuer:
             "aud": service,
             # The registry tolerates `leeway` seconds past exp; subtract it so that the token
             # really stops working `ttl` seconds after issue, as expires_in promises.
-            "exp": now + self.args.ttl - self.args.leeway,
-            "nbf": now,
-            "iat": now,
+            # Rounded up so that the lifetime is never shorter than ttl.
+            "exp": math.ceil(now) + self.args.ttl - self.args.leeway,
+            "nbf": int(now),
+            "iat": int(now),
             "jti": secrets.token_hex(16),
             "access": access,
         }
@@ -142,7 +144,7 @@ class Issuer:
             ["openssl", "dgst", "-sha256", "-sign", self.args.key],
             input=signing_input.encode(), capture_output=True, check=True,
         ).stdout
-        return signing_input + "." + b64url(sig), now
+        return signing_input + "." + b64url(sig), int(now)
 
 
 class Handler(BaseHTTPRequestHandler):

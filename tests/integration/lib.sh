@@ -28,13 +28,15 @@
 #                              stops it at exit
 #   load_registry DIR          export the variables of a registry started earlier (e.g. by hand)
 #   stop_registry [DIR]        stop now (default: the last one started)
-#   start_faultproxy ARGS...   tests/harness/faultproxy.py ARGS; sets FAULTPROXY=HOST:PORT and
-#                              FAULTPROXY_PID, kills it at exit
+#   start_faultproxy ARGS...   tests/harness/faultproxy.py ARGS; exports FAULTPROXY=HOST:PORT,
+#                              FAULTPROXY_PID and FAULTPROXY_LOG (its per-request log); kills it
+#                              at exit
 #   make_oci_layout DIR [FILE] a one-layer OCI image layout tagged "latest" whose layer holds
 #                              hello.txt (or FILE as /payload); prints the manifest digest
 #
 # skopeo, curl and friends run with an empty credential store (REGISTRY_AUTH_FILE,
 # DOCKER_CONFIG point into TEST_TMPDIR) so the user's logins never leak into a test.
+# shellcheck shell=bash
 
 IMAGEFS_SOURCE_DIR=${IMAGEFS_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 export IMAGEFS_SOURCE_DIR
@@ -50,8 +52,19 @@ _lib_exit_cmds=()
 
 log() { echo "[$TEST_NAME] $*" >&2; }
 
+# The test's file:line that led here (the first caller outside this library).
+_lib_caller() {
+  local i
+  for ((i = 1; i < ${#BASH_SOURCE[@]}; i++)); do
+    if [ "${BASH_SOURCE[i]}" != "${BASH_SOURCE[0]}" ]; then
+      echo "${BASH_SOURCE[i]##*/}:${BASH_LINENO[i - 1]}"
+      return
+    fi
+  done
+}
+
 fail() {
-  echo "[$TEST_NAME] FAIL: $* (at ${BASH_SOURCE[1]##*/}:${BASH_LINENO[0]})" >&2
+  echo "[$TEST_NAME] FAIL: $* (at $(_lib_caller))" >&2
   exit 1
 }
 
@@ -184,6 +197,7 @@ start_faultproxy() {
   [ -s "$pf.addr" ] || { cat "$pf.log" >&2; fail "faultproxy $* did not start"; }
   FAULTPROXY=$(cat "$pf.addr")
   FAULTPROXY_LOG=$pf.log
+  export FAULTPROXY FAULTPROXY_PID FAULTPROXY_LOG
 }
 
 make_oci_layout() {

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Shows that tests/harness/faultproxy.py injects the faults it promises (cut bodies, delays,
+# error statuses, its own exit) in front of a real open registry, and otherwise passes traffic
+# through untouched, including keep-alive connections and skopeo's uploads.
+set -euo pipefail
+source "${IMAGEFS_SOURCE_DIR:-$(cd "$(dirname "$0")/../../.." && pwd)}/tests/integration/lib.sh"
+require_cmd docker-registry skopeo curl python3 jq sha256sum
+
+proxy=$IMAGEFS_SOURCE_DIR/tests/harness/faultproxy.py
+start_registry open
+reg=$IMAGEFS_REGISTRY_URL
+
+# A 4 MiB blob, uploaded in one PUT.
+blob=$TEST_TMPDIR/blob
+head -c $((4 << 20)) /dev/urandom >"$blob"
+digest=sha256:$(sha256sum "$blob" | cut -d' ' -f1)
+location=$(curl -sf -o /dev/null -D - -X POST "$reg/v2/fault/blob/blobs/uploads/" |
+  tr -d '\r' | sed -n 's/^Location: //Ip')
+[ -n "$location" ] || fail "no upload location"
+assert_eq 201 "$(http_status -X PUT -H 'Content-Type: application/octet-stream' \
+  --data-binary @"$blob" "$location&digest=$digest")"
+path=/v2/fault/blob/blobs/$digest
+
+# --- loopback only ------------------------------------------------------------------------------
+assert_fails python3 "$proxy" --target 192.0.2.1:80 --lifetime 1 >/dev/null
+assert_fails python3 "$proxy" --target "$IMAGEFS_REGISTRY" --listen 0.0.0.0:0 --lifetime 1 >/dev/null
+
+# --- --drop-after cuts the first body short; a Range resume gets the rest -----------------------
+log "drop"
+start_faultproxy --target "$IMAGEFS_REGISTRY" --path '/blobs/sha256:' --drop-after 1000000 --drop-count 1
+rc=0
+got=$(curl -s -o "$TEST_TMPDIR/part" -w '%{http_code} %{size_download}' "http://$FAULTPROXY$path") || rc=$?
+assert_eq 18 "$rc" "curl exit status (18: partial file)"
+assert_eq "200 1000000" "$got"
+got=$(curl -s -o "$TEST_TMPDIR/rest" -w '%{http_code}' -H "Range: bytes=1000000-" "http://$FAULTPROXY$path")
+assert_eq 206 "$got"
+assert_eq "$digest" "sha256:$(cat "$TEST_TMPDIR/part" "$TEST_TMPDIR/rest" | sha256sum | cut -d' ' -f1)" \
+  "digest of the cut body plus the resumed rest"
+got=$(curl -s -o "$TEST_TMPDIR/full" -w '%{http_code}' "http://$FAULTPROXY$path")
+assert_eq 200 "$got"
+assert_eq "$digest" "sha256:$(sha256sum "$TEST_TMPDIR/full" | cut -d' ' -f1)"
+# Requests the --path does not match pass, and one connection carries several requests.
+got=$(curl -s -o /dev/null -o /dev/null -w '%{http_code} %{num_connects}\n' \
+  "http://$FAULTPROXY/v2/" "http://$FAULTPROXY$path")
+assert_eq "200 1,200 0" "$(paste -sd, <<<"$got")" "status and new connections per request"
+assert_contains "$(cat "$FAULTPROXY_LOG")" "dropped after 1000000 body bytes"
+
+# --- --delay-ms delays the first --delay-count requests ----------------------------------------
+log "delay"
+start_faultproxy --target "$IMAGEFS_REGISTRY" --delay-ms 1500 --delay-count 1
+slow=$(curl -s -o /dev/null -w '%{time_total}' "http://$FAULTPROXY/v2/")
+fast=$(curl -s -o /dev/null -w '%{time_total}' "http://$FAULTPROXY/v2/")
+python3 -c "import sys; s, f = float(sys.argv[1]), float(sys.argv[2]); sys.exit(not (s >= 1.5 and f < 1.0))" \
+  "$slow" "$fast" || fail "delayed request took ${slow}s, the next ${fast}s"
+
+# --- --status answers K requests (on one keep-alive connection), then passes -------------------
+log "status"
+start_faultproxy --target "$IMAGEFS_REGISTRY" --status 503 --status-count 2
+got=$(curl -s -o /dev/null -o /dev/null -o /dev/null -w '%{http_code} %{num_connects}\n' \
+  "http://$FAULTPROXY/v2/" "http://$FAULTPROXY/v2/" "http://$FAULTPROXY/v2/")
+assert_eq "503 1,503 0,200 0" "$(paste -sd, <<<"$got")"
+start_faultproxy --target "$IMAGEFS_REGISTRY" --status 429 --status-count 1 --retry-after 2
+h=$(curl -s -D - -o /dev/null "http://$FAULTPROXY/v2/" | tr -d '\r')
+assert_contains "$h" "HTTP/1.1 429"
+assert_contains "$h" "Retry-After: 2"
+assert_eq 200 "$(http_status "http://$FAULTPROXY/v2/")"
+# A request with a body gets the injected status too, and the retry goes through.
+start_faultproxy --target "$IMAGEFS_REGISTRY" --status 503 --status-count 1 --path '/blobs/uploads/'
+got=$(curl -s -o /dev/null -o /dev/null -w '%{http_code}\n' -X POST -d x \
+  "http://$FAULTPROXY/v2/fault/other/blobs/uploads/" "http://$FAULTPROXY/v2/fault/other/blobs/uploads/")
+assert_eq "503,202" "$(paste -sd, <<<"$got")"
+# curl sends a 4 MiB PUT with "Expect: 100-continue": refused once without the body, then
+# forwarded whole. (Without Content-Type: application/octet-stream, curl's default form type
+# makes the registry parse the body as a form, and the digest check fails.)
+start_faultproxy --target "$IMAGEFS_REGISTRY" --status 503 --status-count 1 --path '_state='
+location=$(curl -sf -o /dev/null -D - -X POST "http://$FAULTPROXY/v2/fault/copy/blobs/uploads/" |
+  tr -d '\r' | sed -n 's/^Location: //Ip')
+got=$(for i in 1 2; do
+  http_status -X PUT -H 'Content-Type: application/octet-stream' --data-binary @"$blob" "$location&digest=$digest"
+  echo
+done)
+assert_eq "503,201" "$(paste -sd, <<<"$got")" "blob PUT through the proxy"
+
+# --- without faults, skopeo pushes and inspects through the proxy ------------------------------
+log "passthrough"
+layout=$(new_tmpdir layout)
+idigest=$(make_oci_layout "$layout" "$blob")
+start_faultproxy --target "$IMAGEFS_REGISTRY"
+assert_ok skopeo copy --dest-tls-verify=false "oci:$layout:latest" "docker://$FAULTPROXY/fault/image:1" >/dev/null
+out=$(assert_ok skopeo inspect --tls-verify=false "docker://$FAULTPROXY/fault/image:1")
+assert_eq "$idigest" "$(jq -r .Digest <<<"$out")"
+
+# --- --lifetime: the proxy exits by itself ------------------------------------------------------
+log "lifetime"
+start_faultproxy --target "$IMAGEFS_REGISTRY" --lifetime 1
+for ((i = 0; i < 50; i++)); do
+  kill -0 "$FAULTPROXY_PID" 2>/dev/null || break
+  sleep 0.1
+done
+rc=0
+wait "$FAULTPROXY_PID" || rc=$?
+assert_eq 0 "$rc" "faultproxy exit status after --lifetime"
+assert_eq 000 "$(http_status --max-time 2 "http://$FAULTPROXY/v2/")" "nothing listens after the lifetime"
