@@ -90,6 +90,17 @@ def _dep_groups(field):
     return groups
 
 
+def providers(virtual):
+    """Real packages that Provide the virtual package `virtual`, as apt lists them."""
+    out = _run(["apt-cache", "showpkg", virtual], f"looking up providers of {virtual}")
+    names = []
+    if "Reverse Provides:" in out:
+        for line in out.split("Reverse Provides:", 1)[1].strip().splitlines():
+            if line.strip():
+                names.append(line.split()[0])
+    return list(dict.fromkeys(names))
+
+
 def resolve(roots, stop=(), extra=()):
     """The Depends/Pre-Depends closure of `roots` (plus `extra`) with Debian versions:
     {name: version}. For each dependency the first alternative Debian has is taken; names in
@@ -121,6 +132,13 @@ def resolve(roots, stop=(), extra=()):
             if any(n in versions for n in g):
                 continue
             pick = next((n for n in g if n in known), None)
+            if pick is None:  # only virtual names: take a real package that provides one
+                for n in g:
+                    real = providers(n)
+                    known.update(madison(set(real) - known.keys()))
+                    pick = next((p for p in real if p in versions), None) or next((p for p in real if p in known), None)
+                    if pick:
+                        break
             if pick is None:
                 raise FixtureError(f"no Debian package provides any of {' | '.join(g)}")
             if pick in stop:
@@ -139,9 +157,9 @@ def resolve_cached(key, roots, stop=(), extra=()):
         with open(p) as f:
             return json.load(f)
     v = resolve(roots, stop, extra)
-    with open(p + ".tmp", "w") as f:
+    with tempfile.NamedTemporaryFile("w", dir=d, delete=False) as f:
         json.dump(v, f, sort_keys=True, indent=1)
-    os.replace(p + ".tmp", p)
+    os.replace(f.name, p)
     return v
 
 
