@@ -1,7 +1,6 @@
 // Encoding of newc cpio headers.
 #include "cpio/newc.h"
 
-
 namespace imagefs::cpio {
 namespace {
 
