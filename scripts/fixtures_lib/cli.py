@@ -118,6 +118,11 @@ def build(out, names):
     return results
 
 
+def is_loopback(registry):
+    host = registry.rsplit(":", 1)[0] if not registry.startswith("[") else registry[1:registry.index("]")]
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
 def push(out, names, registry, creds=None, cert_dir=None, tls_verify=None):
     digests = build(out, names)
     for name in names:
@@ -130,6 +135,9 @@ def push(out, names, registry, creds=None, cert_dir=None, tls_verify=None):
             cmd += ["--dest-creds", creds]
         if cert_dir:
             cmd += ["--dest-cert-dir", cert_dir]
+        if tls_verify is None and not cert_dir and is_loopback(registry):
+            # Like docker, treat a loopback registry as insecure: skopeo then falls back to HTTP.
+            tls_verify = False
         if tls_verify is not None:
             cmd += [f"--dest-tls-verify={'true' if tls_verify else 'false'}"]
         cmd += [src, dst]
@@ -159,7 +167,7 @@ def main(argv=None):
     p.add_argument("--out")
     p.add_argument("--dest-creds", metavar="USER:PASSWORD")
     p.add_argument("--dest-cert-dir", metavar="DIR")
-    p.add_argument("--tls-verify", type=parse_bool, metavar="BOOL", help="false for a plain-HTTP or self-signed registry")
+    p.add_argument("--tls-verify", type=parse_bool, metavar="BOOL", help="false for a plain-HTTP or self-signed registry (default: false for loopback registries without --dest-cert-dir)")
     p.add_argument("images", nargs="*", metavar="IMAGE")
     g = sub.add_parser("gzip-copy", help="copy a layout with zstd layers recompressed as gzip")
     g.add_argument("src", metavar="SRC_LAYOUT")
