@@ -1,4 +1,4 @@
-// Command dispatch for `imagefs`. Commands land here as their modules are built.
+// Command dispatch, usage texts and `imagefs version` for the `imagefs` executable.
 #include "cli/cli.h"
 
 #include <archive.h>
@@ -6,12 +6,19 @@
 #include <libdeflate.h>
 #include <lmdb.h>
 #include <openssl/crypto.h>
+#include <unistd.h>
 #include <zlib.h>
 #include <zstd.h>
 
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
 #include <ostream>
 
+#include "cli/commands.h"
 #include "fs/version.h"
+#include "registry/platform.h"
+#include "store/cache_dir.h"
 
 #ifndef IMAGEFS_VERSION
 #define IMAGEFS_VERSION "unknown"
@@ -20,19 +27,27 @@
 namespace imagefs::cli {
 namespace {
 
-constexpr const char* kUsage = R"(usage: imagefs COMMAND [ARGS...]
+std::string usage() {
+  std::string text =
+      "usage: imagefs COMMAND [OPTIONS] [ARGS...]\n\n"
+      "Presents container images as directories holding their merged root filesystem and\n"
+      "bootable initramfs archives. Commands:\n\n";
+  for (const Command& c : commands()) {
+    std::string left = "  " + c.name;
+    text += left + std::string(left.size() < 12 ? 12 - left.size() : 1, ' ') + c.summary + "\n";
+  }
+  text += "\n`imagefs help COMMAND` (or `imagefs COMMAND --help`) describes one command.\n";
+  return text;
+}
 
-Presents container images as directories holding their merged root filesystem and bootable
-initramfs archives.
+std::string command_usage(const Command& c) {
+  std::string text = "usage: imagefs " + c.synopsis + "\n\n" + c.summary + "\n";
+  if (!c.options.empty()) text += "\nOptions:\n" + describe_options(c.options);
+  return text;
+}
 
-Commands:
-  version     print the versions of imagefs and the libraries it runs with
-  help        print this text
-
-Run `imagefs help` or see the README for what each command does.
-)";
-
-int version(std::ostream& out) {
+int version(const Args&, Io& io) {
+  std::ostream& out = io.out;
   out << "imagefs " << IMAGEFS_VERSION << "\n";
   out << "  " << fs::fuse_version() << "\n";
   out << "  libcurl " << curl_version_info(CURLVERSION_NOW)->version << "\n";
@@ -42,24 +57,154 @@ int version(std::ostream& out) {
   out << "  zstd " << ZSTD_versionString() << "\n";
   out << "  " << mdb_version(nullptr, nullptr, nullptr) << "\n";
   out << "  " << OpenSSL_version(OPENSSL_VERSION) << "\n";
-  return 0;
+  return kExitOk;
+}
+
+int help(const Args& args, Io& io) {
+  if (!args.positional().empty()) {
+    for (const Command& c : commands())
+      if (c.name == args.positional()[0]) {
+        io.out << command_usage(c);
+        return kExitOk;
+      }
+    io.err << "imagefs: no command \"" << args.positional()[0] << "\"\n\n" << usage();
+    return kExitUsage;
+  }
+  io.out << usage();
+  return kExitOk;
 }
 
 }  // namespace
 
+std::vector<OptionSpec> cache_options() {
+  return {{"cache-dir", Arity::value,
+           "the store (default: /var/lib/imagefs for root, else $XDG_CACHE_HOME/imagefs)", "DIR"}};
+}
+
+std::vector<OptionSpec> registry_option_specs() {
+  return {
+      {"platform", Arity::value, "platform of multi-platform images (default: this host's)",
+       "OS/ARCH[/VARIANT]"},
+      {"insecure-registry", Arity::repeated,
+       "a registry that may use plain HTTP or an unverified certificate", "HOST[:PORT]"},
+      {"ca-file", Arity::value, "PEM file of CA certificates to trust besides the system's",
+       "FILE"},
+      {"docker-config", Arity::value,
+       "docker's config.json for credentials (default: $DOCKER_CONFIG/config.json, "
+       "~/.docker/config.json)",
+       "FILE"},
+      {"max-parallel", Arity::value, "layers downloaded at once (default: 3)", "N"},
+  };
+}
+
+Result<registry::RegistryOptions> registry_options(const Args& args) {
+  registry::RegistryOptions options;
+  options.insecure_registries = args.all("insecure-registry");
+  if (auto v = args.get("ca-file")) {
+    if (access(v->c_str(), R_OK) != 0)
+      return make_error(ENOENT, "--ca-file " + *v + ": " + std::strerror(errno));
+    options.ca_file = *v;
+  }
+  if (auto v = args.get("docker-config")) options.docker_config = *v;
+  if (auto v = args.get("platform")) {
+    IMAGEFS_TRY(platform, registry::parse_platform(*v));
+    (void)platform;
+    options.platform = *v;
+  }
+  if (auto v = args.get("max-parallel")) {
+    char* end = nullptr;
+    long n = std::strtol(v->c_str(), &end, 10);
+    if (v->empty() || *end != '\0' || n < 1 || n > 64)
+      return make_error(EINVAL, "--max-parallel must be a number from 1 to 64, not \"" + *v + "\"");
+    options.max_parallel = static_cast<unsigned>(n);
+  }
+  return options;
+}
+
+Result<Store> open_store(const Args& args) {
+  std::filesystem::path root;
+  if (auto dir = args.get("cache-dir")) {
+    root = *dir;
+  } else {
+    IMAGEFS_TRY(dflt, store::default_cache_dir());
+    root = dflt;
+  }
+  IMAGEFS_TRY(blobs, store::BlobStore::open(root));
+  IMAGEFS_TRY(catalog, store::Catalog::open(store::Catalog::file_in(root)));
+  return Store{blobs, catalog};
+}
+
+int report(Io& io, const std::string& what, const Error& error) {
+  io.err << "imagefs: " << what << ": " << error.message << "\n";
+  return kExitFailed;
+}
+
+const std::vector<Command>& commands() {
+  static const std::vector<Command> kCommands = [] {
+    auto with = [](std::vector<OptionSpec> a, const std::vector<OptionSpec>& b) {
+      a.insert(a.end(), b.begin(), b.end());
+      return a;
+    };
+    std::vector<Command> list;
+    list.push_back({"pull", "pull [OPTIONS] REF...",
+                    "download images into the store (verified against their digests)",
+                    with(cache_options(), registry_option_specs()), run_pull});
+    list.push_back({"images", "images [--cache-dir DIR]",
+                    "list the images in the store: reference, digest, platform, size, last use",
+                    cache_options(), run_images});
+    list.push_back({"rm", "rm [OPTIONS] REF...",
+                    "remove references from the store, and the images no other reference names",
+                    with(cache_options(),
+                         {{"platform", Arity::value, "only this platform's image (default: all)",
+                           "OS/ARCH[/VARIANT]"}}),
+                    run_rm});
+    list.push_back({"gc", "gc --max-size SIZE [--cache-dir DIR]",
+                    "shrink the store to SIZE (e.g. 10G), least recently used images first",
+                    with(cache_options(), {{"max-size", Arity::value,
+                                            "the size to shrink to: bytes, or with K, M, G, T",
+                                            "SIZE"}}),
+                    run_gc});
+    list.push_back({"verify", "verify [--cache-dir DIR]",
+                    "re-hash every blob in the store and report any that do not match its name",
+                    cache_options(), run_verify});
+    list.push_back({"version", "version",
+                    "print the versions of imagefs and the libraries it runs with", {}, version});
+    list.push_back({"help", "help [COMMAND]", "describe the commands, or one command", {}, help});
+    return list;
+  }();
+  return kCommands;
+}
+
 int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  Io io{out, err, false};
+  if (&err == &std::cerr) {
+    const char* term = std::getenv("TERM");
+    io.err_is_terminal = isatty(STDERR_FILENO) && !(term && std::strcmp(term, "dumb") == 0);
+  }
   if (args.empty()) {
-    err << kUsage;
-    return 2;
+    err << usage();
+    return kExitUsage;
   }
-  const std::string& command = args[0];
-  if (command == "help" || command == "--help" || command == "-h") {
-    out << kUsage;
-    return 0;
+  std::string name = args[0];
+  if (name == "--help" || name == "-h") name = "help";
+  if (name == "--version") name = "version";
+  for (const Command& c : commands()) {
+    if (c.name != name) continue;
+    std::vector<std::string> rest(args.begin() + 1, args.end());
+    for (const std::string& a : rest)
+      if (a == "--help" || a == "-h") {
+        out << command_usage(c);
+        return kExitOk;
+      }
+    Result<Args> parsed = parse_args(rest, c.options);
+    if (!parsed.ok()) {
+      err << "imagefs " << c.name << ": " << parsed.error().message << "\n\n" << command_usage(c);
+      return kExitUsage;
+    }
+    return c.run(*parsed, io);
   }
-  if (command == "version" || command == "--version") return version(out);
-  err << "imagefs: unknown command \"" << command << "\"\n\n" << kUsage;
-  return 2;
+  err << "imagefs: unknown command \"" << name << "\"\n\n" << usage();
+  return kExitUsage;
 }
 
 }  // namespace imagefs::cli

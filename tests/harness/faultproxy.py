@@ -96,10 +96,12 @@ class Reader:
 
 
 class Sink:
-    """Writes to a socket (or nowhere), raising Dropped once `limit` bytes have gone out."""
+    """Writes to a socket (or nowhere), raising Dropped once `limit` bytes have gone out, and
+    pacing the bytes to at most `rate` bytes a second when given."""
 
-    def __init__(self, sock, limit=None):
-        self.sock, self.limit, self.sent = sock, limit, 0
+    def __init__(self, sock, limit=None, rate=None):
+        self.sock, self.limit, self.sent, self.rate = sock, limit, 0, rate
+        self.started = time.monotonic()
 
     def write(self, data):
         if self.limit is not None:
@@ -107,6 +109,10 @@ class Sink:
         if self.sock is not None:
             self.sock.sendall(data)
         self.sent += len(data)
+        if self.rate:
+            ahead = self.sent / self.rate - (time.monotonic() - self.started)
+            if ahead > 0:
+                time.sleep(ahead)
         if self.limit is not None and self.sent >= self.limit:
             raise Dropped()
 
@@ -173,6 +179,9 @@ class Faults:
             return False
         self.used[kind] += 1
         return True
+
+    def matches(self, target):
+        return not self.path or bool(self.path.search(target))
 
     def choose(self, target):
         a = self.args
@@ -252,6 +261,8 @@ class Session:
         expect = "100-continue" in tokens(headers, "expect") and framing != "none"
         status, delay_ms, drop = self.faults.choose(target)
         what = f"{self.peer} {method} {target}"
+        if "range" in headers:  # resumed downloads show in the log
+            what += f" [range {','.join(headers['range'])}]"
 
         if status is not None:
             # The body is read and discarded unless the client waits for 100 before sending it.
@@ -298,7 +309,8 @@ class Session:
         try:
             if drop == 0:
                 raise Dropped()
-            complete = relay(self.ureader, Sink(self.client, drop), rframing, rlength)
+            rate = self.args.rate if self.faults.matches(target) else None
+            complete = relay(self.ureader, Sink(self.client, drop, rate), rframing, rlength)
         except Dropped:
             log(f"{what} -> {code}{note} (dropped after {drop} body bytes)")
             self.client.shutdown(socket.SHUT_RDWR)
@@ -332,6 +344,7 @@ def main():
     p.add_argument("--drop-after", type=int, help="close after BYTES bytes of the response body")
     p.add_argument("--drop-count", type=int, help="drop only the first K matching requests")
     p.add_argument("--delay-ms", type=int, default=0, help="wait MS before forwarding a request")
+    p.add_argument("--rate", type=int, help="send response bodies at most BYTES a second")
     p.add_argument("--delay-count", type=int, help="delay only the first K matching requests")
     p.add_argument("--status", type=int, help="answer CODE at once instead of forwarding")
     p.add_argument("--status-count", type=int, help="answer CODE only to the first K requests")

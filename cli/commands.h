@@ -1,0 +1,62 @@
+// The subcommands of `imagefs`, each a function from parsed arguments to an exit status, and the
+// pieces they share (opening the store, registry options from flags).
+#pragma once
+
+#include <iosfwd>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cli/args.h"
+#include "registry/options.h"
+#include "store/blob_store.h"
+#include "store/catalog.h"
+
+namespace imagefs::cli {
+
+// Where a command writes: results to `out` (stdout), progress and errors to `err` (stderr).
+struct Io {
+  std::ostream& out;
+  std::ostream& err;
+  bool err_is_terminal = false;
+};
+
+struct Command {
+  std::string name;
+  std::string synopsis;  // "pull [OPTIONS] REF..."
+  std::string summary;   // one line
+  std::vector<OptionSpec> options;
+  int (*run)(const Args& args, Io& io);
+};
+
+// Every command, in the order `imagefs help` lists them.
+const std::vector<Command>& commands();
+
+// Exit statuses.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailed = 1;
+inline constexpr int kExitUsage = 2;
+
+// Shared option groups.
+std::vector<OptionSpec> cache_options();
+std::vector<OptionSpec> registry_option_specs();
+Result<registry::RegistryOptions> registry_options(const Args& args);
+
+struct Store {
+  std::shared_ptr<store::BlobStore> blobs;
+  std::shared_ptr<store::Catalog> catalog;
+};
+// Opens the store at --cache-dir, or the default cache directory.
+Result<Store> open_store(const Args& args);
+
+// Prints "imagefs: WHAT: message" and returns kExitFailed.
+int report(Io& io, const std::string& what, const Error& error);
+
+// Command implementations (cli/store_commands.cpp).
+int run_pull(const Args& args, Io& io);
+int run_images(const Args& args, Io& io);
+int run_rm(const Args& args, Io& io);
+int run_gc(const Args& args, Io& io);
+int run_verify(const Args& args, Io& io);
+
+}  // namespace imagefs::cli
