@@ -1,0 +1,359 @@
+// The file-system BlobStore: verified blobs under ROOT/blobs/sha256/, partial downloads under
+// ROOT/tmp/, one lock file per blob being written under ROOT/locks/ (docs/STORE_FORMAT.md).
+#include "store/blob_store.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <utility>
+
+#include "store/file_util.h"
+
+namespace imagefs::store {
+
+namespace fs = std::filesystem;
+using detail::errno_error;
+using detail::FileLock;
+using detail::UniqueFd;
+
+namespace {
+
+constexpr size_t kChunk = size_t{1} << 20;
+constexpr std::string_view kPartialSuffix = ".partial";
+
+// Hashes `fd` from offset 0 to its end. Returns the byte count.
+Result<uint64_t> hash_file(int fd, Sha256& hasher, const fs::path& path) {
+  std::string buf(kChunk, '\0');
+  uint64_t total = 0;
+  for (;;) {
+    ssize_t n = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(total));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno_error(errno, "cannot read", path);
+    }
+    if (n == 0) return total;
+    hasher.update(std::string_view(buf.data(), static_cast<size_t>(n)));
+    total += static_cast<uint64_t>(n);
+  }
+}
+
+std::string mismatch_message(const fs::path& path, const Digest& expected, const Digest& actual) {
+  return "digest mismatch for " + path.string() + ": expected " + expected.str() + ", got " +
+         actual.str();
+}
+
+// Removes `path`; a missing file is fine.
+Result<void> remove_file(const fs::path& path) {
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+    return errno_error(errno, "cannot remove", path);
+  return {};
+}
+
+class FileBlobStore;
+
+class FileBlobWriter final : public BlobWriter {
+ public:
+  // A writer with nothing to do: the blob of `size` bytes is present.
+  FileBlobWriter(Digest expected, fs::path final_path, uint64_t size)
+      : done_(true), expected_(std::move(expected)), final_(std::move(final_path)), offset_(size) {}
+
+  FileBlobWriter(Digest expected, fs::path partial, fs::path final_path, FileLock lock, UniqueFd fd,
+                 std::unique_ptr<Sha256> hasher, uint64_t offset)
+      : expected_(std::move(expected)),
+        partial_(std::move(partial)),
+        final_(std::move(final_path)),
+        lock_(std::move(lock)),
+        fd_(std::move(fd)),
+        hasher_(std::move(hasher)),
+        offset_(offset) {}
+
+  [[nodiscard]] bool done() const override { return done_; }
+  [[nodiscard]] uint64_t offset() const override { return offset_; }
+
+  Result<void> write(std::span<const uint8_t> bytes) override {
+    if (auto usable = check_usable("write"); !usable.ok()) return usable;
+    size_t written = 0;
+    Result<void> r = detail::write_all(fd_.get(), bytes.data(), bytes.size(), partial_, &written);
+    // Hash exactly what reached the file, so that offset(), the hash and the file agree even
+    // after a short write: a later write() or a resumed writer carries on from there.
+    hasher_->update(bytes.first(written));
+    offset_ += written;
+    return r;
+  }
+
+  Result<void> restart() override {
+    if (auto usable = check_usable("restart"); !usable.ok()) return usable;
+    if (::ftruncate(fd_.get(), 0) != 0) return errno_error(errno, "cannot truncate", partial_);
+    hasher_ = std::make_unique<Sha256>();
+    offset_ = 0;
+    return {};
+  }
+
+  Result<void> commit(std::optional<uint64_t> expected_size) override {
+    if (done_) {
+      if (expected_size && *expected_size != offset_)
+        return make_error(EIO, "size mismatch for " + final_.string() + ": expected " +
+                                   std::to_string(*expected_size) + " bytes, the stored blob has " +
+                                   std::to_string(offset_));
+      return {};
+    }
+    if (auto usable = check_usable("commit"); !usable.ok()) return usable;
+    if (expected_size && offset_ < *expected_size) {
+      // Most likely a dropped connection: keep what we have for the resume.
+      return make_error(EIO, "incomplete blob " + expected_.str() + ": got " +
+                                 std::to_string(offset_) + " of " + std::to_string(*expected_size) +
+                                 " bytes");
+    }
+    if (expected_size && offset_ > *expected_size) {
+      uint64_t got = offset_;
+      discard();
+      return make_error(EIO, "size mismatch for " + expected_.str() + ": expected " +
+                                 std::to_string(*expected_size) + " bytes, got " +
+                                 std::to_string(got));
+    }
+    Digest actual = hasher_->finish();
+    hasher_.reset();
+    if (actual != expected_) {
+      discard();
+      return make_error(EIO, mismatch_message(partial_, expected_, actual));
+    }
+    if (::fsync(fd_.get()) != 0) {
+      // After a failed fsync the kernel may have dropped the dirty pages: what the file holds is
+      // unknown, so it cannot be trusted for a resume either.
+      int err = errno;
+      discard();
+      return errno_error(err, "cannot fsync", partial_);
+    }
+    if (::rename(partial_.c_str(), final_.c_str()) != 0) return fail(errno, "cannot rename");
+    // Read-only: a blob is never modified in place, and this catches code that tries. After the
+    // rename, so that a crash cannot leave a read-only partial that a resume could not reopen; a
+    // failure (or a crash before it) only leaves a writable, still verified, blob.
+    (void)::fchmod(fd_.get(), 0444);
+    fd_.reset();
+    done_ = true;
+    // Without this a power loss could undo the rename. A crash before it is harmless: the blob
+    // is verified and fsynced under either name, and a writer resumes a complete partial.
+    Result<void> synced = detail::fsync_dir(final_.parent_path());
+    lock_.reset();  // let waiting writers see the blob now, not when this writer is destroyed
+    return synced;
+  }
+
+ private:
+  Result<void> check_usable(const char* what) const {
+    if (done_)
+      return make_error(EINVAL, std::string("cannot ") + what + " blob " + final_.string() +
+                                    ": it is already in the store");
+    if (!fd_ || !hasher_)
+      return make_error(EINVAL, std::string("cannot ") + what + " blob " + expected_.str() +
+                                    ": the writer failed earlier");
+    return {};
+  }
+
+  Error fail(int err, const char* what) { return errno_error(err, what, partial_); }
+
+  // Deletes the partial file; the writer becomes unusable.
+  void discard() {
+    // Best effort: the partial is about to be abandoned; if unlink fails, the next writer of this
+    // blob truncates or re-verifies it, and gc removes it after a day.
+    (void)::unlink(partial_.c_str());
+    fd_.reset();
+    hasher_.reset();
+    offset_ = 0;
+  }
+
+  bool done_ = false;
+  Digest expected_;
+  fs::path partial_;
+  fs::path final_;
+  std::optional<FileLock> lock_;  // held for the writer's lifetime
+  UniqueFd fd_;
+  std::unique_ptr<Sha256> hasher_;
+  uint64_t offset_ = 0;
+};
+
+class FileBlobStore final : public BlobStore {
+ public:
+  explicit FileBlobStore(fs::path root)
+      : root_(std::move(root)),
+        blobs_(root_ / "blobs" / "sha256"),
+        tmp_(root_ / "tmp"),
+        locks_(root_ / "locks") {}
+
+  Result<void> init() const {
+    for (const fs::path& dir : {blobs_, tmp_, locks_, root_ / "leases"})
+      IMAGEFS_CHECK(detail::make_dirs(dir));
+    return {};
+  }
+
+  [[nodiscard]] const fs::path& root() const override { return root_; }
+
+  [[nodiscard]] fs::path path(const Digest& digest) const override {
+    return blobs_ / std::string(digest.hex());
+  }
+
+  [[nodiscard]] bool contains(const Digest& digest) const override {
+    struct stat st {};
+    return ::stat(path(digest).c_str(), &st) == 0 && S_ISREG(st.st_mode);
+  }
+
+  [[nodiscard]] Result<std::string> read(const Digest& digest) const override {
+    fs::path p = path(digest);
+    UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+      if (errno == ENOENT)
+        return make_error(ENOENT, "blob " + digest.str() + " is not in the store");
+      return errno_error(errno, "cannot open", p);
+    }
+    std::string out;
+    std::string buf(kChunk, '\0');
+    for (;;) {
+      ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return errno_error(errno, "cannot read", p);
+      }
+      if (n == 0) break;
+      out.append(buf.data(), static_cast<size_t>(n));
+    }
+    Digest actual = Digest::of(std::string_view(out));
+    if (actual != digest) return make_error(EIO, mismatch_message(p, digest, actual));
+    return out;
+  }
+
+  Result<void> put(const Digest& expected, std::string_view bytes) override {
+    Digest actual = Digest::of(bytes);
+    if (actual != expected)
+      return make_error(EIO, mismatch_message(path(expected), expected, actual));
+    IMAGEFS_TRY(writer, open_writer(expected));
+    if (writer->done()) return {};
+    if (writer->offset() != 0) IMAGEFS_CHECK(writer->restart());
+    auto span = std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+    Result<void> r = writer->write(span);
+    if (r.ok()) r = writer->commit(bytes.size());
+    if (!r.ok() && !writer->done()) {
+      // The bytes are in the caller's memory, so a partial is worth nothing and would only take
+      // space on a disk that may be full. Remove it while the writer still holds the lock.
+      (void)remove_file(partial_path(expected));
+    }
+    return r;
+  }
+
+  Result<std::unique_ptr<BlobWriter>> open_writer(const Digest& expected) override {
+    fs::path final_path = path(expected);
+    if (auto size = file_size(final_path)) return done_writer(expected, final_path, *size);
+    IMAGEFS_TRY(lock, FileLock::acquire(lock_path(expected), detail::LockMode::exclusive));
+    // The writer we may have waited for has committed it.
+    if (auto size = file_size(final_path)) return done_writer(expected, final_path, *size);
+
+    fs::path partial = partial_path(expected);
+    UniqueFd fd(::open(partial.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+    if (!fd) return errno_error(errno, "cannot create", partial);
+    // Resume: the hash state cannot be saved, so rebuild it from the bytes on disk.
+    auto hasher = std::make_unique<Sha256>();
+    IMAGEFS_TRY(offset, hash_file(fd.get(), *hasher, partial));
+    return std::unique_ptr<BlobWriter>(std::make_unique<FileBlobWriter>(
+        expected, std::move(partial), std::move(final_path), std::move(lock), std::move(fd),
+        std::move(hasher), offset));
+  }
+
+  Result<void> remove(const Digest& digest) override {
+    IMAGEFS_CHECK(remove_file(path(digest)));
+    IMAGEFS_TRY(lock, FileLock::try_acquire(lock_path(digest), detail::LockMode::exclusive,
+                                            detail::IfMissing::create));
+    if (lock) IMAGEFS_CHECK(remove_file(partial_path(digest)));
+    return {};
+  }
+
+  [[nodiscard]] Result<std::vector<BlobInfo>> list() const override {
+    std::vector<BlobInfo> out;
+    IMAGEFS_TRY(names, detail::list_dir(blobs_));
+    for (const std::string& name : names) {
+      auto digest = Digest::parse("sha256:" + name);
+      if (!digest.ok()) continue;  // not ours (an editor's backup, a stray file)
+      fs::path p = blobs_ / name;
+      struct stat st {};
+      if (::lstat(p.c_str(), &st) != 0) {
+        if (errno == ENOENT) continue;  // removed meanwhile
+        return errno_error(errno, "cannot stat", p);
+      }
+      if (!S_ISREG(st.st_mode)) continue;
+      out.push_back(BlobInfo{std::move(*digest), static_cast<uint64_t>(st.st_size),
+                             detail::mtime_seconds(st)});
+    }
+    return out;
+  }
+
+  [[nodiscard]] Result<std::vector<Digest>> verify() const override {
+    IMAGEFS_TRY(blobs, list());
+    std::vector<Digest> bad;
+    for (const BlobInfo& blob : blobs) {
+      fs::path p = path(blob.digest);
+      UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!fd) {
+        if (errno == ENOENT) continue;
+        return errno_error(errno, "cannot open", p);
+      }
+      Sha256 hasher;
+      IMAGEFS_TRY(size, hash_file(fd.get(), hasher, p));
+      (void)size;
+      if (hasher.finish() != blob.digest) bad.push_back(blob.digest);
+    }
+    return bad;
+  }
+
+  Result<std::vector<PartialInfo>> remove_stale_partials(int64_t modified_before) override {
+    std::vector<PartialInfo> removed;
+    IMAGEFS_TRY(names, detail::list_dir(tmp_));
+    for (const std::string& name : names) {
+      if (!name.ends_with(kPartialSuffix)) continue;
+      fs::path p = tmp_ / name;
+      auto digest = Digest::parse("sha256:" + name.substr(0, name.size() - kPartialSuffix.size()));
+      if (!digest.ok()) continue;
+      // Holding the blob's lock means no writer is using the partial, and none can start.
+      IMAGEFS_TRY(lock, FileLock::try_acquire(lock_path(*digest), detail::LockMode::exclusive,
+                                              detail::IfMissing::create));
+      if (!lock) continue;
+      struct stat st {};
+      if (::stat(p.c_str(), &st) != 0) continue;  // committed or removed meanwhile
+      if (detail::mtime_seconds(st) >= modified_before && !contains(*digest)) continue;
+      IMAGEFS_CHECK(remove_file(p));
+      removed.push_back(PartialInfo{std::move(*digest), static_cast<uint64_t>(st.st_size),
+                                    detail::mtime_seconds(st)});
+    }
+    IMAGEFS_CHECK(detail::sweep_lock_dir(locks_));
+    return removed;
+  }
+
+ private:
+  [[nodiscard]] fs::path partial_path(const Digest& digest) const {
+    return tmp_ / (std::string(digest.hex()) + std::string(kPartialSuffix));
+  }
+  [[nodiscard]] fs::path lock_path(const Digest& digest) const {
+    return locks_ / (std::string(digest.hex()) + ".lock");
+  }
+  static Result<std::unique_ptr<BlobWriter>> done_writer(const Digest& d, const fs::path& p,
+                                                         uint64_t size) {
+    return std::unique_ptr<BlobWriter>(std::make_unique<FileBlobWriter>(d, p, size));
+  }
+  static std::optional<uint64_t> file_size(const fs::path& p) {
+    struct stat st {};
+    if (::stat(p.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
+    return static_cast<uint64_t>(st.st_size);
+  }
+
+  fs::path root_;
+  fs::path blobs_;
+  fs::path tmp_;
+  fs::path locks_;
+};
+
+}  // namespace
+
+Result<std::shared_ptr<BlobStore>> BlobStore::open(const fs::path& root) {
+  auto store = std::make_shared<FileBlobStore>(root);
+  if (auto r = store->init(); !r.ok()) return r.error().context("cannot open blob store");
+  return std::shared_ptr<BlobStore>(std::move(store));
+}
+
+}  // namespace imagefs::store

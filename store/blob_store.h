@@ -1,0 +1,102 @@
+// Content-addressed blobs (manifests, configs, layers) under ROOT/blobs/sha256/<hex>.
+//
+// The store is the truth (design decision 6): a blob appears under its name only after its bytes
+// were checked against that name and fsynced, so a crash or kill -9 at any moment leaves either
+// nothing or a verified blob. Partial downloads survive a crash and are resumed by the next
+// writer. Safe for many threads and many processes at once: writers of the same blob take an
+// exclusive per-blob file lock, so two pulls of one image download each blob once between them.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+#include "store/digest.h"
+
+namespace imagefs::store {
+
+class BlobWriter;
+
+struct BlobInfo {
+  Digest digest;
+  uint64_t size = 0;
+  int64_t modified = 0;  // unix seconds: when its last byte was written (commit keeps it)
+};
+
+// A partial download in ROOT/tmp/.
+struct PartialInfo {
+  Digest digest;
+  uint64_t size = 0;
+  int64_t modified = 0;  // unix seconds
+};
+
+class BlobStore {
+ public:
+  // Opens (creating if needed) the store rooted at `root`. Fails with the path and the reason.
+  static Result<std::shared_ptr<BlobStore>> open(const std::filesystem::path& root);
+  virtual ~BlobStore() = default;
+
+  [[nodiscard]] virtual const std::filesystem::path& root() const = 0;
+  // Where the verified blob lives (whether or not it is there now).
+  [[nodiscard]] virtual std::filesystem::path path(const Digest& digest) const = 0;
+  [[nodiscard]] virtual bool contains(const Digest& digest) const = 0;
+
+  // The whole blob, for small ones (manifests, configs), checked against its digest (EIO if the
+  // file was damaged after it was stored). ENOENT if absent.
+  [[nodiscard]] virtual Result<std::string> read(const Digest& digest) const = 0;
+  // Stores `bytes` as `expected` after checking they hash to it (EIO naming both digests if not),
+  // through the same temporary file, fsync and rename as a writer. On a write error (ENOSPC) the
+  // temporary file is removed: the bytes are still in the caller's hands.
+  virtual Result<void> put(const Digest& expected, std::string_view bytes) = 0;
+
+  // Begins, or resumes, writing `expected`. Blocks while another thread or process writes the
+  // same blob (a flock on ROOT/locks/<hex>.lock, dropped by the kernel if the writer dies). The
+  // writer's done() is true when the blob is already present (nothing to do), including when the
+  // writer we waited for committed it. A resumed writer re-reads the partial file to restore its
+  // hash and reports its length as offset().
+  virtual Result<std::unique_ptr<BlobWriter>> open_writer(const Digest& expected) = 0;
+
+  // Removes a blob, and its partial download unless a writer is busy with it (that writer keeps
+  // going). Removing an absent blob succeeds. Callers keep references in order: gc removes only
+  // what no image record references, under an exclusive PullLease (store/lease.h).
+  virtual Result<void> remove(const Digest& digest) = 0;
+  // Every verified blob with its size.
+  [[nodiscard]] virtual Result<std::vector<BlobInfo>> list() const = 0;
+  // Re-hashes every blob; returns those that do not match their name (none, in a sound store).
+  [[nodiscard]] virtual Result<std::vector<Digest>> verify() const = 0;
+
+  // Removes the partial downloads that no writer holds and that were last written before
+  // `modified_before` (unix seconds), or whose blob is already present; returns them. Also removes
+  // lock files nobody holds. For gc.
+  virtual Result<std::vector<PartialInfo>> remove_stale_partials(int64_t modified_before) = 0;
+};
+
+// Writes one blob. Not thread-safe; owned by one thread. Destroying a writer without commit()
+// keeps the bytes written so far for a later resume, and releases the blob's lock.
+class BlobWriter {
+ public:
+  virtual ~BlobWriter() = default;
+  // The blob is in the store: it was there when the writer was opened, or commit() succeeded.
+  [[nodiscard]] virtual bool done() const = 0;
+  // Bytes already written: resume from here. For a writer that is done(), the blob's size.
+  [[nodiscard]] virtual uint64_t offset() const = 0;
+  // Appends bytes, hashing them on the way. ENOSPC ("no space left on device while writing
+  // <path>") and other write errors name the path; the bytes that did reach the file stay counted
+  // in offset(), so the writer (or a later one) can resume. EINVAL once done().
+  virtual Result<void> write(std::span<const uint8_t> bytes) = 0;
+  // Discards what was written (when the server ignored a Range request).
+  virtual Result<void> restart() = 0;
+  // Verifies size (if given) and digest, fsyncs and renames into place. On a digest mismatch, or
+  // more bytes than expected, the partial data is deleted and the error (EIO) names the expected
+  // and the actual value; with fewer bytes than expected the partial is kept for a resume. Commit
+  // of a writer that is done() only checks the size.
+  virtual Result<void> commit(std::optional<uint64_t> expected_size) = 0;
+};
+
+}  // namespace imagefs::store

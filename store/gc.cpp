@@ -1,0 +1,218 @@
+// Garbage collection and `rm`: decide what to remove from the catalog's records and the blobs on
+// disk, then remove it catalog first, blobs after.
+#include "store/gc.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <string>
+#include <tuple>
+
+#include "store/file_util.h"
+#include "store/lease.h"
+
+namespace imagefs::store {
+
+namespace {
+
+// Every blob digest an image record names, each once.
+std::vector<Digest> digests_of(const ImageRecord& image) {
+  std::vector<Digest> out{image.manifest, image.config};
+  for (const LayerRecord& layer : image.layers) out.push_back(layer.digest);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+// The state of one collection: the records and blobs as loaded, kept up to date as things are
+// removed, and the report.
+class Collector {
+ public:
+  Collector(BlobStore& blobs, Catalog& catalog, GcReport& report)
+      : blobs_(blobs), catalog_(catalog), report_(report) {}
+
+  Result<void> load() {
+    IMAGEFS_TRY(images, catalog_.images());
+    IMAGEFS_TRY(refs, catalog_.refs());
+    IMAGEFS_TRY(present, blobs_.list());
+    IMAGEFS_TRY(tables, catalog_.tables());
+    images_ = std::move(images);
+    refs_ = std::move(refs);
+    tables_ = std::move(tables);
+    for (const ImageRecord& image : images_)
+      for (const Digest& d : digests_of(image)) ++uses_[d];
+    for (const RefRecord& ref : refs_)
+      if (ref.index) ++uses_[*ref.index];
+    for (BlobInfo& blob : present) {
+      total_ += blob.size;
+      present_.emplace(blob.digest, std::move(blob));
+    }
+    report_.size_before = total_;
+    report_.size_after = total_;
+    return {};
+  }
+
+  [[nodiscard]] const std::vector<ImageRecord>& images() const { return images_; }
+  [[nodiscard]] uint64_t total() const { return total_; }
+  [[nodiscard]] bool referenced(const Digest& d) const {
+    auto it = uses_.find(d);
+    return it != uses_.end() && it->second > 0;
+  }
+  [[nodiscard]] bool named(const Digest& manifest) const {
+    return std::any_of(refs_.begin(), refs_.end(),
+                       [&](const RefRecord& r) { return r.manifest == manifest; });
+  }
+  [[nodiscard]] const std::map<Digest, BlobInfo>& present() const { return present_; }
+
+  // Removes the image unless it is in use; returns whether it did.
+  Result<bool> remove_image(const Digest& manifest) {
+    auto it = std::find_if(images_.begin(), images_.end(),
+                           [&](const ImageRecord& i) { return i.manifest == manifest; });
+    if (it == images_.end()) return false;
+    // Held until the blobs are gone, so that a mount starting now waits and then finds the
+    // image missing (and pulls it again) rather than finding a record with missing blobs.
+    IMAGEFS_TRY(claim, Lease::try_image_exclusive(blobs_.root(), manifest));
+    if (!claim) {
+      auto& in_use = report_.images_in_use;
+      if (std::find(in_use.begin(), in_use.end(), manifest) == in_use.end())
+        in_use.push_back(manifest);
+      return false;
+    }
+    ImageRecord image = std::move(*it);
+    images_.erase(it);
+    IMAGEFS_TRY(removed_refs, catalog_.remove_image(manifest));
+    report_.images_removed.push_back(manifest);
+    IMAGEFS_CHECK(erase_owned_records(manifest));
+
+    std::vector<Digest> candidates = digests_of(image);
+    for (const Digest& d : candidates) --uses_[d];
+    for (const RefRecord& ref : removed_refs) {
+      forget_ref(ref);
+      if (ref.index) candidates.push_back(*ref.index);
+      report_.refs_removed.push_back(ref);
+    }
+    for (const Digest& d : candidates)
+      if (!referenced(d)) IMAGEFS_CHECK(remove_blob(d));
+    return true;
+  }
+
+  // After a ref was removed from the catalog.
+  void forget_ref(const RefRecord& ref) {
+    auto it = std::find_if(refs_.begin(), refs_.end(), [&](const RefRecord& r) {
+      return r.reference == ref.reference && r.platform == ref.platform;
+    });
+    if (it == refs_.end()) return;
+    if (it->index) --uses_[*it->index];
+    refs_.erase(it);
+  }
+
+  // Removes a blob (if present) and the generic records it owns.
+  Result<void> remove_blob(const Digest& d) {
+    auto it = present_.find(d);
+    if (it == present_.end()) return {};
+    IMAGEFS_CHECK(blobs_.remove(d));
+    total_ -= it->second.size;
+    report_.size_after = total_;
+    report_.blobs_removed.push_back(std::move(it->second));
+    present_.erase(it);
+    return erase_owned_records(d);
+  }
+
+ private:
+  // Generic-table records whose key begins with the digest belong to it (catalog.h).
+  Result<void> erase_owned_records(const Digest& d) {
+    for (const std::string& table : tables_) IMAGEFS_CHECK(catalog_.erase_prefix(table, d.str()));
+    return {};
+  }
+
+  BlobStore& blobs_;
+  Catalog& catalog_;
+  GcReport& report_;
+  std::vector<ImageRecord> images_;
+  std::vector<RefRecord> refs_;
+  std::vector<std::string> tables_;
+  std::map<Digest, int> uses_;  // how many images (each once) and refs (index) name a digest
+  std::map<Digest, BlobInfo> present_;
+  uint64_t total_ = 0;
+};
+
+}  // namespace
+
+uint64_t GcReport::bytes_freed() const {
+  uint64_t n = 0;
+  for (const BlobInfo& b : blobs_removed) n += b.size;
+  for (const PartialInfo& p : partials_removed) n += p.size;
+  return n;
+}
+
+Result<GcReport> collect(BlobStore& blobs, Catalog& catalog, uint64_t max_size, int64_t now) {
+  IMAGEFS_TRY(no_pulls, Lease::pull_exclusive(blobs.root()));
+  GcReport report;
+  int64_t keep_after = now - kKeepUnreferencedSeconds;
+
+  IMAGEFS_TRY(partials, blobs.remove_stale_partials(keep_after));
+  report.partials_removed = std::move(partials);
+  // Lease files of holders that died (their flocks are gone with them).
+  IMAGEFS_CHECK(detail::sweep_lock_dir(blobs.root() / "leases"));
+
+  Collector c(blobs, catalog, report);
+  IMAGEFS_CHECK(c.load());
+
+  std::vector<Digest> unnamed;
+  for (const ImageRecord& image : c.images())
+    if (!c.named(image.manifest)) unnamed.push_back(image.manifest);
+  for (const Digest& manifest : unnamed) IMAGEFS_CHECK(c.remove_image(manifest));
+
+  std::vector<Digest> orphans;
+  for (const auto& [digest, blob] : c.present())
+    if (!c.referenced(digest) && blob.modified < keep_after) orphans.push_back(digest);
+  for (const Digest& d : orphans) IMAGEFS_CHECK(c.remove_blob(d));
+
+  std::vector<const ImageRecord*> by_use;
+  for (const ImageRecord& image : c.images()) by_use.push_back(&image);
+  std::sort(by_use.begin(), by_use.end(), [](const ImageRecord* a, const ImageRecord* b) {
+    return std::tie(a->last_used, a->pulled_at, a->manifest) <
+           std::tie(b->last_used, b->pulled_at, b->manifest);
+  });
+  std::vector<Digest> lru;  // copied: remove_image changes c.images()
+  lru.reserve(by_use.size());
+  for (const ImageRecord* image : by_use) lru.push_back(image->manifest);
+  for (const Digest& manifest : lru) {
+    if (c.total() <= max_size) break;
+    IMAGEFS_CHECK(c.remove_image(manifest));
+  }
+  return report;
+}
+
+Result<GcReport> remove_reference(BlobStore& blobs, Catalog& catalog, std::string_view reference,
+                                  std::string_view platform) {
+  IMAGEFS_TRY(no_pulls, Lease::pull_exclusive(blobs.root()));
+  GcReport report;
+  IMAGEFS_TRY(refs, catalog.refs());
+  std::vector<RefRecord> matches;
+  for (RefRecord& ref : refs)
+    if (ref.reference == reference && (platform.empty() || ref.platform == platform))
+      matches.push_back(std::move(ref));
+  if (matches.empty()) {
+    std::string what = "no image " + std::string(reference);
+    if (!platform.empty()) what += " for platform " + std::string(platform);
+    return make_error(ENOENT, what + " in the cache");
+  }
+  for (const RefRecord& ref : matches) {
+    IMAGEFS_CHECK(catalog.remove_ref(ref.reference, ref.platform));
+    report.refs_removed.push_back(ref);
+  }
+
+  Collector c(blobs, catalog, report);
+  IMAGEFS_CHECK(c.load());  // sees the catalog without the removed refs
+  std::set<Digest> seen;
+  for (const RefRecord& ref : matches) {
+    if (seen.insert(ref.manifest).second && !c.named(ref.manifest))
+      IMAGEFS_CHECK(c.remove_image(ref.manifest));
+    // The index belonged to the name; the image (if kept) does not need it.
+    if (ref.index && !c.referenced(*ref.index)) IMAGEFS_CHECK(c.remove_blob(*ref.index));
+  }
+  return report;
+}
+
+}  // namespace imagefs::store

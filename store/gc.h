@@ -1,0 +1,61 @@
+// Garbage collection of the store: keeps the cache under a size limit by removing the least
+// recently used images, and removes what nothing references. Also `imagefs rm`.
+//
+// Rules (docs/STORE_FORMAT.md has them too):
+//  - An image with an image lease (store/lease.h) is never removed; it is reported as in use.
+//  - Removing an image removes its record, every ref to it, the generic-table records whose keys
+//    begin with its digest, and then each of its blobs (manifest, config, layers, and the index
+//    of a removed ref) that no remaining image or ref references. Catalog first, blobs after: a
+//    crash in between leaves unreferenced blobs, which the next gc removes, never a record that
+//    names a missing blob.
+//  - Both functions run under an exclusive pull lease: they wait for running pulls to finish, and
+//    pulls wait for them.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+#include "store/blob_store.h"
+#include "store/catalog.h"
+
+namespace imagefs::store {
+
+// Partial downloads and unreferenced blobs younger than this are kept: most likely a pull will
+// resume them.
+inline constexpr int64_t kKeepUnreferencedSeconds = 24 * 60 * 60;
+
+struct GcReport {
+  std::vector<RefRecord> refs_removed;
+  std::vector<Digest> images_removed;         // manifest digests
+  std::vector<BlobInfo> blobs_removed;        // blobs of removed images, and unreferenced blobs
+  std::vector<PartialInfo> partials_removed;  // stale partial downloads
+  std::vector<Digest> images_in_use;          // would have been removed, but a lease holds them
+  uint64_t size_before = 0;                   // total size of verified blobs, in bytes
+  uint64_t size_after = 0;
+
+  // Bytes given back: removed blobs and partials.
+  [[nodiscard]] uint64_t bytes_freed() const;
+};
+
+// Brings the total size of verified blobs down to `max_size` bytes, if the images in use allow.
+// In order:
+//  1. partial downloads not being written and last written before now - kKeepUnreferencedSeconds;
+//  2. images that no ref names (their last name was removed while they were in use, or a pull
+//     died between recording the image and its ref);
+//  3. blobs that no image or ref references, last written before now - kKeepUnreferencedSeconds;
+//  4. while the total exceeds max_size: images by least recent use (ImageRecord::last_used, then
+//     pulled_at, then digest, so the order is deterministic).
+// `now` is unix seconds (a parameter so that tests and the daemon's clock decide). Errors stop the
+// collection where it is; what was done is consistent (see the rules above).
+Result<GcReport> collect(BlobStore& blobs, Catalog& catalog, uint64_t max_size, int64_t now);
+
+// `imagefs rm REF`: removes the ref (for one platform, or for every platform when `platform` is
+// empty), and each image that no ref names any more, with its unshared blobs, right away: the
+// user asked for the space back, as with `docker rmi`. An image in use keeps its record and blobs
+// (reported in images_in_use); gc removes it once no lease holds it. ENOENT if no such ref.
+Result<GcReport> remove_reference(BlobStore& blobs, Catalog& catalog, std::string_view reference,
+                                  std::string_view platform);
+
+}  // namespace imagefs::store

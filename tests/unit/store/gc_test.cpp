@@ -1,0 +1,278 @@
+// gc and rm over a real BlobStore and Catalog: least recently used first, shared blobs stay,
+// leased images stay, unreferenced blobs and partials go after a day, generic records go with
+// their owners.
+#include "store/gc.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <ctime>
+
+#include "store/lease.h"
+#include "tests/unit/store/store_test_util.h"
+
+namespace imagefs::store {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::as_bytes;
+using testing::pattern;
+using testing::TempDir;
+
+constexpr int64_t kDay = 24 * 60 * 60;
+constexpr uint64_t kNoLimit = UINT64_MAX;
+
+class Gc : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto b = BlobStore::open(dir_.path());
+    ASSERT_TRUE(b.ok()) << b.error().message;
+    blobs_ = *b;
+    auto c = Catalog::open(Catalog::file_in(dir_.path()));
+    ASSERT_TRUE(c.ok()) << c.error().message;
+    catalog_ = *c;
+  }
+
+  Digest put_blob(const std::string& data) {
+    Digest d = Digest::of(data);
+    EXPECT_TRUE(blobs_->put(d, data).ok());
+    return d;
+  }
+
+  // An image named `name` (ref "test/<name>:1", linux/amd64): a 100-byte manifest and config,
+  // and the given layers, stored and recorded.
+  ImageRecord add_image(const std::string& name, int64_t last_used,
+                        const std::vector<std::string>& layers) {
+    std::string manifest = "manifest of " + name;
+    manifest.resize(100, ' ');
+    std::string config = "config of " + name;
+    config.resize(100, ' ');
+    ImageRecord image{put_blob(manifest),
+                      "application/vnd.oci.image.manifest.v1+json",
+                      put_blob(config),
+                      "linux/amd64",
+                      {},
+                      200,
+                      1000,
+                      last_used};
+    for (const std::string& layer : layers) {
+      image.layers.push_back(
+          LayerRecord{put_blob(layer), "application/vnd.oci.image.layer.v1.tar", layer.size(), {}});
+      image.size += layer.size();
+    }
+    EXPECT_TRUE(catalog_->put_image(image).ok());
+    EXPECT_TRUE(
+        catalog_
+            ->put_ref(RefRecord{ref_name(name), "linux/amd64", image.manifest, std::nullopt, 1000})
+            .ok());
+    return image;
+  }
+
+  static std::string ref_name(const std::string& name) { return "test/" + name + ":1"; }
+
+  static int64_t now() { return static_cast<int64_t>(std::time(nullptr)); }
+
+  [[nodiscard]] bool has_image(const ImageRecord& image) const {
+    auto got = catalog_->image(image.manifest);
+    return got.ok() && got->has_value();
+  }
+  // Every blob of the image is present, or (all_gone) none is.
+  [[nodiscard]] bool blobs_present(const ImageRecord& image) const {
+    bool all = blobs_->contains(image.manifest) && blobs_->contains(image.config);
+    for (const LayerRecord& l : image.layers) all = all && blobs_->contains(l.digest);
+    return all;
+  }
+
+  TempDir dir_;
+  std::shared_ptr<BlobStore> blobs_;
+  std::shared_ptr<Catalog> catalog_;
+};
+
+TEST_F(Gc, LeastRecentlyUsedGoFirstUntilUnderTheLimit) {
+  ImageRecord a = add_image("a", 100, {pattern(10'000, 1)});
+  ImageRecord b = add_image("b", 300, {pattern(10'000, 2)});
+  ImageRecord c = add_image("c", 200, {pattern(10'000, 3)});
+  auto report = collect(*blobs_, *catalog_, 15'000, now());
+  ASSERT_TRUE(report.ok()) << report.error().message;
+  EXPECT_EQ(report->images_removed, (std::vector<Digest>{a.manifest, c.manifest}));
+  ASSERT_EQ(report->refs_removed.size(), 2u);
+  EXPECT_EQ(report->refs_removed[0].reference, ref_name("a"));
+  EXPECT_EQ(report->refs_removed[1].reference, ref_name("c"));
+  EXPECT_EQ(report->size_before, 30'600u);
+  EXPECT_EQ(report->size_after, 10'200u);
+  EXPECT_EQ(report->bytes_freed(), 20'400u);
+  EXPECT_EQ(report->blobs_removed.size(), 6u);
+  EXPECT_FALSE(has_image(a));
+  EXPECT_FALSE(has_image(c));
+  EXPECT_TRUE(has_image(b));
+  EXPECT_TRUE(blobs_present(b));
+  EXPECT_FALSE(blobs_->contains(a.layers[0].digest));
+  EXPECT_FALSE(blobs_->contains(c.manifest));
+  EXPECT_EQ(catalog_->refs()->size(), 1u);
+  EXPECT_TRUE(blobs_->verify()->empty());
+
+  auto again = collect(*blobs_, *catalog_, 15'000, now());
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->images_removed.empty()) << "under the limit: nothing to do";
+}
+
+TEST_F(Gc, BlobsSharedWithAKeptImageStay) {
+  std::string shared = pattern(20'000, 1);
+  ImageRecord a = add_image("a", 100, {shared, pattern(5000, 2)});
+  ImageRecord b = add_image("b", 200, {shared});
+  auto report = collect(*blobs_, *catalog_, 25'000, now());
+  ASSERT_TRUE(report.ok()) << report.error().message;
+  EXPECT_EQ(report->images_removed, std::vector<Digest>{a.manifest});
+  EXPECT_TRUE(blobs_->contains(a.layers[0].digest)) << "b still uses it";
+  EXPECT_FALSE(blobs_->contains(a.layers[1].digest));
+  EXPECT_TRUE(blobs_present(b));
+  EXPECT_EQ(report->size_after, 20'200u);
+}
+
+TEST_F(Gc, ImagesInUseAreNeverRemoved) {
+  ImageRecord a = add_image("a", 100, {pattern(1000, 1)});
+  ImageRecord b = add_image("b", 200, {pattern(1000, 2)});
+  auto lease = Lease::image(dir_.path(), a.manifest);
+  ASSERT_TRUE(lease.ok());
+  auto report = collect(*blobs_, *catalog_, 0, now());
+  ASSERT_TRUE(report.ok()) << report.error().message;
+  EXPECT_EQ(report->images_in_use, std::vector<Digest>{a.manifest});
+  EXPECT_EQ(report->images_removed, std::vector<Digest>{b.manifest});
+  EXPECT_TRUE(has_image(a));
+  EXPECT_TRUE(blobs_present(a));
+  EXPECT_EQ(report->size_after, 1200u) << "over the limit, as far as the leases allow";
+}
+
+TEST_F(Gc, UnreferencedBlobsGoAfterADay) {
+  ImageRecord a = add_image("a", 100, {pattern(1000, 1)});
+  Digest orphan = put_blob("left by a pull that died");
+  Digest index = put_blob("an image index");
+  ASSERT_TRUE(
+      catalog_->put_ref(RefRecord{"test/multi:1", "linux/amd64", a.manifest, index, 1}).ok());
+
+  auto young = collect(*blobs_, *catalog_, kNoLimit, now());
+  ASSERT_TRUE(young.ok()) << young.error().message;
+  EXPECT_TRUE(young->blobs_removed.empty());
+  EXPECT_TRUE(blobs_->contains(orphan));
+
+  auto old = collect(*blobs_, *catalog_, kNoLimit, now() + 2 * kDay);
+  ASSERT_TRUE(old.ok()) << old.error().message;
+  ASSERT_EQ(old->blobs_removed.size(), 1u);
+  EXPECT_EQ(old->blobs_removed[0].digest, orphan);
+  EXPECT_TRUE(blobs_->contains(index)) << "a ref's index is referenced";
+  EXPECT_TRUE(blobs_present(a));
+}
+
+TEST_F(Gc, StalePartialsGoUnlessBeingWritten) {
+  Digest stale = Digest::of(std::string_view("stale"));
+  Digest busy = Digest::of(std::string_view("busy"));
+  {
+    auto w = blobs_->open_writer(stale);
+    ASSERT_TRUE((*w)->write(as_bytes("12345")).ok());
+  }
+  auto writer = blobs_->open_writer(busy);
+  ASSERT_TRUE((*writer)->write(as_bytes("123")).ok());
+  auto young = collect(*blobs_, *catalog_, kNoLimit, now());
+  ASSERT_TRUE(young.ok());
+  EXPECT_TRUE(young->partials_removed.empty());
+  auto old = collect(*blobs_, *catalog_, kNoLimit, now() + 2 * kDay);
+  ASSERT_TRUE(old.ok()) << old.error().message;
+  ASSERT_EQ(old->partials_removed.size(), 1u);
+  EXPECT_EQ(old->partials_removed[0].digest, stale);
+  EXPECT_EQ(old->bytes_freed(), 5u);
+  EXPECT_TRUE((*writer)->write(as_bytes("45")).ok()) << "the busy writer carries on";
+}
+
+TEST_F(Gc, ImagesNoRefNamesAreRemoved) {
+  ImageRecord named = add_image("named", 100, {pattern(1000, 1)});
+  ImageRecord unnamed = add_image("unnamed", 200, {pattern(1000, 2)});
+  ASSERT_TRUE(catalog_->remove_ref(ref_name("unnamed"), "linux/amd64").ok());
+  auto report = collect(*blobs_, *catalog_, kNoLimit, now());
+  ASSERT_TRUE(report.ok()) << report.error().message;
+  EXPECT_EQ(report->images_removed, std::vector<Digest>{unnamed.manifest});
+  EXPECT_FALSE(blobs_present(unnamed));
+  EXPECT_TRUE(has_image(named));
+}
+
+TEST_F(Gc, RecordsKeyedByADigestGoWithIt) {
+  ImageRecord a = add_image("a", 100, {pattern(1000, 1)});
+  ImageRecord b = add_image("b", 200, {pattern(1000, 2)});
+  ASSERT_TRUE(catalog_->put("plans", a.manifest.str() + "/gzip", "plan a").ok());
+  ASSERT_TRUE(catalog_->put("plans", b.manifest.str() + "/gzip", "plan b").ok());
+  ASSERT_TRUE(catalog_->put("layer_index", a.layers[0].digest.str(), "index a").ok());
+  ASSERT_TRUE(catalog_->put("layer_index", "unowned", "stays").ok());
+  auto report = collect(*blobs_, *catalog_, 1500, now());
+  ASSERT_TRUE(report.ok()) << report.error().message;
+  EXPECT_EQ(report->images_removed, std::vector<Digest>{a.manifest});
+  EXPECT_FALSE(catalog_->get("plans", a.manifest.str() + "/gzip")->has_value());
+  EXPECT_FALSE(catalog_->get("layer_index", a.layers[0].digest.str())->has_value());
+  EXPECT_TRUE(catalog_->get("plans", b.manifest.str() + "/gzip")->has_value());
+  EXPECT_TRUE(catalog_->get("layer_index", "unowned")->has_value());
+}
+
+TEST_F(Gc, RemoveReferenceFreesTheImageWithItsLastName) {
+  std::string shared = pattern(3000, 9);
+  ImageRecord a = add_image("a", 100, {shared, pattern(1000, 1)});
+  ImageRecord b = add_image("b", 200, {shared});
+  Digest index = put_blob("index of a:latest");
+  ASSERT_TRUE(
+      catalog_->put_ref(RefRecord{"test/a:latest", "linux/amd64", a.manifest, index, 1}).ok());
+
+  auto first = remove_reference(*blobs_, *catalog_, ref_name("a"), "linux/amd64");
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  EXPECT_EQ(first->refs_removed.size(), 1u);
+  EXPECT_TRUE(first->images_removed.empty()) << "test/a:latest still names it";
+  EXPECT_TRUE(blobs_present(a));
+
+  auto last = remove_reference(*blobs_, *catalog_, "test/a:latest", "");
+  ASSERT_TRUE(last.ok()) << last.error().message;
+  EXPECT_EQ(last->images_removed, std::vector<Digest>{a.manifest});
+  EXPECT_FALSE(has_image(a));
+  EXPECT_FALSE(blobs_->contains(a.manifest));
+  EXPECT_FALSE(blobs_->contains(a.layers[1].digest));
+  EXPECT_FALSE(blobs_->contains(index)) << "the index went with its ref";
+  EXPECT_TRUE(blobs_->contains(a.layers[0].digest)) << "shared with b";
+  EXPECT_TRUE(blobs_present(b));
+
+  auto absent = remove_reference(*blobs_, *catalog_, ref_name("a"), "");
+  ASSERT_FALSE(absent.ok());
+  EXPECT_EQ(absent.error().code, ENOENT);
+  EXPECT_EQ(absent.error().message, "no image test/a:1 in the cache");
+}
+
+TEST_F(Gc, RemoveReferenceWithoutPlatformTakesEveryPlatform) {
+  ImageRecord amd = add_image("multi", 100, {pattern(1000, 1)});
+  ImageRecord arm = add_image("multi-arm", 100, {pattern(1000, 2)});
+  ASSERT_TRUE(catalog_->remove_ref(ref_name("multi-arm"), "linux/amd64").ok());
+  ASSERT_TRUE(
+      catalog_->put_ref(RefRecord{ref_name("multi"), "linux/arm64", arm.manifest, std::nullopt, 1})
+          .ok());
+  auto report = remove_reference(*blobs_, *catalog_, ref_name("multi"), "");
+  ASSERT_TRUE(report.ok()) << report.error().message;
+  EXPECT_EQ(report->refs_removed.size(), 2u);
+  EXPECT_EQ(report->images_removed.size(), 2u);
+  EXPECT_FALSE(has_image(amd));
+  EXPECT_FALSE(has_image(arm));
+  EXPECT_TRUE(blobs_->list()->empty());
+}
+
+TEST_F(Gc, RemoveReferenceKeepsAnImageInUseForALaterGc) {
+  ImageRecord a = add_image("a", 100, {pattern(1000, 1)});
+  {
+    auto lease = Lease::image(dir_.path(), a.manifest);
+    ASSERT_TRUE(lease.ok());
+    auto report = remove_reference(*blobs_, *catalog_, ref_name("a"), "linux/amd64");
+    ASSERT_TRUE(report.ok()) << report.error().message;
+    EXPECT_EQ(report->refs_removed.size(), 1u);
+    EXPECT_EQ(report->images_in_use, std::vector<Digest>{a.manifest});
+    EXPECT_TRUE(has_image(a));
+    EXPECT_TRUE(blobs_present(a));
+  }
+  auto report = collect(*blobs_, *catalog_, kNoLimit, now());
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->images_removed, std::vector<Digest>{a.manifest});
+  EXPECT_TRUE(blobs_->list()->empty());
+}
+
+}  // namespace
+}  // namespace imagefs::store
