@@ -158,17 +158,20 @@ const std::vector<Command>& commands() {
                          {{"platform", Arity::value, "only this platform's image (default: all)",
                            "OS/ARCH[/VARIANT]"}}),
                     run_rm});
-    list.push_back({"gc", "gc --max-size SIZE [--cache-dir DIR]",
-                    "shrink the store to SIZE (e.g. 10G), least recently used images first",
-                    with(cache_options(), {{"max-size", Arity::value,
-                                            "the size to shrink to: bytes, or with K, M, G, T",
-                                            "SIZE"}}),
-                    run_gc});
+    list.push_back(
+        {"gc", "gc --max-size SIZE [--cache-dir DIR]",
+         "shrink the store to SIZE (e.g. 10G), least recently used images first",
+         with(cache_options(), {{"max-size", Arity::value,
+                                 "the size to shrink to: bytes, or with K, M, G, T", "SIZE"}}),
+         run_gc});
     list.push_back({"verify", "verify [--cache-dir DIR]",
                     "re-hash every blob in the store and report any that do not match its name",
                     cache_options(), run_verify});
-    list.push_back({"version", "version",
-                    "print the versions of imagefs and the libraries it runs with", {}, version});
+    list.push_back({"version",
+                    "version",
+                    "print the versions of imagefs and the libraries it runs with",
+                    {},
+                    version});
     list.push_back({"help", "help [COMMAND]", "describe the commands, or one command", {}, help});
     return list;
   }();

@@ -69,8 +69,8 @@ void print_gc_report(Io& io, const store::GcReport& r) {
     io.out << "removed " << ref.reference << " (" << ref.platform << ")\n";
   for (const store::Digest& d : r.images_in_use)
     io.out << "kept " << d.str() << ": in use by a running mount or build\n";
-  io.out << "freed " << format_size(r.bytes_freed()) << " (" << r.blobs_removed.size()
-         << " blobs, " << r.partials_removed.size() << " partial downloads); the store holds "
+  io.out << "freed " << format_size(r.bytes_freed()) << " (" << r.blobs_removed.size() << " blobs, "
+         << r.partials_removed.size() << " partial downloads); the store holds "
          << format_size(r.size_after) << "\n";
 }
 
@@ -142,8 +142,8 @@ int run_images(const Args& args, Io& io) {
     return s + std::string(width - s.size() + 2, ' ');
   };
   for (const Row& r : rows)
-    io.out << pad(r.ref, w[0]) << pad(r.digest, w[1]) << pad(r.platform, w[2])
-           << pad(r.size, w[3]) << r.used << "\n";
+    io.out << pad(r.ref, w[0]) << pad(r.digest, w[1]) << pad(r.platform, w[2]) << pad(r.size, w[3])
+           << r.used << "\n";
   return kExitOk;
 }
 

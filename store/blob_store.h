@@ -46,6 +46,11 @@ class BlobStore {
   // Where the verified blob lives (whether or not it is there now).
   [[nodiscard]] virtual std::filesystem::path path(const Digest& digest) const = 0;
   [[nodiscard]] virtual bool contains(const Digest& digest) const = 0;
+  // Where other modules keep what they derive from the blob (a layer's index and data files):
+  // ROOT/derived/<hex>. Built and removed only through store/derived.h, and removed with the blob.
+  [[nodiscard]] std::filesystem::path derived_dir(const Digest& digest) const {
+    return root() / "derived" / std::string(digest.hex());
+  }
 
   // The whole blob, for small ones (manifests, configs), checked against its digest (EIO if the
   // file was damaged after it was stored). ENOENT if absent.

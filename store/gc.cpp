@@ -8,6 +8,7 @@
 #include <string>
 #include <tuple>
 
+#include "store/derived.h"
 #include "store/file_util.h"
 #include "store/lease.h"
 
@@ -110,6 +111,9 @@ class Collector {
   Result<void> remove_blob(const Digest& d) {
     auto it = present_.find(d);
     if (it == present_.end()) return {};
+    // Products first: a crash before the blob goes leaves an unreferenced blob for the next gc,
+    // whereas products without their blob would be found only by remove_stale_derived.
+    IMAGEFS_CHECK(remove_derived(blobs_, d));
     IMAGEFS_CHECK(blobs_.remove(d));
     total_ -= it->second.size;
     report_.size_after = total_;
@@ -152,6 +156,8 @@ Result<GcReport> collect(BlobStore& blobs, Catalog& catalog, uint64_t max_size, 
 
   IMAGEFS_TRY(partials, blobs.remove_stale_partials(keep_after));
   report.partials_removed = std::move(partials);
+  // Temporary directories of builders that died, and products whose blob is gone.
+  if (auto stale = remove_stale_derived(blobs); !stale.ok()) return stale.error();
   // Lease files of holders that died (their flocks are gone with them).
   IMAGEFS_CHECK(detail::sweep_lock_dir(blobs.root() / "leases"));
 

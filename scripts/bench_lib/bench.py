@@ -7,6 +7,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IMAGEFS = os.path.join(ROOT, "build", "imagefs")
@@ -19,14 +20,16 @@ def log(msg):
 
 
 def timed(cmd, env=None):
-    """Runs cmd under /usr/bin/time; returns (wall seconds, peak RSS in KiB)."""
-    with tempfile.NamedTemporaryFile("r") as t:
-        p = subprocess.run(["/usr/bin/time", "-o", t.name, "-f", "%e %M"] + cmd,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-        if p.returncode != 0:
-            raise SystemExit(f"bench: {' '.join(cmd)} failed:\n{p.stderr[-2000:]}")
-        wall, rss = t.read().split()[-2:]
-        return float(wall), int(rss)
+    """Runs cmd; returns (wall seconds, peak RSS in KiB) of that one child (wait4's rusage)."""
+    start = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    err = p.stderr.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - start
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(cmd)} failed:\n{err.decode(errors='replace')[-2000:]}")
+    return wall, usage.ru_maxrss
 
 
 class Registry:
@@ -62,14 +65,14 @@ def bench_pull(args):
                 wall, _ = timed(["skopeo", "copy", "--src-tls-verify=false",
                                  f"docker://{reg.addr}/{image}:latest", f"oci:{oci}:latest"])
                 peer.append(wall)
-                log(f"{image} run {run + 1}: imagefs {ours[-1]:.2f}s ({kib // 1024} MiB), skopeo {peer[-1]:.2f}s")
+                log(f"{image} run {run + 1}: imagefs {ours[-1]:.3f}s ({kib // 1024} MiB), skopeo {peer[-1]:.3f}s")
             size = sum(os.path.getsize(os.path.join(dp, f))
                        for dp, _, fs in os.walk(os.path.join(tmp, "cache", "blobs")) for f in fs)
             rows.append((image, size, statistics.median(ours), statistics.median(peer), max(rss)))
     print(f"pull, cold cache, local registry, median of {args.runs} runs")
     print(f"{'image':10} {'blobs':>10} {'imagefs':>9} {'skopeo':>9} {'ratio':>7} {'imagefs peak RSS':>17}")
     for image, size, ours, peer, rss in rows:
-        print(f"{image:10} {size / 2**20:8.1f}MB {ours:8.2f}s {peer:8.2f}s {peer / ours:6.2f}x {rss / 1024:14.1f}MiB")
+        print(f"{image:10} {size / 2**20:8.1f}MB {ours:8.3f}s {peer:8.3f}s {peer / ours:6.2f}x {rss / 1024:14.1f}MiB")
     print("targets: ratio >= 1.5x on python; peak RSS < 64 MiB")
 
 
@@ -78,7 +81,7 @@ def main():
     sub = p.add_subparsers(dest="what", required=True)
     pull = sub.add_parser("pull", help="imagefs pull vs skopeo copy")
     pull.add_argument("--images", default="python")
-    pull.add_argument("--runs", type=int, default=5)
+    pull.add_argument("--runs", type=int, default=9)
     pull.set_defaults(func=bench_pull)
     args = p.parse_args()
     args.func(args)

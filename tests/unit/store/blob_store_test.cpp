@@ -158,8 +158,11 @@ TEST(BlobStore, ResumesAfterTheWriterWasKilled) {
   auto store = open_store(dir.path());
   auto w = store->open_writer(d);  // the lock died with the child: this does not wait
   ASSERT_TRUE(w.ok()) << w.error().message;
-  ASSERT_EQ((*w)->offset(), half);
-  ASSERT_TRUE(write_chunks(**w, std::string_view(data).substr(half)).ok());
+  // A killed writer loses what it had buffered (up to 1 MiB), never more, never wrong bytes.
+  uint64_t resumed = (*w)->offset();
+  ASSERT_LE(resumed, half);
+  ASSERT_GE(resumed + (1u << 20), half);
+  ASSERT_TRUE(write_chunks(**w, std::string_view(data).substr(resumed)).ok());
   auto c = (*w)->commit(data.size());
   ASSERT_TRUE(c.ok()) << c.error().message;
   EXPECT_EQ(*store->read(d), data);

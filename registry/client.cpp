@@ -1,0 +1,331 @@
+// Manifests and blobs over the transport, with digests checked and errors worded for people.
+#include "registry/client.h"
+
+#include <nlohmann/json.hpp>
+
+namespace imagefs::registry {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr uint64_t kMaxManifestBytes = 8u << 20;
+constexpr uint64_t kMaxConfigBytes = 64u << 20;
+
+struct RegistryErrorBody {
+  std::string code;     // "MANIFEST_UNKNOWN"
+  std::string message;  // "manifest unknown"
+};
+
+// The first entry of a distribution-spec error body {"errors":[{"code","message","detail"}]}.
+RegistryErrorBody registry_error(const std::string& body) {
+  RegistryErrorBody out;
+  json doc = json::parse(body, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object()) return out;
+  auto errors = doc.find("errors");
+  if (errors == doc.end() || !errors->is_array() || errors->empty() || !(*errors)[0].is_object())
+    return out;
+  const json& first = (*errors)[0];
+  if (auto c = first.find("code"); c != first.end() && c->is_string()) out.code = *c;
+  if (auto m = first.find("message"); m != first.end() && m->is_string()) out.message = *m;
+  if (out.message.size() > 200) out.message = out.message.substr(0, 200) + "...";
+  return out;
+}
+
+// "21600" -> "6 hours"
+std::string human_window(const std::string& seconds_text) {
+  int64_t s = 0;
+  for (char c : seconds_text) {
+    if (c < '0' || c > '9' || s > 1000000000) return seconds_text + " seconds";
+    s = s * 10 + (c - '0');
+  }
+  if (s % 3600 == 0 && s >= 3600)
+    return std::to_string(s / 3600) + (s == 3600 ? " hour" : " hours");
+  if (s % 60 == 0 && s >= 60) return std::to_string(s / 60) + (s == 60 ? " minute" : " minutes");
+  return std::to_string(s) + " seconds";
+}
+
+// "100;w=21600" -> {"100", "21600"}
+std::pair<std::string, std::string> split_limit(const std::string& value) {
+  size_t semi = value.find(';');
+  std::string count = value.substr(0, semi);
+  std::string window;
+  if (semi != std::string::npos) {
+    size_t w = value.find("w=", semi);
+    if (w != std::string::npos) {
+      size_t end = value.find_first_not_of("0123456789", w + 2);
+      window = value.substr(w + 2, end == std::string::npos ? end : end - (w + 2));
+    }
+  }
+  return {count, window};
+}
+
+std::string rate_limit_message(const std::string& host, const Reply& reply,
+                               const std::string& credential_note) {
+  const Headers& h = reply.response.headers;
+  std::string message = "too many requests: registry " + host + " is rate limiting pulls";
+  if (std::optional<std::string> limit = h.get("RateLimit-Limit")) {
+    auto [count, window] = split_limit(*limit);
+    message += " (limit " + count + " pulls" +
+               (window.empty() ? std::string() : " per " + human_window(window));
+    if (std::optional<std::string> source = h.get("Docker-RateLimit-Source"))
+      message += " for " + *source;
+    if (std::optional<std::string> remaining = h.get("RateLimit-Remaining"))
+      message += ", " + split_limit(*remaining).first + " left";
+    message += ")";
+  }
+  if (std::optional<std::string> after = h.get("Retry-After")) {
+    message += "; try again after " + *after +
+               (after->find_first_not_of("0123456789") == std::string::npos ? " seconds" : "");
+  }
+  if (host == "docker.io") {
+    message +=
+        "; Docker Hub gives anonymous pulls the lowest limit: log in (docker login) for "
+        "a higher one, or use a mirror (" +
+        credential_note + ")";
+  }
+  return message;
+}
+
+// Sends a blob's body to a BlobWriter, resuming where it stopped.
+class WriterSink final : public ResumableSink {
+ public:
+  WriterSink(store::BlobWriter& writer, const RegistryClient::Progress& progress)
+      : writer_(writer), progress_(progress) {}
+
+  [[nodiscard]] uint64_t offset() const override { return writer_.offset(); }
+
+  Result<void> begin(int status, const Headers& headers) override {
+    if (status == 206) {
+      // "bytes START-END/TOTAL": the server must continue exactly where we are.
+      std::string range = headers.get("Content-Range").value_or("");
+      uint64_t start = 0;
+      size_t i = range.find_first_of("0123456789");
+      bool ok = range.starts_with("bytes ") && i != std::string::npos;
+      for (; ok && i < range.size() && range[i] >= '0' && range[i] <= '9'; ++i)
+        start = start * 10 + static_cast<uint64_t>(range[i] - '0');
+      if (!ok || start != writer_.offset())
+        return make_error(EIO, "the registry resumed at a different offset (Content-Range \"" +
+                                   range + "\", expected " + std::to_string(writer_.offset()) +
+                                   ")");
+    } else if (writer_.offset() > 0) {
+      // The server ignored Range and sends the whole blob again.
+      IMAGEFS_CHECK(writer_.restart());
+    }
+    if (progress_) progress_(writer_.offset());
+    return {};
+  }
+
+  Result<void> write(std::span<const uint8_t> bytes) override {
+    IMAGEFS_CHECK(writer_.write(bytes));
+    if (progress_) progress_(writer_.offset());
+    return {};
+  }
+
+ private:
+  store::BlobWriter& writer_;
+  const RegistryClient::Progress& progress_;
+};
+
+}  // namespace
+
+std::string pull_scope(const Reference& ref) { return "repository:" + ref.repository + ":pull"; }
+
+RegistryClient::RegistryClient(std::shared_ptr<Transport> transport)
+    : transport_(std::move(transport)) {}
+
+Error RegistryClient::status_error(const Reference& ref, const std::string& subject,
+                                   const Reply& reply, bool is_manifest) {
+  const std::string& host = ref.domain;
+  const std::string& repo = ref.repository;
+  int status = reply.response.status;
+  RegistryErrorBody body = registry_error(reply.response.body);
+  std::string said =
+      body.message.empty() ? std::string() : " (registry says: " + body.message + ")";
+  Error error;
+  switch (status) {
+    case 401: {
+      std::string note = transport_->auth().credential_note(host);
+      error = make_error(EACCES, "unauthorized: access to repository " + repo + " on " + host +
+                                     " was denied; it may not exist, or may need credentials (" +
+                                     note + ")");
+      break;
+    }
+    case 403:
+      error = make_error(
+          EACCES, "denied: access to repository " + repo + " on " + host + " is forbidden" + said);
+      break;
+    case 404:
+      if (body.code == "NAME_UNKNOWN") {
+        error =
+            make_error(ENOENT, "repository unknown: repository " + repo + " not found on " + host);
+      } else if (is_manifest) {
+        error = make_error(ENOENT, "manifest unknown: " + subject + " not found in repository " +
+                                       repo + " on " + host);
+      } else {
+        error = make_error(EIO, "blob unknown: " + subject + " not found in repository " + repo +
+                                    " on " + host + " (the image is incomplete on the registry)");
+      }
+      break;
+    case 429:
+      error = make_error(EIO,
+                         rate_limit_message(host, reply, transport_->auth().credential_note(host)));
+      break;
+    default: {
+      std::string tries = reply.attempts > 1
+                              ? " (gave up after " + std::to_string(reply.attempts) + " attempts)"
+                              : std::string();
+      if (status >= 500) {
+        error = make_error(EIO, "registry " + host + " failed with HTTP " + std::to_string(status) +
+                                    " for " + subject + " in repository " + repo + said + tries);
+      } else {
+        error = make_error(EIO, "registry " + host + " answered HTTP " + std::to_string(status) +
+                                    " for " + subject + " in repository " + repo + said);
+      }
+    }
+  }
+  error.message = transport_->auth().redact(error.message);
+  return error;
+}
+
+Result<std::optional<ManifestHead>> RegistryClient::head_manifest(const Reference& ref,
+                                                                  const std::string& tag_or_digest,
+                                                                  const Notice& notice) {
+  RegistryRequest request;
+  request.method = "HEAD";
+  request.path = "/v2/" + ref.repository + "/manifests/" + tag_or_digest;
+  request.scope = pull_scope(ref);
+  request.headers.add("Accept", media_type::manifest_accept());
+  request.notice = notice;
+  IMAGEFS_TRY(reply, transport_->send(ref.domain, request));
+  std::string subject =
+      tag_or_digest.starts_with("sha256:") ? "manifest " + tag_or_digest : "tag " + tag_or_digest;
+  int status = reply.response.status;
+  // 401 and 429 explain themselves in headers (and 401 went through the auth rounds already).
+  if (status >= 400 && status < 500 && status != 401 && status != 429)
+    return std::optional<ManifestHead>();
+  if (status != 200) return status_error(ref, subject, reply, true);
+  ManifestHead head;
+  head.media_type = reply.response.headers.get("Content-Type").value_or("");
+  if (std::optional<std::string> d = reply.response.headers.get("Docker-Content-Digest")) {
+    if (Result<store::Digest> parsed = store::Digest::parse(*d); parsed.ok())
+      head.digest = std::move(parsed).value();
+  }
+  if (std::optional<std::string> len = reply.response.headers.get("Content-Length")) {
+    if (!len->empty() && len->size() < 19 &&
+        len->find_first_not_of("0123456789") == std::string::npos)
+      head.size = std::stoull(*len);
+  }
+  return std::optional<ManifestHead>(std::move(head));
+}
+
+Result<FetchedManifest> RegistryClient::get_manifest(const Reference& ref,
+                                                     const std::string& tag_or_digest,
+                                                     const std::optional<store::Digest>& expected,
+                                                     const Notice& notice) {
+  RegistryRequest request;
+  request.path = "/v2/" + ref.repository + "/manifests/" + tag_or_digest;
+  request.scope = pull_scope(ref);
+  request.headers.add("Accept", media_type::manifest_accept());
+  request.max_body_bytes = kMaxManifestBytes;
+  request.notice = notice;
+  IMAGEFS_TRY(reply, transport_->send(ref.domain, request));
+  std::string subject =
+      tag_or_digest.starts_with("sha256:") ? "manifest " + tag_or_digest : "tag " + tag_or_digest;
+  if (reply.response.status != 200) return status_error(ref, subject, reply, true);
+
+  std::string where = subject + " in " + ref.name();
+  std::string content_type = reply.response.headers.get("Content-Type").value_or("");
+  Result<std::string> type = manifest_media_type(reply.response.body, content_type);
+  if (!type.ok()) return type.error().context(where);
+  store::Digest actual = store::Digest::of(reply.response.body);
+  if (expected) {
+    if (actual != *expected)
+      return make_error(EIO, where + ": registry " + ref.domain + " served bytes with digest " +
+                                 actual.str() + " instead of " + expected->str());
+  } else if (std::optional<std::string> header =
+                 reply.response.headers.get("Docker-Content-Digest")) {
+    Result<store::Digest> claimed = store::Digest::parse(*header);
+    if (claimed.ok() && claimed.value() != actual)
+      return make_error(EIO, where + ": registry " + ref.domain + " served bytes with digest " +
+                                 actual.str() + " but said they were " + claimed->str());
+  }
+  return FetchedManifest{std::move(reply.response.body), std::move(type).value(),
+                         std::move(actual)};
+}
+
+Result<std::string> RegistryClient::get_blob(const Reference& ref, const Descriptor& blob,
+                                             const std::string& what, const Notice& notice) {
+  std::string subject = what + " " + blob.digest.str();
+  if (blob.size > kMaxConfigBytes)
+    return make_error(EIO, subject + " in " + ref.name() + " is " + std::to_string(blob.size) +
+                               " bytes, more than imagefs reads into memory");
+  RegistryRequest request;
+  request.path = "/v2/" + ref.repository + "/blobs/" + blob.digest.str();
+  request.scope = pull_scope(ref);
+  request.max_body_bytes = blob.size;
+  request.notice = notice;
+  IMAGEFS_TRY(reply, transport_->send(ref.domain, request));
+  if (reply.response.status != 200) return status_error(ref, subject, reply, false);
+  store::Digest actual = store::Digest::of(reply.response.body);
+  if (actual != blob.digest || reply.response.body.size() != blob.size)
+    return make_error(EIO, subject + " in " + ref.name() + ": registry " + ref.domain + " served " +
+                               std::to_string(reply.response.body.size()) + " bytes with digest " +
+                               actual.str());
+  return std::move(reply.response.body);
+}
+
+Result<void> RegistryClient::fetch_blob(const Reference& ref, const Descriptor& blob,
+                                        store::BlobWriter& writer, const std::string& what,
+                                        const Progress& progress, const Notice& notice) {
+  if (writer.done()) return {};
+  if (media_type::is_foreign_layer(blob.media_type))
+    return fetch_foreign(ref, blob, writer, what, progress, notice);
+  std::string subject = what + " " + blob.digest.str();
+  RegistryRequest request;
+  request.path = "/v2/" + ref.repository + "/blobs/" + blob.digest.str();
+  request.scope = pull_scope(ref);
+  request.notice = notice;
+  WriterSink sink(writer, progress);
+  Result<Reply> reply = transport_->send(ref.domain, request, &sink);
+  if (!reply.ok()) return reply.error().context(subject + " from " + ref.name());
+  int status = reply->response.status;
+  if (status != 200 && status != 206) return status_error(ref, subject, *reply, false);
+  Result<void> committed = writer.commit(blob.size);
+  if (!committed.ok()) return committed.error().context(subject + " from " + ref.name());
+  return {};
+}
+
+Result<void> RegistryClient::fetch_foreign(const Reference& ref, const Descriptor& blob,
+                                           store::BlobWriter& writer, const std::string& what,
+                                           const Progress& progress, const Notice& notice) {
+  std::string subject = what + " " + blob.digest.str();
+  if (blob.urls.empty())
+    return make_error(EIO, subject + " of " + ref.name() + " is non-distributable (" +
+                               blob.media_type +
+                               ") and its manifest lists no URLs to download it from");
+  Error last = make_error(EIO, "no usable URL");
+  for (const std::string& url : blob.urls) {
+    WriterSink sink(writer, progress);
+    Result<Reply> reply = transport_->get_url(url, &sink, notice);
+    if (!reply.ok()) {
+      last = reply.error();
+      continue;
+    }
+    if (reply->response.status != 200 && reply->response.status != 206) {
+      last = make_error(EIO, url + " answered HTTP " + std::to_string(reply->response.status));
+      continue;
+    }
+    // A mismatch here is final: the writer has discarded the bytes and is spent.
+    Result<void> committed = writer.commit(blob.size);
+    if (!committed.ok()) {
+      std::string where = subject;
+      where.append(" from ").append(url);
+      return committed.error().context(where);
+    }
+    return {};
+  }
+  return last.context("non-distributable " + subject + " of " + ref.name() + " (from its URLs)");
+}
+
+}  // namespace imagefs::registry

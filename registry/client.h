@@ -1,0 +1,83 @@
+// The distribution API (OCI distribution-spec) for one image at a time: manifests by tag or
+// digest, blobs into memory or streamed into the store, each checked against its digest, and
+// every failure put in plain words naming the registry, the repository and the reason.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "common/result.h"
+#include "registry/manifest.h"
+#include "registry/reference.h"
+#include "registry/transport.h"
+#include "store/blob_store.h"
+#include "store/digest.h"
+
+namespace imagefs::registry {
+
+struct ManifestHead {
+  std::string media_type;               // from Content-Type; may be generic or empty
+  std::optional<store::Digest> digest;  // Docker-Content-Digest, when sent (and sha256)
+  std::optional<uint64_t> size;
+};
+
+struct FetchedManifest {
+  std::string bytes;  // as served
+  std::string media_type;
+  store::Digest digest;  // of `bytes`, checked
+};
+
+class RegistryClient {
+ public:
+  explicit RegistryClient(std::shared_ptr<Transport> transport);
+
+  // HEAD of a manifest (`ref.domain`, `ref.repository`; `tag_or_digest`): learns the digest a
+  // tag points at without downloading it. nullopt when the registry answered with a 4xx other
+  // than 401 and 429: a HEAD answer has no body to explain itself, so ask with get_manifest, whose
+  // error says what is wrong. Errors as get_manifest's otherwise.
+  Result<std::optional<ManifestHead>> head_manifest(const Reference& ref,
+                                                    const std::string& tag_or_digest,
+                                                    const Notice& notice = {});
+
+  // GET of a manifest, with all four image types accepted. The bytes are checked against
+  // `expected` if given, else against the Docker-Content-Digest header if sent. Schema 1 and
+  // unknown media types are refused (EIO). Errors: ENOENT for an unknown repository, tag or
+  // digest; EACCES when denied; EIO for everything else.
+  Result<FetchedManifest> get_manifest(const Reference& ref, const std::string& tag_or_digest,
+                                       const std::optional<store::Digest>& expected,
+                                       const Notice& notice = {});
+
+  // A small blob (a config) into memory, checked against its descriptor's digest and size.
+  Result<std::string> get_blob(const Reference& ref, const Descriptor& blob,
+                               const std::string& what, const Notice& notice = {});
+
+  // Called with the bytes of the blob held so far (including resumed ones).
+  using Progress = std::function<void(uint64_t bytes)>;
+
+  // Streams a blob into `writer` (resuming at writer.offset()) and commits it: SHA-256 and size
+  // are checked on the way and a mismatch keeps nothing (EIO naming both digests). Foreign
+  // (non-distributable) layers come from their descriptor's urls; without urls they are refused.
+  // `what` names the blob in messages ("layer 2 of 5").
+  Result<void> fetch_blob(const Reference& ref, const Descriptor& blob, store::BlobWriter& writer,
+                          const std::string& what, const Progress& progress,
+                          const Notice& notice = {});
+
+  Transport& transport() { return *transport_; }
+
+ private:
+  Error status_error(const Reference& ref, const std::string& subject, const Reply& reply,
+                     bool is_manifest);
+  Result<void> fetch_foreign(const Reference& ref, const Descriptor& blob,
+                             store::BlobWriter& writer, const std::string& what,
+                             const Progress& progress, const Notice& notice);
+
+  std::shared_ptr<Transport> transport_;
+};
+
+// The scope a pull needs: "repository:NAME:pull".
+std::string pull_scope(const Reference& ref);
+
+}  // namespace imagefs::registry

@@ -1,0 +1,41 @@
+// What a user can tell the registry client: insecure registries, trust, credentials, platform,
+// parallelism and patience. The CLI and the daemon fill one from their flags.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace imagefs::registry {
+
+struct RegistryOptions {
+  // Registries ("host" or "host:port", as in references) that may be reached over plain HTTP
+  // (tried after HTTPS, as docker does) and whose HTTPS certificates are not verified. Loopback
+  // registries (localhost, 127.0.0.0/8, [::1]) may always fall back to plain HTTP, but their
+  // certificates are verified when they speak HTTPS.
+  std::vector<std::string> insecure_registries;
+  // A PEM file of CA certificates trusted in addition to the system's.
+  std::filesystem::path ca_file;
+  // docker's config.json; empty: $DOCKER_CONFIG/config.json, else ~/.docker/config.json.
+  std::filesystem::path docker_config;
+  // Layers of one image downloaded at once.
+  unsigned max_parallel = 3;
+  // "os/arch[/variant]" chosen from multi-platform images; empty: the host's.
+  std::string platform;
+  std::string user_agent = "imagefs/0.1";
+
+  std::chrono::milliseconds connect_timeout{15000};
+  // A transfer that moves nothing for this long is abandoned (and retried). There is no limit on
+  // a whole transfer: a large layer on a slow link may take as long as it takes.
+  std::chrono::seconds stall_timeout{60};
+  // Attempts per request for 5xx, 429, timeouts and dropped connections (a dropped blob download
+  // that made progress resumes without using up an attempt).
+  unsigned max_attempts = 5;
+  std::chrono::milliseconds backoff_initial{500};  // doubled per attempt
+  std::chrono::milliseconds backoff_max{8000};
+  // A Retry-After longer than this is not waited for: the error says when to try again.
+  std::chrono::seconds retry_after_max{60};
+};
+
+}  // namespace imagefs::registry

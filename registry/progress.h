@@ -1,0 +1,49 @@
+// What a pull reports while it runs, for the CLI's progress display and the daemon's log.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "common/result.h"
+#include "store/digest.h"
+
+namespace imagefs::registry {
+
+struct LayerId {
+  store::Digest digest;
+  size_t index = 0;   // position in the image, base layer 0
+  size_t count = 0;   // layers in the image
+  uint64_t size = 0;  // bytes to download (compressed size)
+};
+
+// Receives progress events. For each layer exactly one of: layer_cached; or layer_started, any
+// number of layer_progress, then layer_finished or layer_failed. The puller never calls a sink
+// from two threads at once (calls are serialized), but they may come from worker threads, so
+// an implementation must not assume the thread that started the pull. Implementations must not
+// call back into the puller.
+class ProgressSink {
+ public:
+  virtual ~ProgressSink() = default;
+  // `offset` bytes were already held from an interrupted earlier download (resumed, not refetched).
+  virtual void layer_started(const LayerId& layer, uint64_t offset) {
+    (void)layer;
+    (void)offset;
+  }
+  // `bytes` of layer.size are now held (monotonic, except after a server ignored Range).
+  virtual void layer_progress(const LayerId& layer, uint64_t bytes) {
+    (void)layer;
+    (void)bytes;
+  }
+  virtual void layer_finished(const LayerId& layer) { (void)layer; }
+  // The layer was already in the store: nothing downloaded.
+  virtual void layer_cached(const LayerId& layer) { (void)layer; }
+  virtual void layer_failed(const LayerId& layer, const Error& error) {
+    (void)layer;
+    (void)error;
+  }
+  // A one-line note for people: retries, resumed downloads, platform warnings.
+  virtual void message(const std::string& text) { (void)text; }
+};
+
+}  // namespace imagefs::registry

@@ -1,0 +1,390 @@
+// The transport policy: schemes, authentication rounds, redirects and retries, over the Http seam.
+#include "registry/transport.h"
+
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <cctype>
+#include <utility>
+
+#include "registry/www_authenticate.h"
+
+namespace imagefs::registry {
+namespace {
+
+constexpr int kMaxRedirects = 10;
+// Resumes that made progress do not count against max_attempts; this bounds them anyway.
+constexpr unsigned kMaxTotalAttempts = 1000;
+
+struct CurlUrlDeleter {
+  void operator()(CURLU* url) const { curl_url_cleanup(url); }
+};
+using CurlUrl = std::unique_ptr<CURLU, CurlUrlDeleter>;
+
+struct CurlFreeDeleter {
+  void operator()(char* p) const { curl_free(p); }
+};
+using CurlString = std::unique_ptr<char, CurlFreeDeleter>;
+
+std::optional<std::string> url_part(CURLU* url, CURLUPart part, unsigned flags) {
+  char* out = nullptr;
+  if (curl_url_get(url, part, &out, flags) != CURLUE_OK || out == nullptr) return std::nullopt;
+  CurlString owned(out);
+  return std::string(owned.get());
+}
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// "host:port" / "[v6]:port" / "host" -> the host part.
+std::string strip_port(const std::string& host) {
+  if (host.starts_with("[")) {
+    size_t close = host.find(']');
+    return close == std::string::npos ? host : host.substr(1, close - 1);
+  }
+  size_t colon = host.find(':');
+  if (colon != std::string::npos && host.find(':', colon + 1) == std::string::npos)
+    return host.substr(0, colon);
+  return host;
+}
+
+std::string seconds(std::chrono::milliseconds d) {
+  int64_t tenths = (d.count() + 50) / 100;
+  return std::to_string(tenths / 10) + "." + std::to_string(tenths % 10) + " s";
+}
+
+bool is_redirect(int status) {
+  return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
+
+bool is_retryable_status(int status) {
+  return status == 429 || (status >= 500 && status <= 599 && status != 501 && status != 505);
+}
+
+Error transport_error(const std::string& host, const HttpResponse& r, unsigned attempts) {
+  std::string detail = r.failure_detail.empty() ? "no details" : r.failure_detail;
+  std::string tries =
+      attempts > 1 ? " (gave up after " + std::to_string(attempts) + " attempts)" : std::string();
+  switch (r.failure) {
+    case HttpFailure::unreachable:
+      return make_error(EIO, "registry " + host + " is unreachable: " + detail);
+    case HttpFailure::certificate:
+      return make_error(EIO, "the TLS certificate of registry " + host + " is not trusted (" +
+                                 detail + "): give its CA certificate with --ca-file, or list " +
+                                 host + " as an insecure registry");
+    case HttpFailure::tls:
+      return make_error(EIO, "TLS connection to registry " + host + " failed: " + detail);
+    case HttpFailure::timeout:
+      return make_error(EIO, "registry " + host + " timed out: " + detail + tries);
+    case HttpFailure::interrupted:
+      return make_error(EIO, "the connection to registry " + host + " dropped: " + detail + tries);
+    case HttpFailure::too_large:
+      return make_error(EIO, "registry " + host + " sent a " + detail);
+    case HttpFailure::aborted:
+      if (r.sink_error) return *r.sink_error;
+      return make_error(EIO, "download from registry " + host + " aborted: " + detail);
+    case HttpFailure::none:
+    case HttpFailure::other:
+      break;
+  }
+  return make_error(EIO, "request to registry " + host + " failed: " + detail + tries);
+}
+
+}  // namespace
+
+std::string UrlParts::authority() const {
+  bool default_port = (scheme == "https" && port == "443") || (scheme == "http" && port == "80");
+  return default_port ? host : host + ":" + port;
+}
+
+std::optional<UrlParts> parse_url(const std::string& text) {
+  CurlUrl url(curl_url());
+  if (!url || curl_url_set(url.get(), CURLUPART_URL, text.c_str(), 0) != CURLUE_OK)
+    return std::nullopt;
+  auto scheme = url_part(url.get(), CURLUPART_SCHEME, 0);
+  auto host = url_part(url.get(), CURLUPART_HOST, 0);
+  auto port = url_part(url.get(), CURLUPART_PORT, CURLU_DEFAULT_PORT);
+  if (!scheme || !host || !port) return std::nullopt;
+  return UrlParts{lower(*scheme), lower(*host), *port};
+}
+
+std::optional<std::string> resolve_url(const std::string& base, const std::string& location) {
+  CurlUrl url(curl_url());
+  if (!url || curl_url_set(url.get(), CURLUPART_URL, base.c_str(), 0) != CURLUE_OK)
+    return std::nullopt;
+  // With a base set, libcurl resolves a relative URL against it (as a browser would).
+  if (curl_url_set(url.get(), CURLUPART_URL, location.c_str(), 0) != CURLUE_OK) return std::nullopt;
+  return url_part(url.get(), CURLUPART_URL, 0);
+}
+
+Transport::Transport(std::shared_ptr<Http> http, std::shared_ptr<Clock> clock,
+                     std::shared_ptr<DockerCredentials> credentials, RegistryOptions options)
+    : http_(std::move(http)), clock_(std::move(clock)), options_(std::move(options)) {
+  if (options_.max_attempts == 0) options_.max_attempts = 1;
+  for (std::string& h : options_.insecure_registries) {
+    h = lower(h);
+    if (h.starts_with("https://")) h = h.substr(8);
+    if (h.starts_with("http://")) h = h.substr(7);
+    while (h.ends_with("/")) h.pop_back();
+  }
+  auto fetch = [this](const HttpRequest& request) -> Result<HttpResponse> {
+    std::optional<UrlParts> parts = parse_url(request.url);
+    if (!parts) return make_error(EIO, "invalid token service URL " + request.url);
+    HttpRequest base = request;
+    std::string authorization = base.headers.get("Authorization").value_or("");
+    base.headers.remove("Authorization");
+    IMAGEFS_TRY(reply, with_retries(parts->authority(), nullptr, {}, [&] {
+                  return follow(request.url, base, authorization, parts->origin(), nullptr);
+                }));
+    return std::move(reply.response);
+  };
+  auto may_send_secrets = [this](const std::string& url) {
+    std::optional<UrlParts> parts = parse_url(url);
+    if (!parts) return false;
+    if (parts->scheme == "https") return true;
+    return parts->scheme == "http" && allows_http(parts->authority());
+  };
+  auth_ = std::make_unique<Authenticator>(std::move(credentials), clock_, fetch, may_send_secrets,
+                                          options_.user_agent);
+}
+
+std::string Transport::api_host(const std::string& host) {
+  return host == "docker.io" ? "registry-1.docker.io" : host;
+}
+
+bool Transport::is_loopback(const std::string& host_in) {
+  std::string host = lower(strip_port(host_in));
+  if (host == "localhost" || host == "::1") return true;
+  if (!host.starts_with("127.")) return false;
+  int dots = 0;
+  for (char c : host) {
+    if (c == '.') {
+      ++dots;
+    } else if (c < '0' || c > '9') {
+      return false;
+    }
+  }
+  return dots == 3;
+}
+
+bool Transport::is_insecure(const std::string& host_in) const {
+  std::string host = lower(host_in);
+  std::string bare = strip_port(host);
+  for (const std::string& entry : options_.insecure_registries) {
+    if (entry == host || entry == bare) return true;
+  }
+  return false;
+}
+
+bool Transport::allows_http(const std::string& host) const {
+  return is_loopback(host) || is_insecure(host);
+}
+
+std::chrono::milliseconds Transport::backoff(unsigned attempt) const {
+  auto delay = options_.backoff_initial;
+  for (unsigned i = 0; i < attempt && delay < options_.backoff_max; ++i) delay *= 2;
+  return std::min(delay, options_.backoff_max);
+}
+
+std::optional<std::chrono::milliseconds> Transport::retry_delay(const HttpResponse& response,
+                                                                unsigned attempt) const {
+  if (std::optional<std::string> after = response.headers.get("Retry-After")) {
+    int64_t seconds = -1;
+    if (!after->empty() &&
+        std::all_of(after->begin(), after->end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      seconds = after->size() > 9 ? INT64_MAX : std::stoll(*after);
+    } else {
+      time_t when = curl_getdate(after->c_str(), nullptr);
+      if (when >= 0)
+        seconds = std::max<int64_t>(0, static_cast<int64_t>(when) - clock_->unix_now());
+    }
+    if (seconds >= 0) {
+      if (seconds > options_.retry_after_max.count()) return std::nullopt;
+      return std::chrono::milliseconds(seconds * 1000);
+    }
+  }
+  // Docker Hub's pull limit: with nothing left in the window, waiting seconds does not help.
+  if (response.status == 429) {
+    std::optional<std::string> remaining = response.headers.get("RateLimit-Remaining");
+    if (remaining && remaining->starts_with("0")) return std::nullopt;
+  }
+  return backoff(attempt);
+}
+
+template <typename Exchange>
+Result<Reply> Transport::with_retries(const std::string& host, ResumableSink* sink,
+                                      const Notice& notice, Exchange&& exchange) {
+  unsigned failures = 0;  // since the last progress
+  unsigned total = 0;
+  uint64_t offset = sink != nullptr ? sink->offset() : 0;
+  for (;;) {
+    ++total;
+    HttpResponse response = exchange();
+    if (!response.ok()) {
+      if (response.failure == HttpFailure::aborted && response.sink_error)
+        return *response.sink_error;
+      if (sink != nullptr && sink->offset() > offset) {
+        offset = sink->offset();
+        failures = 0;
+      }
+      ++failures;
+      bool retryable =
+          response.failure == HttpFailure::timeout || response.failure == HttpFailure::interrupted;
+      if (retryable && failures < options_.max_attempts && total < kMaxTotalAttempts) {
+        std::chrono::milliseconds delay = backoff(failures - 1);
+        if (notice) {
+          std::string text = "the connection to " + host;
+          text += response.failure == HttpFailure::timeout ? " timed out" : " dropped";
+          if (sink != nullptr && sink->offset() > 0)
+            text += "; resuming at byte " + std::to_string(sink->offset());
+          text += " in " + seconds(delay) + " (attempt " + std::to_string(failures + 1) + " of " +
+                  std::to_string(options_.max_attempts) + ")";
+          notice(text);
+        }
+        clock_->sleep_for(delay);
+        continue;
+      }
+      return transport_error(host, response, total);
+    }
+    if (is_retryable_status(response.status) && ++failures < options_.max_attempts) {
+      if (std::optional<std::chrono::milliseconds> delay = retry_delay(response, failures - 1)) {
+        if (notice) {
+          notice(host + " answered HTTP " + std::to_string(response.status) + "; retrying in " +
+                 seconds(*delay) + " (attempt " + std::to_string(failures + 1) + " of " +
+                 std::to_string(options_.max_attempts) + ")");
+        }
+        clock_->sleep_for(*delay);
+        continue;
+      }
+    }
+    return Reply{std::move(response), total};
+  }
+}
+
+HttpResponse Transport::follow(std::string url, const HttpRequest& base,
+                               const std::string& authorization, const std::string& origin,
+                               ResumableSink* sink) {
+  HttpRequest request = base;
+  request.url = std::move(url);
+  for (int hop = 0; hop <= kMaxRedirects; ++hop) {
+    std::optional<UrlParts> parts = parse_url(request.url);
+    if (!parts || (parts->scheme != "https" && parts->scheme != "http")) {
+      HttpResponse bad;
+      bad.failure = HttpFailure::other;
+      bad.failure_detail = "cannot follow the URL " + request.url;
+      return bad;
+    }
+    request.headers.remove("Authorization");
+    // The registry's credentials go to the registry only: same scheme, host and port.
+    if (!authorization.empty() && parts->origin() == origin)
+      request.headers.add("Authorization", authorization);
+    request.tls_verify = is_insecure(parts->authority()) ? TlsVerify::no : TlsVerify::yes;
+    request.range_start.reset();
+    if (sink != nullptr && sink->offset() > 0) request.range_start = sink->offset();
+
+    HttpResponse response = http_->perform(request, sink);
+    if (!response.ok() || !is_redirect(response.status)) return response;
+    std::optional<std::string> location = response.headers.get("Location");
+    if (!location) return response;
+    std::optional<std::string> next = resolve_url(request.url, *location);
+    if (!next) {
+      HttpResponse bad;
+      bad.failure = HttpFailure::other;
+      bad.failure_detail = "redirected to an invalid URL";
+      return bad;
+    }
+    if (response.status == 303 && request.method == "POST") {
+      request.method = "GET";
+      request.body.clear();
+    }
+    request.url = std::move(*next);
+  }
+  HttpResponse loop;
+  loop.failure = HttpFailure::other;
+  loop.failure_detail = "more than " + std::to_string(kMaxRedirects) + " redirects";
+  return loop;
+}
+
+HttpResponse Transport::exchange(const std::string& host, const RegistryRequest& request,
+                                 const std::string& authorization, ResumableSink* sink) {
+  std::vector<std::string> schemes;
+  {
+    MutexLock lock(schemes_mu_);
+    if (auto it = schemes_.find(host); it != schemes_.end()) schemes.push_back(it->second);
+  }
+  // A loopback registry is nearly always plain HTTP (a test or local registry): trying it first
+  // saves the failed TLS handshake (and the CA bundle load, ~20 ms) on every first contact. One
+  // that speaks TLS answers plain HTTP with a protocol error or a 400, and gets HTTPS next.
+  bool http_first = is_loopback(host) && !is_insecure(host);
+  if (schemes.empty()) {
+    if (http_first) schemes.emplace_back("http");
+    schemes.emplace_back("https");
+    if (allows_http(host) && !http_first) schemes.emplace_back("http");
+  }
+  HttpRequest base;
+  base.method = request.method;
+  base.headers = request.headers;
+  base.max_body_bytes = request.max_body_bytes;
+  std::string api = api_host(host);
+  HttpResponse response;
+  HttpResponse answered;  // the last attempt that got an HTTP answer, if a later one got none
+  for (size_t i = 0; i < schemes.size(); ++i) {
+    std::string origin_url = schemes[i] + "://" + api;
+    std::optional<UrlParts> parts = parse_url(origin_url);
+    std::string origin = parts ? parts->origin() : origin_url;
+    response = follow(origin_url + request.path, base, authorization, origin, sink);
+    bool fall_back =
+        response.failure == HttpFailure::tls || response.failure == HttpFailure::unreachable ||
+        response.failure == HttpFailure::other || (schemes[i] == "http" && response.status == 400);
+    if (fall_back && i + 1 < schemes.size()) {
+      if (response.status != 0) answered = response;
+      continue;
+    }
+    // A plain-HTTP 400 that HTTPS could not better (the server does not speak TLS either) was
+    // the registry's real answer.
+    if (response.status == 0 && answered.status != 0 && response.failure == HttpFailure::tls) {
+      response = std::move(answered);
+      MutexLock lock(schemes_mu_);
+      schemes_[host] = "http";
+      break;
+    }
+    if (response.status != 0) {
+      MutexLock lock(schemes_mu_);
+      schemes_[host] = schemes[i];
+    }
+    break;
+  }
+  return response;
+}
+
+Result<Reply> Transport::send(const std::string& host, const RegistryRequest& request,
+                              ResumableSink* sink) {
+  IMAGEFS_TRY(authorization, auth_->authorization(host, request.scope));
+  // A request that went out without credentials may authenticate and then refresh a refused
+  // token once; one that carried a cached token may refresh it once.
+  int rounds_left = authorization.empty() ? 2 : 1;
+  for (;;) {
+    IMAGEFS_TRY(reply, with_retries(host, sink, request.notice,
+                                    [&] { return exchange(host, request, authorization, sink); }));
+    if (reply.response.status != 401 || rounds_left-- == 0) return reply;
+    std::vector<Challenge> challenges =
+        parse_www_authenticate(reply.response.headers.get_all("WWW-Authenticate"));
+    IMAGEFS_TRY(next, auth_->on_unauthorized(host, request.scope, challenges, authorization));
+    if (!next) return reply;
+    authorization = std::move(*next);
+  }
+}
+
+Result<Reply> Transport::get_url(const std::string& url, ResumableSink* sink,
+                                 const Notice& notice) {
+  std::optional<UrlParts> parts = parse_url(url);
+  if (!parts || (parts->scheme != "https" && parts->scheme != "http"))
+    return make_error(EIO, "cannot download from \"" + url + "\": not an http(s) URL");
+  HttpRequest base;
+  return with_retries(parts->authority(), sink, notice,
+                      [&] { return follow(url, base, "", "", sink); });
+}
+
+}  // namespace imagefs::registry

@@ -1,0 +1,318 @@
+// Transport policy against the fake registry: retries and backoff (without sleeping), Retry-After,
+// redirects that must not leak the Authorization header, scheme fallback, TLS trust, resume.
+#include "registry/transport.h"
+
+#include <gtest/gtest.h>
+
+#include <ctime>
+
+#include "registry/client.h"
+#include "tests/unit/registry/fakes.h"
+
+namespace imagefs::registry {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::FakeRegistry;
+using testing::TestEnv;
+
+HttpResponse status_response(int status, std::vector<std::pair<std::string, std::string>> h = {}) {
+  HttpResponse r;
+  r.status = status;
+  for (auto& [k, v] : h) r.headers.add(k, v);
+  r.body = R"({"errors":[{"code":"UNAVAILABLE","message":"try later"}]})";
+  return r;
+}
+
+class TransportTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    image = testing::make_image("amd64", {std::string(10000, 'x'), "second layer"});
+    testing::push(*env.registry, "app", "1.0", image);
+  }
+  Result<ResolvedImage> resolve(const std::string& ref = "registry.example/app:1.0") {
+    return env.puller()->resolve(TestEnv::ref(ref), parse_platform("linux/amd64").value());
+  }
+  Result<ResolvedImage> pull(const std::string& ref = "registry.example/app:1.0") {
+    return env.puller()->pull(TestEnv::ref(ref), parse_platform("linux/amd64").value(), &progress);
+  }
+  TestEnv env;
+  testing::TestImage image;
+  testing::RecordingProgress progress;
+};
+
+TEST_F(TransportTest, RetriesServerErrorsWithExponentialBackoff) {
+  int failures = 3;
+  env.registry->intercept = [&](const testing::SeenRequest& r) -> std::optional<HttpResponse> {
+    if (r.url.find("/manifests/") != std::string::npos && failures > 0) {
+      --failures;
+      return status_response(503);
+    }
+    return std::nullopt;
+  };
+  auto resolved = resolve();
+  ASSERT_TRUE(resolved.ok()) << resolved.error().message;
+  EXPECT_EQ(env.clock->sleeps(), (std::vector<std::chrono::milliseconds>{500ms, 1000ms, 2000ms}));
+}
+
+TEST_F(TransportTest, GivesUpAfterMaxAttemptsNamingTheRegistry) {
+  env.registry->intercept = [&](const testing::SeenRequest&) -> std::optional<HttpResponse> {
+    return status_response(502);
+  };
+  env.options.backoff_max = 1500ms;
+  auto resolved = resolve();
+  ASSERT_FALSE(resolved.ok());
+  EXPECT_EQ(resolved.error().code, EIO);
+  EXPECT_EQ(resolved.error().message,
+            "registry registry.example failed with HTTP 502 for tag 1.0 in repository app "
+            "(gave up after 5 attempts)");
+  EXPECT_EQ(env.clock->sleeps(),
+            (std::vector<std::chrono::milliseconds>{500ms, 1000ms, 1500ms, 1500ms}));
+}
+
+TEST_F(TransportTest, HonoursRetryAfterInSecondsAndAsADate) {
+  int calls = 0;
+  env.registry->intercept = [&](const testing::SeenRequest& r) -> std::optional<HttpResponse> {
+    if (r.url.find("/manifests/") == std::string::npos) return std::nullopt;
+    ++calls;
+    if (calls == 1) return status_response(429, {{"Retry-After", "7"}});
+    if (calls == 2) {
+      std::time_t when = env.clock->unix_now() + 3;
+      char date[64];
+      std::tm tm{};
+      gmtime_r(&when, &tm);
+      std::strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+      return status_response(503, {{"Retry-After", date}});
+    }
+    return std::nullopt;
+  };
+  auto resolved = resolve();
+  ASSERT_TRUE(resolved.ok()) << resolved.error().message;
+  EXPECT_EQ(env.clock->sleeps(), (std::vector<std::chrono::milliseconds>{7000ms, 3000ms}));
+}
+
+TEST_F(TransportTest, ALongRetryAfterIsReportedNotWaitedFor) {
+  env.registry->intercept = [&](const testing::SeenRequest&) -> std::optional<HttpResponse> {
+    return status_response(429, {{"Retry-After", "3600"}});
+  };
+  auto resolved = resolve();
+  ASSERT_FALSE(resolved.ok());
+  EXPECT_TRUE(env.clock->sleeps().empty());
+  EXPECT_NE(resolved.error().message.find("try again after 3600 seconds"), std::string::npos)
+      << resolved.error().message;
+}
+
+TEST_F(TransportTest, DockerHubRateLimitIsExplained) {
+  env.registry->host = "registry-1.docker.io";
+  testing::push(*env.registry, "library/python", "3.12", image);
+  env.registry->intercept = [&](const testing::SeenRequest&) -> std::optional<HttpResponse> {
+    return status_response(429, {{"RateLimit-Limit", "100;w=21600"},
+                                 {"RateLimit-Remaining", "0;w=21600"},
+                                 {"Docker-RateLimit-Source", "203.0.113.9"}});
+  };
+  auto resolved = resolve("python:3.12");
+  ASSERT_FALSE(resolved.ok());
+  EXPECT_EQ(resolved.error().code, EIO);
+  EXPECT_TRUE(env.clock->sleeps().empty());  // nothing left in the window: no point waiting
+  const std::string& m = resolved.error().message;
+  EXPECT_NE(m.find("too many requests: registry docker.io is rate limiting pulls (limit 100 "
+                   "pulls per 6 hours for 203.0.113.9, 0 left)"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("log in (docker login)"), std::string::npos) << m;
+  EXPECT_NE(m.find("no credentials for docker.io in"), std::string::npos) << m;
+  // The request went to Docker Hub's API host.
+  EXPECT_EQ(env.registry->requests()[0].url.find("https://registry-1.docker.io/v2/library/python/"),
+            0u);
+}
+
+TEST_F(TransportTest, DroppedBlobResumesWithRange) {
+  env.registry->drop_after = 3000;
+  env.registry->drop_count = 2;
+  auto pulled = pull();
+  ASSERT_TRUE(pulled.ok()) << pulled.error().message;
+  std::string layer = env.blobs->read(store::Digest::of(image.layers[0])).value();
+  EXPECT_EQ(layer, image.layers[0]);
+  std::vector<uint64_t> ranges;
+  for (const auto& r : env.registry->requests()) {
+    if (r.url.find("/blobs/" + store::Digest::of(image.layers[0]).str()) != std::string::npos)
+      ranges.push_back(r.range_start.value_or(0));
+  }
+  EXPECT_EQ(ranges, (std::vector<uint64_t>{0, 3000, 6000}));
+  // Progress was made each time, so no attempt was used up: the first delay each time.
+  EXPECT_EQ(env.clock->sleeps(), (std::vector<std::chrono::milliseconds>{500ms, 500ms}));
+  EXPECT_EQ(
+      progress.count("message the connection to registry.example dropped; resuming at byte 3000"),
+      1u);
+}
+
+TEST_F(TransportTest, ServerIgnoringRangeRestartsTheBlob) {
+  env.registry->drop_after = 4000;
+  env.registry->drop_count = 1;
+  env.registry->ignore_range = true;
+  auto pulled = pull();
+  ASSERT_TRUE(pulled.ok()) << pulled.error().message;
+  EXPECT_EQ(env.blobs->read(store::Digest::of(image.layers[0])).value(), image.layers[0]);
+}
+
+TEST_F(TransportTest, ConnectionThatDropsWithoutProgressGivesUp) {
+  env.registry->drop_after = 0;
+  env.registry->drop_count = 100;
+  auto pulled = pull();
+  ASSERT_FALSE(pulled.ok());
+  EXPECT_EQ(pulled.error().code, EIO);
+  EXPECT_NE(pulled.error().message.find("the connection to registry registry.example dropped"),
+            std::string::npos)
+      << pulled.error().message;
+  EXPECT_NE(pulled.error().message.find("gave up after 5 attempts"), std::string::npos);
+  EXPECT_NE(pulled.error().message.find(" of 2 sha256:"), std::string::npos);
+  EXPECT_NE(pulled.error().message.find("from registry.example/app: "), std::string::npos);
+}
+
+TEST_F(TransportTest, RedirectToAnotherHostDropsAuthorization) {
+  env.registry->auth = FakeRegistry::Auth::token;
+  env.registry->redirect_blobs = true;
+  for (std::string cdn :
+       {"https://cdn.example", "https://registry.example:8443", "http://registry.example"}) {
+    env.registry->cdn = cdn;
+    env.reset_store();
+    auto pulled = pull();
+    ASSERT_TRUE(pulled.ok()) << cdn << ": " << pulled.error().message;
+    int to_cdn = 0;
+    int to_registry_with_token = 0;
+    for (const auto& r : env.registry->requests()) {
+      if (r.url.starts_with(cdn + "/cdn-blobs/")) {
+        ++to_cdn;
+        EXPECT_FALSE(r.headers.has("Authorization")) << r.url;
+      } else if (r.url.starts_with("https://registry.example/") &&
+                 r.headers.get("Authorization").value_or("").starts_with("Bearer ")) {
+        ++to_registry_with_token;
+      }
+    }
+    EXPECT_EQ(to_cdn, 3) << cdn;  // config + 2 layers
+    EXPECT_GE(to_registry_with_token, 3) << cdn;
+  }
+}
+
+TEST_F(TransportTest, RedirectToTheSameOriginKeepsAuthorization) {
+  env.registry->auth = FakeRegistry::Auth::token;
+  env.registry->redirect_blobs = true;
+  env.registry->cdn = "https://registry.example";
+  auto pulled = pull();
+  ASSERT_TRUE(pulled.ok()) << pulled.error().message;
+  for (const auto& r : env.registry->requests()) {
+    if (r.url.find("/cdn-blobs/") != std::string::npos) {
+      EXPECT_TRUE(r.headers.get("Authorization").value_or("").starts_with("Bearer ")) << r.url;
+    }
+  }
+}
+
+TEST_F(TransportTest, LoopbackTriesPlainHttpFirst) {
+  env.registry->host = "127.0.0.1:5000";
+  env.registry->plain_http = true;
+  testing::push(*env.registry, "app", "1.0", image);
+  auto pulled = pull("127.0.0.1:5000/app:1.0");
+  ASSERT_TRUE(pulled.ok()) << pulled.error().message;
+  auto requests = env.registry->requests();
+  ASSERT_GE(requests.size(), 3u);
+  // No TLS handshake (and CA bundle load) wasted on a plain-HTTP loopback registry.
+  for (const auto& r : requests) EXPECT_TRUE(r.url.starts_with("http://")) << r.url;
+}
+
+TEST_F(TransportTest, LoopbackTlsRegistryGetsHttpsAfterA400) {
+  env.registry->host = "127.0.0.1:5000";
+  env.registry->plain_http = false;
+  testing::push(*env.registry, "app", "1.0", image);
+  auto pulled = pull("127.0.0.1:5000/app:1.0");
+  ASSERT_TRUE(pulled.ok()) << pulled.error().message;
+  auto requests = env.registry->requests();
+  ASSERT_GE(requests.size(), 3u);
+  EXPECT_TRUE(requests[0].url.starts_with("http://127.0.0.1:5000/v2/app/manifests/1.0"));
+  EXPECT_TRUE(requests[1].url.starts_with("https://127.0.0.1:5000/v2/app/manifests/1.0"));
+  // Remembered: everything after went straight to https, verified (loopback is not "insecure").
+  for (size_t i = 2; i < requests.size(); ++i) {
+    EXPECT_TRUE(requests[i].url.starts_with("https://")) << requests[i].url;
+    EXPECT_EQ(requests[i].tls_verify, TlsVerify::yes);
+  }
+}
+
+TEST_F(TransportTest, LoopbackTlsRegistryWithUntrustedCertificateSaysSo) {
+  env.registry->host = "127.0.0.1:5000";
+  env.registry->plain_http = false;
+  env.registry->untrusted_certificate = true;
+  testing::push(*env.registry, "app", "1.0", image);
+  auto pulled = pull("127.0.0.1:5000/app:1.0");
+  ASSERT_FALSE(pulled.ok());
+  EXPECT_NE(pulled.error().message.find("not trusted"), std::string::npos)
+      << pulled.error().message;
+}
+
+TEST_F(TransportTest, OtherHostsNeverGetPlainHttp) {
+  env.registry->plain_http = true;
+  auto resolved = resolve();
+  ASSERT_FALSE(resolved.ok());
+  EXPECT_EQ(resolved.error().message,
+            "TLS connection to registry registry.example failed: "
+            "error:0A00010B:SSL routines::wrong version number");
+  for (const auto& r : env.registry->requests()) EXPECT_TRUE(r.url.starts_with("https://"));
+}
+
+TEST_F(TransportTest, InsecureRegistryMayUsePlainHttp) {
+  env.registry->plain_http = true;
+  env.options.insecure_registries = {"registry.example"};
+  auto pulled = pull();
+  ASSERT_TRUE(pulled.ok()) << pulled.error().message;
+}
+
+TEST_F(TransportTest, UntrustedCertificateSuggestsCaFile) {
+  env.registry->untrusted_certificate = true;
+  auto resolved = resolve();
+  ASSERT_FALSE(resolved.ok());
+  EXPECT_EQ(resolved.error().code, EIO);
+  EXPECT_NE(resolved.error().message.find(
+                "the TLS certificate of registry registry.example is not trusted"),
+            std::string::npos);
+  EXPECT_NE(resolved.error().message.find("--ca-file"), std::string::npos);
+  // Listed as insecure: certificates are not verified, as docker does.
+  env.options.insecure_registries = {"registry.example"};
+  auto insecure = resolve();
+  ASSERT_TRUE(insecure.ok()) << insecure.error().message;
+  EXPECT_EQ(env.registry->requests().back().tls_verify, TlsVerify::no);
+}
+
+TEST_F(TransportTest, UnreachableRegistry) {
+  auto resolved = resolve("nowhere.example/app:1.0");
+  ASSERT_FALSE(resolved.ok());
+  EXPECT_EQ(resolved.error().code, EIO);
+  EXPECT_EQ(resolved.error().message,
+            "registry nowhere.example is unreachable: Could not resolve host: nowhere.example");
+  EXPECT_TRUE(env.clock->sleeps().empty());
+}
+
+TEST(TransportHosts, LoopbackAndApiHost) {
+  EXPECT_TRUE(Transport::is_loopback("localhost"));
+  EXPECT_TRUE(Transport::is_loopback("localhost:5000"));
+  EXPECT_TRUE(Transport::is_loopback("127.0.0.1:5000"));
+  EXPECT_TRUE(Transport::is_loopback("127.10.0.3"));
+  EXPECT_TRUE(Transport::is_loopback("[::1]:5000"));
+  EXPECT_FALSE(Transport::is_loopback("127.0.0.1.example.com"));
+  EXPECT_FALSE(Transport::is_loopback("10.0.0.1:5000"));
+  EXPECT_FALSE(Transport::is_loopback("localhost.evil"));
+  EXPECT_EQ(Transport::api_host("docker.io"), "registry-1.docker.io");
+  EXPECT_EQ(Transport::api_host("ghcr.io"), "ghcr.io");
+}
+
+TEST(Urls, ParseAndResolve) {
+  auto p = parse_url("https://Registry.Example/v2/");
+  ASSERT_TRUE(p.has_value());
+  EXPECT_EQ(p->origin(), "https://registry.example:443");
+  EXPECT_EQ(p->authority(), "registry.example");
+  EXPECT_EQ(parse_url("http://127.0.0.1:5000/x")->authority(), "127.0.0.1:5000");
+  EXPECT_EQ(resolve_url("https://r.example/v2/a/blobs/x", "/store/y?sig=1").value(),
+            "https://r.example/store/y?sig=1");
+  EXPECT_EQ(resolve_url("https://r.example/v2/a/blobs/x", "https://cdn.example/z").value(),
+            "https://cdn.example/z");
+}
+
+}  // namespace
+}  // namespace imagefs::registry
