@@ -11,13 +11,17 @@ namespace {
 
 std::string rate(uint64_t bytes, ProgressView::Clock::duration elapsed) {
   double seconds = std::chrono::duration<double>(elapsed).count();
-  if (seconds < 0.05) return "";
+  if (seconds < 0.002) return "";
   return format_size(static_cast<uint64_t>(static_cast<double>(bytes) / seconds)) + "/s";
 }
 
 std::string seconds(ProgressView::Clock::duration elapsed) {
   char buf[32];
-  (void)std::snprintf(buf, sizeof buf, "%.1fs", std::chrono::duration<double>(elapsed).count());
+  double s = std::chrono::duration<double>(elapsed).count();
+  if (s < 1)
+    (void)std::snprintf(buf, sizeof buf, "%.0f ms", s * 1000);
+  else
+    (void)std::snprintf(buf, sizeof buf, "%.1f s", s);
   return buf;
 }
 
@@ -38,6 +42,20 @@ size_t ProgressView::start(const std::string& label, uint64_t total) {
     redraw(Clock::now());
   } else {
     out_ << label << ": downloading" << (total ? " " + format_size(total) : "") << "\n";
+    out_.flush();
+  }
+  return items_.size() - 1;
+}
+
+size_t ProgressView::add_finished(const std::string& label, uint64_t total, ItemEnd how,
+                                  const std::string& note) {
+  std::lock_guard lock(mutex_);
+  auto now = Clock::now();
+  items_.push_back(Item{label, total, how == ItemEnd::done ? total : 0, now, now, true, how, note});
+  if (terminal_) {
+    redraw(now);
+  } else {
+    out_ << line(items_.back(), now) << "\n";
     out_.flush();
   }
   return items_.size() - 1;

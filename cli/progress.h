@@ -27,6 +27,9 @@ class ProgressView {
 
   // Starts an item (e.g. "sha256:1a2b3c4d5e6f layer"); `total` 0 when unknown. Returns its id.
   size_t start(const std::string& label, uint64_t total);
+  // An item that is over before it started (e.g. a layer already in the store): one line.
+  size_t add_finished(const std::string& label, uint64_t total, ItemEnd how,
+                      const std::string& note = "");
   void update(size_t id, uint64_t done);
   void end(size_t id, ItemEnd how, const std::string& note = "");
   // A line of its own, above the items on a terminal.

@@ -33,8 +33,7 @@ class PullProgress : public registry::ProgressSink {
   }
   void layer_finished(const registry::LayerId& layer) override { end(layer, ItemEnd::done, ""); }
   void layer_cached(const registry::LayerId& layer) override {
-    ids_[layer.digest.str()] = view_.start(label(layer), layer.size);
-    end(layer, ItemEnd::cached, "");
+    ids_[layer.digest.str()] = view_.add_finished(label(layer), layer.size, ItemEnd::cached);
   }
   void layer_failed(const registry::LayerId& layer, const Error& error) override {
     end(layer, ItemEnd::failed, error.message);

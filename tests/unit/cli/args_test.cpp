@@ -79,6 +79,7 @@ TEST(Progress, PlainLinesWhenNotATerminal) {
     view.update(a, 1024);
     view.end(a, ItemEnd::done);
     view.end(b, ItemEnd::cached);
+    view.add_finished("layer c", 10, ItemEnd::cached);
     view.message("pulled");
   }
   std::string text = out.str();
@@ -87,6 +88,8 @@ TEST(Progress, PlainLinesWhenNotATerminal) {
   EXPECT_NE(text.find("layer a: done 2.0 KiB in "), std::string::npos) << text;
   EXPECT_NE(text.find("layer b: already present\n"), std::string::npos) << text;
   EXPECT_NE(text.find("pulled\n"), std::string::npos);
+  EXPECT_EQ(text.find("layer c: downloading"), std::string::npos) << "finished items get one line";
+  EXPECT_NE(text.find("layer c: already present\n"), std::string::npos) << text;
 }
 
 TEST(Progress, TerminalRedrawsInPlace) {
