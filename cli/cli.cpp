@@ -167,6 +167,12 @@ const std::vector<Command>& commands() {
     list.push_back({"verify", "verify [--cache-dir DIR]",
                     "re-hash every blob in the store and report any that do not match its name",
                     cache_options(), run_verify});
+    list.push_back(
+        {"export", "export [OPTIONS] REF DIR | export [OPTIONS] --tar FILE REF",
+         "write an image's merged root filesystem to a new directory or a tar file",
+         with(with(cache_options(), registry_option_specs()),
+              {{"tar", Arity::value, "write a tar archive instead of a directory", "FILE"}}),
+         run_export});
     list.push_back({"version",
                     "version",
                     "print the versions of imagefs and the libraries it runs with",

@@ -8,9 +8,11 @@
 #include <vector>
 
 #include "cli/args.h"
+#include "overlay/tree.h"
 #include "registry/options.h"
 #include "store/blob_store.h"
 #include "store/catalog.h"
+#include "store/lease.h"
 
 namespace imagefs::cli {
 
@@ -49,6 +51,16 @@ struct Store {
 // Opens the store at --cache-dir, or the default cache directory.
 Result<Store> open_store(const Args& args);
 
+// An image ready to read: pulled if missing, its layers ingested, merged lazily, and leased (gc
+// leaves it alone while this is alive).
+struct OpenImage {
+  Store store;
+  store::ImageRecord image;
+  std::shared_ptr<overlay::Tree> tree;
+  std::shared_ptr<store::Lease> lease;
+};
+Result<OpenImage> open_image(const Args& args, const std::string& reference, Io& io);
+
 // Prints "imagefs: WHAT: message" and returns kExitFailed.
 int report(Io& io, const std::string& what, const Error& error);
 
@@ -58,5 +70,6 @@ int run_images(const Args& args, Io& io);
 int run_rm(const Args& args, Io& io);
 int run_gc(const Args& args, Io& io);
 int run_verify(const Args& args, Io& io);
+int run_export(const Args& args, Io& io);  // cli/export_command.cpp
 
 }  // namespace imagefs::cli
