@@ -12,11 +12,11 @@
 #include <utility>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/result.h"
 #include "registry/clock.h"
 #include "registry/credentials.h"
 #include "registry/http.h"
-#include "registry/mutex.h"
 #include "registry/www_authenticate.h"
 
 namespace imagefs::registry {

@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/result.h"
-#include "registry/mutex.h"
 
 namespace imagefs::registry {
 

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "common/mutex.h"
 #include "registry/http.h"
-#include "registry/mutex.h"
 
 namespace imagefs::registry {
 namespace {

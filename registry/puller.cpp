@@ -9,10 +9,10 @@
 #include <variant>
 #include <vector>
 
+#include "common/mutex.h"
 #include "registry/client.h"
 #include "registry/credentials.h"
 #include "registry/manifest.h"
-#include "registry/mutex.h"
 #include "registry/transport.h"
 #include "store/lease.h"
 

@@ -12,12 +12,12 @@
 #include <optional>
 #include <string>
 
+#include "common/mutex.h"
 #include "common/result.h"
 #include "registry/auth.h"
 #include "registry/clock.h"
 #include "registry/credentials.h"
 #include "registry/http.h"
-#include "registry/mutex.h"
 #include "registry/options.h"
 
 namespace imagefs::registry {

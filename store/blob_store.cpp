@@ -199,7 +199,7 @@ class FileBlobWriter final : public BlobWriter {
   std::optional<FileLock> lock_;  // held for the writer's lifetime
   UniqueFd fd_;
   std::unique_ptr<Sha256> hasher_;
-  uint64_t offset_ = 0;         // bytes in the partial file (and hashed)
+  uint64_t offset_ = 0;          // bytes in the partial file (and hashed)
   std::vector<uint8_t> buffer_;  // handed to write() but not yet in the file
 };
 

@@ -74,7 +74,8 @@ class FileDerivedBuild final : public DerivedBuild {
     // The directory's entries must be durable before the rename makes them visible: otherwise a
     // power loss could leave a product whose files are missing.
     IMAGEFS_CHECK(detail::fsync_dir(dir_));
-    if (::rename(dir_.c_str(), final_.c_str()) != 0) return errno_error(errno, "cannot rename", dir_);
+    if (::rename(dir_.c_str(), final_.c_str()) != 0)
+      return errno_error(errno, "cannot rename", dir_);
     done_ = true;
     dir_ = final_;
     Result<void> synced = detail::fsync_dir(final_.parent_path());
@@ -103,14 +104,15 @@ Result<void> sweep(const BlobStore& blobs, const fs::path& hex_dir, std::string_
     if (tmp) name.remove_suffix(kTmpSuffix.size());
     if (!valid_name(name)) continue;  // not ours
     if (!tmp && what != Sweep::everything) continue;
-    IMAGEFS_TRY(lock, FileLock::try_acquire(lock_path(blobs, hex, name),
-                                            detail::LockMode::exclusive,
-                                            detail::IfMissing::create));
+    IMAGEFS_TRY(lock,
+                FileLock::try_acquire(lock_path(blobs, hex, name), detail::LockMode::exclusive,
+                                      detail::IfMissing::create));
     if (!lock) continue;  // being built now
     IMAGEFS_CHECK(remove_tree(hex_dir / entry));
     if (removed != nullptr) removed->push_back(hex_dir / entry);
   }
-  if (what == Sweep::everything) (void)::rmdir(hex_dir.c_str());  // ENOTEMPTY when something was skipped
+  if (what == Sweep::everything)
+    (void)::rmdir(hex_dir.c_str());  // ENOTEMPTY when something was skipped
   return {};
 }
 
@@ -129,8 +131,8 @@ Result<std::unique_ptr<DerivedBuild>> DerivedBuild::begin(const BlobStore& blobs
   if (if_present == IfPresent::keep && is_dir(final_dir))
     return std::unique_ptr<DerivedBuild>(std::make_unique<FileDerivedBuild>(final_dir));
   IMAGEFS_CHECK(detail::make_dirs(blobs.root() / "locks"));
-  IMAGEFS_TRY(lock, FileLock::acquire(lock_path(blobs, blob.hex(), name),
-                                      detail::LockMode::exclusive));
+  IMAGEFS_TRY(lock,
+              FileLock::acquire(lock_path(blobs, blob.hex(), name), detail::LockMode::exclusive));
   // The builder we may have waited for has published it.
   if (if_present == IfPresent::keep && is_dir(final_dir))
     return std::unique_ptr<DerivedBuild>(std::make_unique<FileDerivedBuild>(final_dir));

@@ -1,13 +1,15 @@
 // gc and rm over a real BlobStore and Catalog: least recently used first, shared blobs stay,
-// leased images stay, unreferenced blobs and partials go after a day, generic records go with
-// their owners.
+// leased images stay, unreferenced blobs and partials go after a day, generic records and derived
+// products go with their owners.
 #include "store/gc.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <ctime>
+#include <fstream>
 
+#include "store/derived.h"
 #include "store/lease.h"
 #include "tests/unit/store/store_test_util.h"
 
@@ -272,6 +274,47 @@ TEST_F(Gc, RemoveReferenceKeepsAnImageInUseForALaterGc) {
   ASSERT_TRUE(report.ok());
   EXPECT_EQ(report->images_removed, std::vector<Digest>{a.manifest});
   EXPECT_TRUE(blobs_->list()->empty());
+}
+
+// A committed product "layer" of `blob`, holding one file.
+void build_product(const BlobStore& blobs, const Digest& blob) {
+  auto build = DerivedBuild::begin(blobs, blob, "layer", IfPresent::keep);
+  ASSERT_TRUE(build.ok()) << build.error().message;
+  std::ofstream((*build)->dir() / "index") << "index";
+  ASSERT_TRUE((*build)->commit().ok());
+}
+
+TEST_F(Gc, DerivedProductsGoWithTheirBlobAndStaleBuildsGo) {
+  ImageRecord a = add_image("a", 100, {pattern(1000, 1)});
+  ImageRecord b = add_image("b", 200, {pattern(1000, 2)});
+  Digest la = a.layers[0].digest;
+  Digest lb = b.layers[0].digest;
+  build_product(*blobs_, la);
+  build_product(*blobs_, lb);
+  // A builder that died: its temporary directory, no lock holder.
+  fs::create_directories(blobs_->derived_dir(lb) / "segments.tmp");
+  // A builder at work: its lock is held, so gc must leave its directory alone.
+  auto busy = DerivedBuild::begin(*blobs_, lb, "other", IfPresent::keep);
+  ASSERT_TRUE(busy.ok());
+  // Products of a blob that is gone (a crash between removing them and their blob, or older).
+  Digest gone = Digest::of(std::string_view("gone"));
+  fs::create_directories(blobs_->derived_dir(gone) / "layer");
+  fs::create_directories(blobs_->root() / "derived" / "not-a-digest");
+
+  auto report = collect(*blobs_, *catalog_, 1500, now());
+  ASSERT_TRUE(report.ok()) << report.error().message;
+  EXPECT_EQ(report->images_removed, std::vector<Digest>{a.manifest});
+  EXPECT_FALSE(fs::exists(blobs_->derived_dir(la))) << "removed with its blob";
+  EXPECT_TRUE(fs::exists(blobs_->derived_dir(lb) / "layer" / "index"));
+  EXPECT_FALSE(fs::exists(blobs_->derived_dir(lb) / "segments.tmp"));
+  EXPECT_TRUE(fs::exists((*busy)->dir())) << "a build in progress stays";
+  EXPECT_FALSE(fs::exists(blobs_->derived_dir(gone)));
+  EXPECT_TRUE(fs::exists(blobs_->root() / "derived" / "not-a-digest")) << "not ours";
+
+  ASSERT_TRUE((*busy)->commit().ok());
+  EXPECT_TRUE(fs::exists(blobs_->derived_dir(lb) / "other"));
+  auto none = DerivedBuild::begin(*blobs_, lb, "Bad/Name", IfPresent::keep);
+  EXPECT_FALSE(none.ok());
 }
 
 }  // namespace

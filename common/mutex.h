@@ -1,7 +1,7 @@
 // A std::mutex that clang's -Wthread-safety understands, and the annotations for the data it
 // guards. libstdc++'s std::mutex carries no capability attributes, so GUARDED_BY on a plain
 // std::mutex would check nothing; this wrapper makes the analysis real under clang.
-// (Small enough to live here; common/ is the natural home once a second module needs it.)
+// Shared by every module that guards mutable state (conventions: one mutex per mutable map).
 #pragma once
 
 #include <mutex>
@@ -20,7 +20,7 @@
 #define REQUIRES(...) IMAGEFS_THREAD_ANNOTATION(requires_capability(__VA_ARGS__))
 #define EXCLUDES(...) IMAGEFS_THREAD_ANNOTATION(locks_excluded(__VA_ARGS__))
 
-namespace imagefs::registry {
+namespace imagefs {
 
 class CAPABILITY("mutex") Mutex {
  public:
@@ -44,4 +44,4 @@ class SCOPED_CAPABILITY MutexLock {
   Mutex& mu_;
 };
 
-}  // namespace imagefs::registry
+}  // namespace imagefs

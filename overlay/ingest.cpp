@@ -1,0 +1,777 @@
+// Layer ingest: one streaming pass of a layer blob through libarchive that appends every regular
+// file's bytes to the layer's data file and collects its entries, then folds whiteouts, implicit
+// parents, replacements and hardlinks as layer_index.h says, and writes the index
+// (docs/LAYER_FORMAT.md).
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "overlay/entry_name.h"
+#include "overlay/layer_format.h"
+
+namespace imagefs::overlay::detail {
+
+namespace fs = std::filesystem;
+
+std::string errno_text(int code) {
+  char buf[256];
+  // The GNU strerror_r (C++ on glibc defines _GNU_SOURCE): returns the text, not always in buf.
+  return ::strerror_r(code, buf, sizeof buf);
+}
+
+Error errno_error(int code, std::string_view what, const fs::path& path) {
+  return make_error(code, std::string(what) + " " + path.string() + ": " + errno_text(code));
+}
+
+namespace {
+
+constexpr size_t kReadChunk = size_t{1} << 20;
+constexpr size_t kWriteBuffer = size_t{1} << 20;
+// Start writeback of the data file every this many bytes, so that the final fsync finds little
+// left to write and disk writes overlap decompression.
+constexpr uint64_t kWritebackEvery = uint64_t{32} << 20;
+// PATH_MAX - 1: the longest path (or symlink target) Linux can create.
+constexpr size_t kMaxPath = 4095;
+constexpr uint64_t kMaxImplicitBytes = uint64_t{64} << 20;
+
+enum class Compression { none, gzip, zstd };
+
+const char* compression_name(Compression c) {
+  switch (c) {
+    case Compression::none:
+      return "uncompressed tar";
+    case Compression::gzip:
+      return "gzip";
+    case Compression::zstd:
+      return "zstd";
+  }
+  return "?";
+}
+
+// The layer media types of the OCI image spec and of Docker's schema 2, including the
+// non-distributable ("foreign") ones, which differ only in where they may be fetched from.
+std::optional<Compression> compression_of(std::string_view media_type) {
+  struct Known {
+    std::string_view type;
+    Compression compression;
+  };
+  static constexpr std::array<Known, 11> kKnown = {{
+      {"application/vnd.oci.image.layer.v1.tar", Compression::none},
+      {"application/vnd.oci.image.layer.v1.tar+gzip", Compression::gzip},
+      {"application/vnd.oci.image.layer.v1.tar+zstd", Compression::zstd},
+      {"application/vnd.oci.image.layer.nondistributable.v1.tar", Compression::none},
+      {"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", Compression::gzip},
+      {"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd", Compression::zstd},
+      {"application/vnd.docker.image.rootfs.diff.tar", Compression::none},
+      {"application/vnd.docker.image.rootfs.diff.tar.gzip", Compression::gzip},
+      {"application/vnd.docker.image.rootfs.diff.tar.zstd", Compression::zstd},
+      {"application/vnd.docker.image.rootfs.foreign.diff.tar", Compression::none},
+      {"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", Compression::gzip},
+  }};
+  for (const Known& k : kKnown)
+    if (k.type == media_type) return k.compression;
+  return std::nullopt;
+}
+
+// What the first bytes of a blob say it is. Only gzip and zstd are layer compressions; bzip2 and
+// xz are recognised so that the error says what the blob is.
+std::string_view sniff(std::span<const uint8_t> head) {
+  auto starts = [&](std::initializer_list<uint8_t> magic) {
+    return head.size() >= magic.size() && std::equal(magic.begin(), magic.end(), head.begin());
+  };
+  if (starts({0x1f, 0x8b})) return "gzip";
+  if (starts({0x28, 0xb5, 0x2f, 0xfd})) return "zstd";
+  if (starts({0xfd, '7', 'z', 'X', 'Z', 0x00})) return "xz";
+  if (starts({'B', 'Z', 'h'})) return "bzip2";
+  return "";
+}
+
+struct ArchiveReadFree {
+  void operator()(archive* a) const { archive_read_free(a); }
+};
+using ArchiveReader = std::unique_ptr<archive, ArchiveReadFree>;
+
+// The blob, read in large chunks for libarchive, with progress reports.
+struct Source {
+  int fd = -1;
+  std::vector<uint8_t> buffer;
+  uint64_t consumed = 0;
+  const store::Digest* layer = nullptr;
+  const IngestProgress* progress = nullptr;
+};
+
+la_ssize_t read_source(archive* a, void* client, const void** out) {
+  auto* s = static_cast<Source*>(client);
+  for (;;) {
+    ssize_t n = ::read(s->fd, s->buffer.data(), s->buffer.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      archive_set_error(a, errno, "cannot read the layer blob");
+      return -1;
+    }
+    s->consumed += static_cast<uint64_t>(n);
+    if (s->progress != nullptr && s->progress->update) s->progress->update(*s->layer, s->consumed);
+    *out = s->buffer.data();
+    return n;
+  }
+}
+
+// Appends to the data file through a buffer. Holes (of sparse tar entries) are left as holes in
+// the data file rather than written as zeros, so a hostile sparse entry costs no disk.
+class DataWriter {
+ public:
+  DataWriter(UniqueFd fd, fs::path path)
+      : fd_(std::move(fd)), path_(std::move(path)), buffer_(kWriteBuffer) {}
+
+  [[nodiscard]] uint64_t end() const { return start_ + used_; }
+
+  Result<void> append(const uint8_t* p, size_t n) {
+    if (used_ + n > buffer_.size()) IMAGEFS_CHECK(flush());
+    if (n >= buffer_.size()) return write_at(p, n, start_, /*advance=*/true);
+    std::memcpy(buffer_.data() + used_, p, n);
+    used_ += n;
+    return {};
+  }
+
+  Result<void> skip(uint64_t n) {
+    IMAGEFS_CHECK(flush());
+    start_ += n;
+    return {};
+  }
+
+  // Flushes, sizes the file (a trailing hole), and fsyncs it.
+  Result<void> finish() {
+    IMAGEFS_CHECK(flush());
+    if (::ftruncate(fd_.get(), static_cast<off_t>(start_)) != 0)
+      return errno_error(errno, "cannot size", path_);
+    if (::fsync(fd_.get()) != 0) return errno_error(errno, "cannot fsync", path_);
+    return {};
+  }
+
+ private:
+  Result<void> flush() {
+    if (used_ == 0) return {};
+    size_t n = used_;
+    used_ = 0;
+    return write_at(buffer_.data(), n, start_, /*advance=*/true);
+  }
+
+  Result<void> write_at(const uint8_t* p, size_t n, uint64_t at, bool advance) {
+    size_t done = 0;
+    while (done < n) {
+      ssize_t w = ::pwrite(fd_.get(), p + done, n - done, static_cast<off_t>(at + done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) {
+        if (errno == ENOSPC)
+          return make_error(ENOSPC, "no space left on device while writing " + path_.string());
+        return errno_error(errno, "cannot write", path_);
+      }
+      done += static_cast<size_t>(w);
+    }
+    if (advance) start_ = at + n;
+    if (start_ - written_back_ >= kWritebackEvery) {
+      // Only a hint to start writing; errors surface at the fsync in finish().
+      (void)::sync_file_range(fd_.get(), static_cast<off_t>(written_back_),
+                              static_cast<off_t>(start_ - written_back_), SYNC_FILE_RANGE_WRITE);
+      written_back_ = start_;
+    }
+    return {};
+  }
+
+  UniqueFd fd_;
+  fs::path path_;
+  std::vector<uint8_t> buffer_;
+  size_t used_ = 0;
+  uint64_t start_ = 0;  // file offset of buffer_[0]
+  uint64_t written_back_ = 0;
+};
+
+bool is_dir(EntryType t) { return t == EntryType::directory; }
+
+// One entry as the tar stream had it, or an implicit directory. Nodes are kept in tar order; a
+// replaced node stays (dead) because a hardlink may still refer to its content.
+struct Node {
+  std::string path;
+  EntryType type = EntryType::regular;
+  bool implicit = false;
+  bool opaque = false;
+  bool alive = true;
+  uint32_t mode = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  int64_t mtime_sec = 0;
+  uint32_t mtime_nsec = 0;
+  uint64_t size = 0;
+  uint64_t data_offset = 0;
+  std::string link;
+  uint32_t rdev_major = 0;
+  uint32_t rdev_minor = 0;
+  int64_t target = -1;  // a hardlink: the node it links to (never itself a hardlink); -1 = lower
+  std::vector<std::pair<std::string, std::string>> xattrs;
+};
+
+std::string_view parent_of(std::string_view path) {
+  size_t slash = path.rfind('/');
+  return slash == std::string_view::npos ? std::string_view() : path.substr(0, slash);
+}
+
+std::string_view name_of(std::string_view path) {
+  size_t slash = path.rfind('/');
+  return slash == std::string_view::npos ? path : path.substr(slash + 1);
+}
+
+class Ingest {
+ public:
+  Ingest(const store::LayerRecord& layer, const IngestProgress* progress)
+      : layer_(layer), progress_(progress) {}
+
+  Result<void> run(const fs::path& blob, const fs::path& dir) {
+    auto compression = compression_of(layer_.media_type);
+    if (!compression)
+      return make_error(ENOTSUP, "layer " + layer_.digest.str() + ": unsupported media type '" +
+                                     layer_.media_type + "'");
+    UniqueFd fd(::open(blob.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+      if (errno == ENOENT)
+        return make_error(ENOENT, "layer " + layer_.digest.str() + " is not in the store");
+      return errno_error(errno, "cannot open layer blob", blob);
+    }
+    IMAGEFS_CHECK(check_magic(fd.get(), *compression));
+    (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);  // a hint only
+
+    fs::path data_path = dir / kDataFile;
+    UniqueFd data(::open(data_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444));
+    if (!data) return errno_error(errno, "cannot create", data_path);
+    data_.emplace(std::move(data), data_path);
+
+    IMAGEFS_CHECK(read_entries(fd.get(), *compression));
+    IMAGEFS_CHECK(finalize());
+    IMAGEFS_CHECK(data_->finish());
+    return write_index(dir / kIndexFile);
+  }
+
+ private:
+  // --- reading ---
+
+  Error bad(const std::string& what) const {
+    return make_error(EIO, "layer " + layer_.digest.str() + ": " + what);
+  }
+  Error bad_entry(std::string_view name, const std::string& what) const {
+    return bad("entry '" + std::string(name) + "': " + what);
+  }
+
+  Result<void> check_magic(int fd, Compression expected) const {
+    std::array<uint8_t, 8> head{};
+    ssize_t n = 0;
+    do {
+      n = ::pread(fd, head.data(), head.size(), 0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return errno_error(errno, "cannot read layer blob of", layer_.digest.str());
+    std::string_view actual = sniff(std::span(head.data(), static_cast<size_t>(n)));
+    std::string_view wanted = expected == Compression::none ? "" : compression_name(expected);
+    if (actual == wanted) return {};
+    std::string is = actual.empty()
+                         ? "does not start with the " + std::string(wanted) + " magic bytes"
+                         : "starts with the " + std::string(actual) + " magic bytes";
+    return bad("its media type " + layer_.media_type + " says " + compression_name(expected) +
+               ", but the blob " + is);
+  }
+
+  Result<void> read_entries(int fd, Compression compression) {
+    ArchiveReader a(archive_read_new());
+    if (!a) return make_error(ENOMEM, "cannot allocate a libarchive reader");
+    archive_read_support_format_tar(a.get());
+    // The filter is the one the media type names (and the magic bytes confirmed), never one
+    // libarchive guesses: a layer is exactly what its descriptor says.
+    int filter = compression == Compression::gzip   ? ARCHIVE_FILTER_GZIP
+                 : compression == Compression::zstd ? ARCHIVE_FILTER_ZSTD
+                                                    : ARCHIVE_FILTER_NONE;
+    if (filter != ARCHIVE_FILTER_NONE && archive_read_append_filter(a.get(), filter) != ARCHIVE_OK)
+      return bad(std::string("libarchive cannot read ") + compression_name(compression) + ": " +
+                 libarchive_error(a.get()));
+    Source source{fd, std::vector<uint8_t>(kReadChunk), 0, &layer_.digest, progress_};
+    if (archive_read_open(a.get(), &source, nullptr, read_source, nullptr) != ARCHIVE_OK)
+      return bad(libarchive_error(a.get()));
+
+    std::string previous;  // for errors in a header: the entry before it
+    for (;;) {
+      archive_entry* e = nullptr;
+      int r = archive_read_next_header(a.get(), &e);
+      if (r == ARCHIVE_EOF) break;
+      // ARCHIVE_WARN: a name libarchive could not convert to the locale's charset; its bytes are
+      // still the tar's, which is what a name must be.
+      if (r < ARCHIVE_WARN) {
+        std::string where =
+            previous.empty() ? "at the first entry" : "after entry '" + previous + "'";
+        return bad(where + ": " + libarchive_error(a.get()));
+      }
+      const char* raw = archive_entry_pathname(e);
+      if (raw == nullptr) return bad("an entry has no name (after '" + previous + "')");
+      previous = raw;
+      IMAGEFS_CHECK(add_entry(a.get(), e, raw));
+    }
+    return {};
+  }
+
+  static std::string libarchive_error(archive* a) {
+    const char* s = archive_error_string(a);
+    return s != nullptr ? s : "unknown libarchive error";
+  }
+
+  Result<void> add_entry(archive* a, archive_entry* e, std::string_view raw) {
+    auto name = parse_entry_name(raw);
+    if (!name.ok()) return bad_entry(raw, name.error().message);
+    switch (name->kind) {
+      case NameKind::bare_whiteout:
+        return {};  // hides nothing (stereoscope#647)
+      case NameKind::whiteout:
+        IMAGEFS_CHECK(check_length(raw, name->path));
+        IMAGEFS_CHECK(ensure_parents(name->path));
+        whiteouts_.insert(name->path);
+        return {};
+      case NameKind::opaque:
+        if (name->path.empty()) {
+          root_opaque_ = true;
+        } else {
+          IMAGEFS_CHECK(check_length(raw, name->path));
+          IMAGEFS_TRY(dir, ensure_dir(name->path));
+          nodes_[dir].opaque = true;
+        }
+        return {};
+      case NameKind::root:
+      case NameKind::path:
+        break;
+    }
+
+    IMAGEFS_CHECK(check_length(raw, name->path));
+    Node n;
+    n.path = std::move(name->path);
+    IMAGEFS_CHECK(read_metadata(e, raw, n));
+    const char* hardlink = archive_entry_hardlink(e);
+    if (hardlink != nullptr) {
+      n.type = EntryType::hardlink;
+    } else {
+      switch (archive_entry_filetype(e)) {
+        case AE_IFREG:
+          n.type = EntryType::regular;
+          break;
+        case AE_IFDIR:
+          n.type = EntryType::directory;
+          break;
+        case AE_IFLNK:
+          n.type = EntryType::symlink;
+          break;
+        case AE_IFCHR:
+          n.type = EntryType::char_device;
+          break;
+        case AE_IFBLK:
+          n.type = EntryType::block_device;
+          break;
+        case AE_IFIFO:
+          n.type = EntryType::fifo;
+          break;
+        default:
+          return bad_entry(raw, "unsupported entry type");
+      }
+    }
+
+    if (name->kind == NameKind::root) {
+      // "./": the root's own metadata. Anything but a directory cannot be the root; skip it.
+      if (n.type == EntryType::directory) root_ = std::move(n);
+      return {};
+    }
+
+    if (n.type == EntryType::regular) IMAGEFS_CHECK(read_data(a, e, raw, n));
+    if (n.type == EntryType::symlink) {
+      const char* target = archive_entry_symlink(e);
+      if (target == nullptr || *target == '\0')
+        return bad_entry(raw, "symbolic link with an empty target");
+      n.link = target;
+      IMAGEFS_CHECK(check_length(raw, n.link));
+    }
+    if (n.type == EntryType::hardlink) IMAGEFS_CHECK(resolve_hardlink(raw, hardlink, n));
+    IMAGEFS_CHECK(ensure_parents(n.path));
+    bool to_lower = n.type == EntryType::hardlink && n.target < 0;
+    uint32_t index = place(std::move(n));
+    if (to_lower) lower_links_.push_back(index);
+    return {};
+  }
+
+  // No extraction could make a path (or a symlink target) of PATH_MAX bytes or more, and the
+  // limit bounds the work and memory one entry can cause.
+  Result<void> check_length(std::string_view raw, std::string_view s) const {
+    if (s.size() > kMaxPath)
+      return bad_entry(raw.substr(0, 200),
+                       "name or link target longer than " + std::to_string(kMaxPath) + " bytes");
+    return {};
+  }
+
+  Result<void> read_metadata(archive_entry* e, std::string_view raw, Node& n) const {
+    n.mode = static_cast<uint32_t>(archive_entry_perm(e)) & 07777;
+    la_int64_t uid = archive_entry_uid(e);
+    la_int64_t gid = archive_entry_gid(e);
+    constexpr la_int64_t kMaxId = std::numeric_limits<uint32_t>::max();
+    if (uid < 0 || uid > kMaxId || gid < 0 || gid > kMaxId)
+      return bad_entry(
+          raw, "owner " + std::to_string(uid) + ":" + std::to_string(gid) + " is out of range");
+    n.uid = static_cast<uint32_t>(uid);
+    n.gid = static_cast<uint32_t>(gid);
+    n.mtime_sec = static_cast<int64_t>(archive_entry_mtime(e));
+    long nsec = archive_entry_mtime_nsec(e);
+    n.mtime_nsec = nsec >= 0 && nsec < 1000000000 ? static_cast<uint32_t>(nsec) : 0;
+    n.rdev_major = static_cast<uint32_t>(archive_entry_rdevmajor(e));
+    n.rdev_minor = static_cast<uint32_t>(archive_entry_rdevminor(e));
+    archive_entry_xattr_reset(e);
+    const char* xname = nullptr;
+    const void* value = nullptr;
+    size_t size = 0;
+    while (archive_entry_xattr_next(e, &xname, &value, &size) == ARCHIVE_OK) {
+      if (xname == nullptr || *xname == '\0') continue;
+      n.xattrs.emplace_back(xname, value != nullptr
+                                       ? std::string(static_cast<const char*>(value), size)
+                                       : std::string());
+    }
+    // By name; of a name given twice, the later value wins, as later entries do.
+    std::stable_sort(n.xattrs.begin(), n.xattrs.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    auto last_of_each = [&](const auto& a, const auto& b) { return a.first == b.first; };
+    std::reverse(n.xattrs.begin(), n.xattrs.end());
+    n.xattrs.erase(std::unique(n.xattrs.begin(), n.xattrs.end(), last_of_each), n.xattrs.end());
+    std::reverse(n.xattrs.begin(), n.xattrs.end());
+    return {};
+  }
+
+  Result<void> read_data(archive* a, archive_entry* e, std::string_view raw, Node& n) {
+    la_int64_t declared = archive_entry_size(e);
+    if (declared < 0) return bad_entry(raw, "negative size");
+    n.size = static_cast<uint64_t>(declared);
+    n.data_offset = data_->end();
+    uint64_t produced = 0;
+    for (;;) {
+      const void* block = nullptr;
+      size_t len = 0;
+      la_int64_t at = 0;
+      int r = archive_read_data_block(a, &block, &len, &at);
+      if (r == ARCHIVE_EOF) break;
+      if (r < ARCHIVE_WARN) return bad_entry(raw, libarchive_error(a));
+      if (at < 0 || static_cast<uint64_t>(at) < produced)
+        return bad_entry(raw, "data blocks out of order");
+      auto offset = static_cast<uint64_t>(at);
+      if (offset > n.size || len > n.size - offset)
+        return bad_entry(raw, "more data than its size of " + std::to_string(n.size) + " bytes");
+      if (offset > produced) IMAGEFS_CHECK(data_->skip(offset - produced));  // a sparse hole
+      IMAGEFS_CHECK(data_->append(static_cast<const uint8_t*>(block), len));
+      produced = offset + len;
+    }
+    if (produced < n.size) {
+      if (archive_entry_sparse_count(e) == 0)
+        return bad_entry(raw, "size " + std::to_string(n.size) + " but only " +
+                                  std::to_string(produced) + " bytes of data");
+      IMAGEFS_CHECK(data_->skip(n.size - produced));  // a trailing hole
+    }
+    return {};
+  }
+
+  // --- folding (layer_index.h's rules; docs/LAYER_FORMAT.md has the reasons) ---
+
+  Result<void> resolve_hardlink(std::string_view raw, const char* target_raw, Node& n) {
+    auto target = clean_path(target_raw);
+    if (!target.ok()) return bad_entry(raw, "hardlink target: " + target.error().message);
+    if (target->empty()) return bad_entry(raw, "hardlink to the root directory");
+    IMAGEFS_CHECK(check_length(raw, *target));
+    if (*target == n.path) return bad_entry(raw, "hardlink to itself");
+    auto it = live_.find(*target);
+    if (it == live_.end()) {
+      // Not (yet) in this layer: a file of a lower layer, unless a later entry of this layer has
+      // that path, which finalize() refuses.
+      n.link = std::move(*target);
+      return {};
+    }
+    const Node& t = nodes_[it->second];
+    if (is_dir(t.type)) return bad_entry(raw, "hardlink to the directory '" + *target + "'");
+    if (t.type == EntryType::hardlink) {
+      // A link to a link: to whatever that one links to.
+      n.target = t.target;
+      n.link = t.link;
+    } else {
+      n.target = it->second;
+      n.link = std::move(*target);
+    }
+    return {};
+  }
+
+  // Makes `path` a live directory (implicit if the layer has none so far); returns its node.
+  Result<uint32_t> ensure_dir(const std::string& path) {
+    IMAGEFS_CHECK(ensure_parents(path));
+    auto it = live_.find(path);
+    if (it != live_.end() && is_dir(nodes_[it->second].type)) return it->second;
+    return place_implicit_dir(path);
+  }
+
+  // Every ancestor of `path` becomes a live directory. Invariant: every live node's ancestors
+  // are live directories, so the walk up stops at the first one that is; the missing ones are
+  // then made top-down. A loop, not recursion: a name may have thousands of components.
+  Result<void> ensure_parents(std::string_view path) {
+    std::vector<size_t> missing;  // lengths of the ancestors to make, deepest first
+    for (size_t end = path.rfind('/'); end != std::string_view::npos && end > 0;
+         end = path.rfind('/', end - 1)) {
+      auto it = live_.find(path.substr(0, end));
+      if (it != live_.end() && is_dir(nodes_[it->second].type)) break;
+      missing.push_back(end);
+    }
+    for (auto len = missing.rbegin(); len != missing.rend(); ++len) {
+      implicit_bytes_ += *len;
+      // Implicit paths grow with the square of a name's depth: a few hostile names of 4 KiB
+      // would otherwise take gigabytes. Real layers stay far below this.
+      if (implicit_bytes_ > kMaxImplicitBytes)
+        return bad_entry(path, "too many implicit parent directories in the layer");
+      place_implicit_dir(std::string(path.substr(0, *len)));
+    }
+    return {};
+  }
+
+  uint32_t place_implicit_dir(std::string path) {
+    Node d;
+    d.path = std::move(path);
+    d.type = EntryType::directory;
+    d.implicit = true;
+    d.mode = 0755;
+    return place(std::move(d));
+  }
+
+  // Puts `n` at its path (whose parents are live directories), replacing what was there.
+  // Returns its node index.
+  uint32_t place(Node n) {
+    auto index = static_cast<uint32_t>(nodes_.size());
+    auto it = live_.find(n.path);
+    if (it != live_.end()) {
+      Node& old = nodes_[it->second];
+      if (is_dir(old.type)) {
+        if (is_dir(n.type))
+          n.opaque = n.opaque || old.opaque;  // a new header for the same directory
+        else
+          kill_descendants(n.path);  // what was in the directory went with it
+      } else if (is_dir(n.type)) {
+        // A directory where this layer had a non-directory: extracting the layer removed the lower
+        // layers' entry at this path first, so nothing of theirs is left below (buildkit#2614).
+        n.opaque = true;
+      }
+      old.alive = false;
+      it->second = index;
+    } else {
+      live_.emplace(n.path, index);
+    }
+    nodes_.push_back(std::move(n));
+    return index;
+  }
+
+  void kill_descendants(const std::string& dir) {
+    std::string prefix = dir + "/";
+    auto it = live_.lower_bound(prefix);
+    while (it != live_.end() && it->first.starts_with(prefix)) {
+      nodes_[it->second].alive = false;
+      it = live_.erase(it);
+    }
+  }
+
+  Result<void> finalize() {
+    // A hardlink that looked for its target before the target's entry came.
+    for (uint32_t i : lower_links_) {
+      const Node& h = nodes_[i];
+      if (!h.alive) continue;
+      if (live_.contains(h.link))
+        return bad_entry(h.path, "hardlink to '" + h.link + "', which comes later in the layer");
+    }
+
+    // Whiteouts apply to lower layers only: a path this layer also has stays, and a directory
+    // becomes opaque (deleted and recreated). A whiteout below a path that became a
+    // non-directory later in the layer is moot.
+    for (const std::string& w : whiteouts_) {
+      auto it = live_.find(w);
+      if (it != live_.end()) {
+        Node& n = nodes_[it->second];
+        if (is_dir(n.type)) n.opaque = true;
+        continue;
+      }
+      std::string_view parent = parent_of(w);
+      if (!parent.empty()) {
+        auto p = live_.find(parent);
+        if (p == live_.end() || !is_dir(nodes_[p->second].type)) continue;
+      }
+      Node n;
+      n.path = w;
+      n.type = EntryType::whiteout;
+      live_.emplace(w, static_cast<uint32_t>(nodes_.size()));
+      nodes_.push_back(std::move(n));
+    }
+
+    // Hardlinks whose target was replaced later in the layer keep the replaced content (as an
+    // extraction would: the link holds the old inode). The first such link takes the target's
+    // place; the others link to it.
+    std::map<int64_t, int64_t> promoted;  // dead target -> the link that took its place
+    for (size_t i = 0; i < nodes_.size(); ++i) {
+      Node& h = nodes_[i];
+      if (!h.alive || h.type != EntryType::hardlink || h.target < 0) continue;
+      if (nodes_[h.target].alive) continue;
+      auto [p, first] = promoted.emplace(h.target, static_cast<int64_t>(i));
+      if (!first) {
+        h.target = p->second;
+        h.link = nodes_[p->second].path;
+        continue;
+      }
+      const Node& t = nodes_[h.target];
+      std::string path = std::move(h.path);
+      h = t;
+      h.path = std::move(path);
+      h.alive = true;
+    }
+
+    order_.reserve(live_.size());
+    for (const auto& [path, index] : live_) order_.push_back(index);
+    // By (parent, name): a directory's children are one run, found by binary search.
+    std::sort(order_.begin(), order_.end(), [&](uint32_t a, uint32_t b) {
+      std::string_view pa = nodes_[a].path;
+      std::string_view pb = nodes_[b].path;
+      int c = parent_of(pa).compare(parent_of(pb));
+      return c != 0 ? c < 0 : name_of(pa) < name_of(pb);
+    });
+    if (order_.size() >= kNoEntry) return bad("too many entries");
+    return {};
+  }
+
+  // --- writing ---
+
+  Result<void> write_index(const fs::path& path) {
+    std::vector<uint32_t> final_index(nodes_.size(), kNoEntry);
+    for (size_t i = 0; i < order_.size(); ++i) final_index[order_[i]] = static_cast<uint32_t>(i);
+
+    std::string strings;
+    std::vector<uint8_t> xattrs;
+    uint64_t xattr_count = 0;
+    auto add_string = [&](std::string_view s) {
+      uint64_t off = strings.size();
+      strings.append(s);
+      return off;
+    };
+    auto encode = [&](const Node& n, uint8_t* rec, uint32_t hardlink_target) {
+      const Node& content = hardlink_target != kNoEntry ? nodes_[order_[hardlink_target]] : n;
+      store_le<uint64_t>(rec + kRecPathOff, add_string(n.path));
+      store_le<uint32_t>(rec + kRecPathLen, static_cast<uint32_t>(n.path.size()));
+      size_t slash = n.path.rfind('/');
+      store_le<uint32_t>(rec + kRecNameOff,
+                         slash == std::string::npos ? 0 : static_cast<uint32_t>(slash + 1));
+      store_le<uint64_t>(rec + kRecLinkOff, add_string(n.link));
+      store_le<uint32_t>(rec + kRecLinkLen, static_cast<uint32_t>(n.link.size()));
+      rec[kRecType] = static_cast<uint8_t>(n.type);
+      rec[kRecFlags] = static_cast<uint8_t>((n.implicit ? kRecordFlagImplicit : 0) |
+                                            (n.opaque ? kRecordFlagOpaque : 0));
+      // A hardlink resolved in this layer is the same inode as its target: its metadata,
+      // content and xattrs are the target's.
+      store_le<uint32_t>(rec + kRecMode, content.mode);
+      store_le<uint32_t>(rec + kRecUid, content.uid);
+      store_le<uint32_t>(rec + kRecGid, content.gid);
+      store_le<uint32_t>(rec + kRecMtimeNsec, content.mtime_nsec);
+      store_le<int64_t>(rec + kRecMtimeSec, content.mtime_sec);
+      store_le<uint64_t>(rec + kRecSize, content.size);
+      store_le<uint64_t>(rec + kRecDataOff, content.data_offset);
+      store_le<uint32_t>(rec + kRecRdevMajor, content.rdev_major);
+      store_le<uint32_t>(rec + kRecRdevMinor, content.rdev_minor);
+      store_le<uint32_t>(rec + kRecHardlink, hardlink_target);
+      store_le<uint32_t>(rec + kRecXattrCount, static_cast<uint32_t>(content.xattrs.size()));
+      store_le<uint64_t>(rec + kRecXattrFirst, xattr_count);
+      for (const auto& [name, value] : content.xattrs) {
+        size_t at = xattrs.size();
+        xattrs.resize(at + kXattrRecordSize);
+        uint8_t* x = xattrs.data() + at;
+        store_le<uint64_t>(x + kXaNameOff, add_string(name));
+        store_le<uint32_t>(x + kXaNameLen, static_cast<uint32_t>(name.size()));
+        store_le<uint32_t>(x + kXaValueLen, static_cast<uint32_t>(value.size()));
+        store_le<uint64_t>(x + kXaValueOff, add_string(value));
+        ++xattr_count;
+      }
+    };
+
+    std::vector<uint8_t> head(kEntriesOffset, 0);
+    uint32_t flags = 0;
+    if (root_ || root_opaque_) {
+      Node root = root_ ? *root_ : Node{};
+      if (!root_) {
+        root.type = EntryType::directory;
+        root.implicit = true;
+        root.mode = 0755;
+      }
+      root.path.clear();
+      root.opaque = root_opaque_;
+      encode(root, head.data() + kRootOffset, kNoEntry);
+      flags |= kHeaderFlagRoot;
+    }
+    std::vector<uint8_t> records(order_.size() * kRecordSize, 0);
+    for (size_t i = 0; i < order_.size(); ++i) {
+      const Node& n = nodes_[order_[i]];
+      uint32_t target = kNoEntry;
+      if (n.type == EntryType::hardlink && n.target >= 0) target = final_index[n.target];
+      encode(n, records.data() + i * kRecordSize, target);
+    }
+
+    std::memcpy(head.data() + kHdrMagic, kMagic, sizeof kMagic);
+    store_le<uint32_t>(head.data() + kHdrVersion, kVersion);
+    store_le<uint32_t>(head.data() + kHdrFlags, flags);
+    store_le<uint64_t>(head.data() + kHdrEntryCount, order_.size());
+    store_le<uint64_t>(head.data() + kHdrXattrCount, xattr_count);
+    store_le<uint64_t>(head.data() + kHdrStringsSize, strings.size());
+    store_le<uint64_t>(head.data() + kHdrDataSize, data_->end());
+
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444));
+    if (!fd) return errno_error(errno, "cannot create", path);
+    for (std::span<const uint8_t> part :
+         {std::span<const uint8_t>(head), std::span<const uint8_t>(records),
+          std::span<const uint8_t>(xattrs),
+          std::span(reinterpret_cast<const uint8_t*>(strings.data()), strings.size())}) {
+      size_t done = 0;
+      while (done < part.size()) {
+        ssize_t w = ::write(fd.get(), part.data() + done, part.size() - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return errno_error(errno, "cannot write", path);
+        done += static_cast<size_t>(w);
+      }
+    }
+    if (::fsync(fd.get()) != 0) return errno_error(errno, "cannot fsync", path);
+    return {};
+  }
+
+  const store::LayerRecord& layer_;
+  const IngestProgress* progress_;
+  std::optional<DataWriter> data_;
+  std::vector<Node> nodes_;
+  // Live paths to their nodes. Ordered, so that a directory's descendants are one range.
+  std::map<std::string, uint32_t, std::less<>> live_;
+  std::set<std::string> whiteouts_;    // paths with a `.wh.` entry in this layer
+  std::vector<uint32_t> lower_links_;  // hardlinks whose target was not in the layer when read
+  std::optional<Node> root_;
+  bool root_opaque_ = false;
+  uint64_t implicit_bytes_ = 0;  // the total length of the implicit directories' paths
+  std::vector<uint32_t> order_;  // live nodes in index order
+};
+
+}  // namespace
+
+Result<void> ingest_layer(const fs::path& blob, const store::LayerRecord& layer,
+                          const fs::path& dir, const IngestProgress* progress) {
+  Ingest ingest(layer, progress);
+  return ingest.run(blob, dir);
+}
+
+}  // namespace imagefs::overlay::detail

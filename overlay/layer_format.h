@@ -1,0 +1,113 @@
+// Internal to overlay/ (not part of its interface): the on-disk layout of an ingested layer (its
+// index and data files, byte by byte in docs/LAYER_FORMAT.md), the ingest that writes them and
+// the reader that maps them. LayerCache (layer_index.h) is how the rest of imagefs gets at them.
+#pragma once
+
+#include <unistd.h>
+
+#include <bit>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "common/result.h"
+#include "overlay/layer_index.h"
+#include "store/catalog.h"
+#include "store/digest.h"
+
+namespace imagefs::overlay::detail {
+
+// The product name under ROOT/derived/<layer hex>/ (store/derived.h), and its two files.
+inline constexpr std::string_view kProductName = "layer";
+inline constexpr std::string_view kIndexFile = "index";
+inline constexpr std::string_view kDataFile = "data";
+
+// The index file: a header, the root record, the entry records, the xattr records, the strings.
+inline constexpr char kMagic[8] = {'I', 'F', 'S', 'L', 'A', 'Y', 'E', 'R'};
+inline constexpr uint32_t kVersion = 1;
+inline constexpr size_t kHeaderSize = 64;
+inline constexpr size_t kRecordSize = 96;
+inline constexpr size_t kXattrRecordSize = 24;
+inline constexpr size_t kRootOffset = kHeaderSize;                   // the root record
+inline constexpr size_t kEntriesOffset = kHeaderSize + kRecordSize;  // the first entry record
+inline constexpr uint32_t kHeaderFlagRoot = 1;                       // the root record is in use
+inline constexpr uint8_t kRecordFlagImplicit = 1;
+inline constexpr uint8_t kRecordFlagOpaque = 2;
+
+// Header fields (byte offsets).
+inline constexpr size_t kHdrMagic = 0, kHdrVersion = 8, kHdrFlags = 12, kHdrEntryCount = 16,
+                        kHdrXattrCount = 24, kHdrStringsSize = 32, kHdrDataSize = 40;
+// Record fields (byte offsets within a record).
+inline constexpr size_t kRecPathOff = 0, kRecPathLen = 8, kRecNameOff = 12, kRecLinkOff = 16,
+                        kRecLinkLen = 24, kRecType = 28, kRecFlags = 29, kRecMode = 32,
+                        kRecUid = 36, kRecGid = 40, kRecMtimeNsec = 44, kRecMtimeSec = 48,
+                        kRecSize = 56, kRecDataOff = 64, kRecRdevMajor = 72, kRecRdevMinor = 76,
+                        kRecHardlink = 80, kRecXattrCount = 84, kRecXattrFirst = 88;
+// Xattr record fields.
+inline constexpr size_t kXaNameOff = 0, kXaNameLen = 8, kXaValueLen = 12, kXaValueOff = 16;
+
+// Little-endian field access. memcpy, not casts: the mapping's alignment is not the compiler's
+// business, and a damaged file must not become undefined behaviour. Every host imagefs targets
+// (amd64, arm64) is little-endian, so no byte swapping is needed.
+static_assert(std::endian::native == std::endian::little, "the layer format is little-endian");
+template <typename T>
+T load_le(const uint8_t* p) {
+  T v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <typename T>
+void store_le(uint8_t* p, T v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+// Owns a file descriptor; closes it on destruction.
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  ~UniqueFd() { reset(); }
+  UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  UniqueFd& operator=(UniqueFd&& other) noexcept {
+    if (this != &other) {
+      reset();
+      fd_ = std::exchange(other.fd_, -1);
+    }
+    return *this;
+  }
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  [[nodiscard]] int get() const { return fd_; }
+  explicit operator bool() const { return fd_ >= 0; }
+  void reset() {
+    // Nothing to do about a close error: everything that mattered was fsynced and checked before.
+    if (fd_ >= 0) (void)::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// strerror(code), without strerror's shared buffer (threads call this).
+std::string errno_text(int code);
+// "<what> <path>: <strerror>" with `code` kept.
+Error errno_error(int code, std::string_view what, const std::filesystem::path& path);
+
+// Streams the layer blob at `blob` once (media type, digest and size from `layer`) and writes the
+// index and data files into `dir` (which exists and is empty), fsynced. Errors name the layer and,
+// for bad tar input, the entry.
+Result<void> ingest_layer(const std::filesystem::path& blob, const store::LayerRecord& layer,
+                          const std::filesystem::path& dir, const IngestProgress* progress);
+
+// Opens the ingested layer in `dir`, checking the whole index (magic, version, the bounds of every
+// offset and length, the order of the entries) and the data file's size. ENOENT when there is no
+// index file, ENOTSUP for an index written by a newer imagefs, EIO (naming the layer and what is
+// wrong) for a damaged one.
+Result<std::shared_ptr<const LayerIndex>> open_layer_index(const std::filesystem::path& dir,
+                                                           const store::Digest& layer);
+
+}  // namespace imagefs::overlay::detail
