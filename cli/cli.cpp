@@ -14,6 +14,7 @@
 #include <cstring>
 #include <iostream>
 #include <ostream>
+#include <system_error>
 
 #include "cli/commands.h"
 #include "fs/version.h"
@@ -102,7 +103,8 @@ Result<registry::RegistryOptions> registry_options(const Args& args) {
   options.insecure_registries = args.all("insecure-registry");
   if (auto v = args.get("ca-file")) {
     if (access(v->c_str(), R_OK) != 0)
-      return make_error(ENOENT, "--ca-file " + *v + ": " + std::strerror(errno));
+      return make_error(ENOENT, "--ca-file " + *v + ": " +
+                                    std::error_code(errno, std::generic_category()).message());
     options.ca_file = *v;
   }
   if (auto v = args.get("docker-config")) options.docker_config = *v;
@@ -187,7 +189,8 @@ const std::vector<Command>& commands() {
 int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   Io io{out, err, false};
   if (&err == &std::cerr) {
-    const char* term = std::getenv("TERM");
+    // Read once at startup, before any thread exists.
+    const char* term = std::getenv("TERM");  // NOLINT(concurrency-mt-unsafe)
     io.err_is_terminal = isatty(STDERR_FILENO) && !(term && std::strcmp(term, "dumb") == 0);
   }
   if (args.empty()) {

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <ostream>
+#include <system_error>
 #include <vector>
 
 #include "cli/commands.h"
@@ -27,7 +28,8 @@ namespace {
 namespace fsys = std::filesystem;
 
 Error sys_error(const std::string& what, const fsys::path& path) {
-  return make_error(errno, what + " " + path.string() + ": " + std::strerror(errno));
+  return make_error(errno, what + " " + path.string() + ": " +
+                               std::error_code(errno, std::generic_category()).message());
 }
 
 struct Fd {
