@@ -3,6 +3,7 @@
 #include "store/gc.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <map>
 #include <set>
 #include <string>
@@ -15,6 +16,18 @@
 namespace imagefs::store {
 
 namespace {
+
+// Bytes of the regular files under `dir` (0 when it does not exist).
+uint64_t derived_bytes(const std::filesystem::path& dir) {
+  std::error_code ec;
+  uint64_t total = 0;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    std::error_code size_ec;
+    if (it->is_regular_file(size_ec)) total += it->file_size(size_ec);
+  }
+  return total;
+}
 
 // Every blob digest an image record names, each once.
 std::vector<Digest> digests_of(const ImageRecord& image) {
@@ -45,6 +58,9 @@ class Collector {
     for (const RefRecord& ref : refs_)
       if (ref.index) ++uses_[*ref.index];
     for (BlobInfo& blob : present) {
+      // What a blob costs on disk includes what was derived from it (a layer's index and
+      // uncompressed data, ~2.5x the compressed layer): --max-size bounds the whole store.
+      blob.size += derived_bytes(blobs_.derived_dir(blob.digest));
       total_ += blob.size;
       present_.emplace(blob.digest, std::move(blob));
     }

@@ -32,14 +32,15 @@ struct GcReport {
   std::vector<BlobInfo> blobs_removed;        // blobs of removed images, and unreferenced blobs
   std::vector<PartialInfo> partials_removed;  // stale partial downloads
   std::vector<Digest> images_in_use;          // would have been removed, but a lease holds them
-  uint64_t size_before = 0;                   // total size of verified blobs, in bytes
+  uint64_t size_before = 0;  // blobs and what was derived from them (derived/), in bytes
   uint64_t size_after = 0;
 
   // Bytes given back: removed blobs and partials.
   [[nodiscard]] uint64_t bytes_freed() const;
 };
 
-// Brings the total size of verified blobs down to `max_size` bytes, if the images in use allow.
+// Brings the store's size (verified blobs and their derived products) down to `max_size` bytes,
+// if the images in use allow.
 // In order:
 //  1. partial downloads not being written and last written before now - kKeepUnreferencedSeconds;
 //  2. images that no ref names (their last name was removed while they were in use, or a pull

@@ -317,5 +317,25 @@ TEST_F(Gc, DerivedProductsGoWithTheirBlobAndStaleBuildsGo) {
   EXPECT_FALSE(none.ok());
 }
 
+TEST_F(Gc, DerivedBytesCountTowardTheLimit) {
+  // Two images of 1,200 blob bytes each: under a 3,000-byte limit by blobs alone, but a's
+  // derived product (an ingested layer, say) takes the store over it.
+  ImageRecord a = add_image("a", 100, {pattern(1000, 1)});
+  ImageRecord b = add_image("b", 200, {pattern(1000, 2)});
+  fs::path product = blobs_->derived_dir(a.layers[0].digest) / "layer";
+  fs::create_directories(product);
+  {
+    std::ofstream f(product / "data", std::ios::binary);
+    f << pattern(2000, 3);
+  }
+  auto report = collect(*blobs_, *catalog_, 3000, now());
+  ASSERT_TRUE(report.ok()) << report.error().message;
+  EXPECT_EQ(report->size_before, 4400u);
+  EXPECT_EQ(report->images_removed, std::vector<Digest>{a.manifest});
+  EXPECT_EQ(report->size_after, 1200u);
+  EXPECT_FALSE(fs::exists(product));
+  EXPECT_TRUE(has_image(b));
+}
+
 }  // namespace
 }  // namespace imagefs::store
