@@ -136,6 +136,12 @@ Result<Store> open_store(const Args& args) {
   return Store{blobs, catalog};
 }
 
+Error sys_error(const std::string& what, const std::filesystem::path& path) {
+  int code = errno;
+  return make_error(code, what + " " + path.string() + ": " +
+                              std::error_code(code, std::generic_category()).message());
+}
+
 int report(Io& io, const std::string& what, const Error& error) {
   io.err << "imagefs: " << what << ": " << error.message << "\n";
   return kExitFailed;

@@ -2,6 +2,7 @@
 // pieces they share (opening the store, registry options from flags).
 #pragma once
 
+#include <filesystem>
 #include <iosfwd>
 #include <memory>
 #include <string>
@@ -60,6 +61,9 @@ struct OpenImage {
   std::shared_ptr<store::Lease> lease;
 };
 Result<OpenImage> open_image(const Args& args, const std::string& reference, Io& io);
+
+// An Error for the failed system call that set errno: "WHAT PATH: reason".
+Error sys_error(const std::string& what, const std::filesystem::path& path);
 
 // Prints "imagefs: WHAT: message" and returns kExitFailed.
 int report(Io& io, const std::string& what, const Error& error);

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "common/unique_fd.h"
 #include "overlay/layer_index.h"
 #include "overlay/tree.h"
 #include "registry/puller.h"
@@ -26,21 +27,6 @@ namespace imagefs::cli {
 namespace {
 
 namespace fsys = std::filesystem;
-
-Error sys_error(const std::string& what, const fsys::path& path) {
-  return make_error(errno, what + " " + path.string() + ": " +
-                               std::error_code(errno, std::generic_category()).message());
-}
-
-struct Fd {
-  int fd = -1;
-  explicit Fd(int f) : fd(f) {}
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-};
 
 // Copies a regular file's content from the layer's data file without a user-space buffer.
 Result<void> copy_content(overlay::Tree& tree, overlay::Ino ino, int out, const fsys::path& path) {
@@ -116,9 +102,9 @@ Result<void> export_dir(overlay::Tree& tree, const fsys::path& dir) {
         dirs.push_back(e);
         return {};
       case S_IFREG: {
-        Fd fd(::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-        if (fd.fd < 0) return sys_error("cannot create", p);
-        IMAGEFS_CHECK(copy_content(tree, a.ino, fd.fd, p));
+        UniqueFd fd(::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+        if (!fd) return sys_error("cannot create", p);
+        IMAGEFS_CHECK(copy_content(tree, a.ino, fd.get(), p));
         break;
       }
       case S_IFLNK: {

@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "common/result.h"
+#include "common/unique_fd.h"
 #include "overlay/layer_index.h"
 #include "store/catalog.h"
 #include "store/digest.h"
@@ -64,33 +65,7 @@ void store_le(uint8_t* p, T v) {
   std::memcpy(p, &v, sizeof v);
 }
 
-// Owns a file descriptor; closes it on destruction.
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  ~UniqueFd() { reset(); }
-  UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& other) noexcept {
-    if (this != &other) {
-      reset();
-      fd_ = std::exchange(other.fd_, -1);
-    }
-    return *this;
-  }
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  [[nodiscard]] int get() const { return fd_; }
-  explicit operator bool() const { return fd_ >= 0; }
-  void reset() {
-    // Nothing to do about a close error: everything that mattered was fsynced and checked before.
-    if (fd_ >= 0) (void)::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
+using imagefs::UniqueFd;
 
 // strerror(code), without strerror's shared buffer (threads call this).
 std::string errno_text(int code);

@@ -14,15 +14,6 @@ namespace imagefs::store::detail {
 
 namespace fs = std::filesystem;
 
-void UniqueFd::reset(int fd) {
-  if (fd_ >= 0) {
-    // close() errors cannot be acted on here: every write that matters was checked (and fsynced)
-    // before, and retrying close on Linux may close another thread's descriptor.
-    (void)::close(fd_);
-  }
-  fd_ = fd;
-}
-
 std::string errno_text(int code) {
   char buf[256];
   // The GNU strerror_r (C++ on glibc defines _GNU_SOURCE): returns the text, not always in buf.
