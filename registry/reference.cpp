@@ -194,7 +194,10 @@ std::string Reference::familiar() const {
   std::string s = name();
   if (domain == kDefaultDomain) {
     std::string_view repo = repository;
-    if (repo.starts_with("library/") && repo.find('/', 8) == std::string_view::npos)
+    // "library/" is dropped for official images, unless what is left would read as an image ID.
+    if (repo.starts_with("library/") && repo.find('/', 8) == std::string_view::npos &&
+        !(repo.size() == 8 + 64 &&
+          std::all_of(repo.begin() + 8, repo.end(), [](char c) { return is_hex(c); })))
       repo.remove_prefix(8);
     // Docker drops "docker.io/", but then a first component that looks like a registry
     // ("docker.io/a.b/c") would be read as one: keep the domain in that case.

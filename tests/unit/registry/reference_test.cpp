@@ -49,6 +49,11 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"localhost", "docker.io/library/localhost:latest", "localhost:latest"},
         // Found by fuzzing: dropping docker.io/ here would make a.b read as a registry.
         Case{"index.docker.io/a.b/c:1", "docker.io/a.b/c:1", "docker.io/a.b/c:1"},
+        // Found by fuzzing: without "library/" this would read as an image ID.
+        Case{"library/2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae",
+             "docker.io/library/2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae:"
+             "latest",
+             "library/2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae:latest"},
         Case{"docker.io/localhost/c", "docker.io/localhost/c:latest",
              "docker.io/localhost/c:latest"}));
 
