@@ -98,6 +98,13 @@ std::vector<OptionSpec> registry_option_specs() {
   };
 }
 
+std::vector<OptionSpec> image_option_specs() {
+  std::vector<OptionSpec> specs = registry_option_specs();
+  specs.push_back({"pull", Arity::flag,
+                   "ask the registry for the tag again even if the store has resolved it", ""});
+  return specs;
+}
+
 Result<registry::RegistryOptions> registry_options(const Args& args) {
   registry::RegistryOptions options;
   options.insecure_registries = args.all("insecure-registry");
@@ -176,9 +183,16 @@ const std::vector<Command>& commands() {
                     "re-hash every blob in the store and report any that do not match its name",
                     cache_options(), run_verify});
     list.push_back(
+        {"build", "build [OPTIONS] REF -o FILE",
+         "write an image's initramfs (newc cpio of its root filesystem, /init and "
+         "injected files)",
+         with(with(with(cache_options(), image_option_specs()), archive_option_specs()),
+              {{"output", Arity::value, "the archive to write (atomically)", "FILE", 'o'}}),
+         run_build});
+    list.push_back(
         {"export", "export [OPTIONS] REF DIR | export [OPTIONS] --tar FILE REF",
          "write an image's merged root filesystem to a new directory or a tar file",
-         with(with(cache_options(), registry_option_specs()),
+         with(with(cache_options(), image_option_specs()),
               {{"tar", Arity::value, "write a tar archive instead of a directory", "FILE"}}),
          run_export});
     list.push_back({"version",

@@ -11,6 +11,7 @@
 #include "cli/args.h"
 #include "overlay/tree.h"
 #include "registry/options.h"
+#include "registry/progress.h"
 #include "store/blob_store.h"
 #include "store/catalog.h"
 #include "store/lease.h"
@@ -60,7 +61,14 @@ struct OpenImage {
   std::shared_ptr<overlay::Tree> tree;
   std::shared_ptr<store::Lease> lease;
 };
+// A tag the store already resolved is used without asking the registry unless --pull is given.
 Result<OpenImage> open_image(const Args& args, const std::string& reference, Io& io);
+// The option group of commands that read images: registry options and --pull.
+std::vector<OptionSpec> image_option_specs();
+
+class ProgressView;
+// Renders a pull's events in `view`, one item per layer (cli/store_commands.cpp).
+std::unique_ptr<registry::ProgressSink> make_pull_progress(ProgressView& view, std::string image);
 
 // An Error for the failed system call that set errno: "WHAT PATH: reason".
 Error sys_error(const std::string& what, const std::filesystem::path& path);
@@ -75,5 +83,7 @@ int run_rm(const Args& args, Io& io);
 int run_gc(const Args& args, Io& io);
 int run_verify(const Args& args, Io& io);
 int run_export(const Args& args, Io& io);  // cli/export_command.cpp
+int run_build(const Args& args, Io& io);   // cli/build_command.cpp
+std::vector<OptionSpec> archive_option_specs();
 
 }  // namespace imagefs::cli

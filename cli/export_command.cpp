@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/progress.h"
 #include "common/unique_fd.h"
 #include "overlay/layer_index.h"
 #include "overlay/tree.h"
@@ -210,20 +211,43 @@ Result<OpenImage> open_image(const Args& args, const std::string& text, Io& io) 
   IMAGEFS_TRY(options, registry_options(args));
   IMAGEFS_TRY(store, open_store(args));
   IMAGEFS_TRY(puller, registry::Puller::create(store.blobs, store.catalog, options));
-  (void)io;
-  IMAGEFS_TRY(resolved, puller->pull(ref));
-  // Held while the image is read: gc leaves it alone.
-  IMAGEFS_TRY(lease, store::Lease::image(store.blobs->root(), resolved.image.manifest));
+  // A tag the store has already resolved is used as it is (no network), as `docker run` uses a
+  // local image; --pull asks the registry again. Digest references never need to.
+  std::optional<store::Lease> lease;
+  std::optional<store::ImageRecord> image;
+  if (!args.has("pull") && ref.digest.empty()) {
+    IMAGEFS_TRY(known, store.catalog->ref(ref.str(), puller->default_platform().str()));
+    if (known) {
+      // The lease first, then the records: gc cannot remove the image between the two.
+      IMAGEFS_TRY(held, store::Lease::image(store.blobs->root(), known->manifest));
+      lease.emplace(std::move(held));
+      IMAGEFS_TRY(record, store.catalog->image(known->manifest));
+      bool complete = record.has_value() && store.blobs->contains(record->config);
+      for (size_t i = 0; complete && i < record->layers.size(); ++i)
+        complete = store.blobs->contains(record->layers[i].digest);
+      if (complete) image = std::move(*record);
+    }
+  }
+  if (!image) {
+    ProgressView view(io.err, io.err_is_terminal);
+    std::unique_ptr<registry::ProgressSink> progress = make_pull_progress(view, ref.familiar());
+    IMAGEFS_TRY(resolved, puller->pull(ref, progress.get()));
+    if (!lease) {
+      IMAGEFS_TRY(held, store::Lease::image(store.blobs->root(), resolved.image.manifest));
+      lease.emplace(std::move(held));
+    }
+    image = std::move(resolved.image);
+  }
   IMAGEFS_TRY(cache, overlay::LayerCache::create(store.blobs));
   std::vector<std::shared_ptr<const overlay::LayerIndex>> layers;
-  for (const store::LayerRecord& layer : resolved.image.layers) {
+  for (const store::LayerRecord& layer : image->layers) {
     IMAGEFS_TRY(index, cache->get(layer));
     layers.push_back(std::move(index));
   }
   IMAGEFS_TRY(tree, overlay::Tree::open(std::move(layers)));
-  (void)store.catalog->touch(resolved.image.manifest, static_cast<int64_t>(::time(nullptr)));
-  return OpenImage{std::move(store), std::move(resolved.image), std::move(tree),
-                   std::make_shared<store::Lease>(std::move(lease))};
+  (void)store.catalog->touch(image->manifest, static_cast<int64_t>(::time(nullptr)));
+  return OpenImage{std::move(store), std::move(*image), std::move(tree),
+                   std::make_shared<store::Lease>(std::move(*lease))};
 }
 
 int run_export(const Args& args, Io& io) {

@@ -75,6 +75,10 @@ void print_gc_report(Io& io, const store::GcReport& r) {
 
 }  // namespace
 
+std::unique_ptr<registry::ProgressSink> make_pull_progress(ProgressView& view, std::string image) {
+  return std::make_unique<PullProgress>(view, std::move(image));
+}
+
 int run_pull(const Args& args, Io& io) {
   if (args.positional().empty()) {
     io.err << "imagefs pull: name at least one image reference\n";

@@ -156,6 +156,111 @@ def bench_layers(args):
           + ("" if rows and rows[0][3].get("page_cache_dropped") == "1" else " (NOT dropped: not root)"))
 
 
+def derived_layout(base_layout, path, extra_files):
+    """An image = every layer of `base_layout` plus one more layer holding `extra_files`
+    ({path: bytes}): a second image that shares the first one's layers."""
+    import json
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    from fixtures_lib import layer, oci
+    idx = json.load(open(os.path.join(base_layout, "index.json")))
+    blob = lambda d: os.path.join(base_layout, "blobs", "sha256", d.split(":")[1])
+    manifest = json.load(open(blob(idx["manifests"][0]["digest"])))
+    config = json.load(open(blob(manifest["config"]["digest"])))
+    lay = oci.Layout(path)
+    for d in manifest["layers"]:
+        shutil.copy(blob(d["digest"]), os.path.join(lay.blobs, d["digest"].split(":")[1]))
+    desc, diff = lay.add_layer([layer.file(p, data, mode=0o755) for p, data in extra_files.items()], "gzip")
+    config["rootfs"]["diff_ids"].append(diff)
+    config.pop("history", None)
+    cfg = lay.add_bytes(oci.canonical(config), "application/vnd.oci.image.config.v1+json")
+    m = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": cfg,
+         "layers": manifest["layers"] + [desc]}
+    top = lay.add_bytes(oci.canonical(m), "application/vnd.oci.image.manifest.v1+json")
+    lay.finish(top)
+
+
+def bench_build(args):
+    image = args.image
+    subprocess.run([FIXTURES, "build", image], check=True, stdout=subprocess.DEVNULL)
+    with Registry() as reg, tempfile.TemporaryDirectory(prefix="imagefs-bench.") as tmp:
+        subprocess.run([FIXTURES, "push", "--registry", reg.addr, image], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        app = os.path.join(tmp, "app-layout")
+        derived_layout(os.path.join(ROOT, "build", "fixtures", "oci", image), app,
+                       {"app/main.py": b"print('hello')\n" * 1000, "app/data.bin": os.urandom(2 << 20)})
+        subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", "--preserve-digests", f"oci:{app}:latest",
+                        f"docker://{reg.addr}/{image}-app:latest"], check=True, stdout=subprocess.DEVNULL)
+        # umoci 0.4 reads no zstd: the hand-made pipeline pulls a copy of the image with its zstd
+        # layers recompressed as gzip (same files, made before timing), as its user would need.
+        gz = os.path.join(tmp, "gz-layout")
+        subprocess.run([FIXTURES, "gzip-copy", os.path.join(ROOT, "build", "fixtures", "oci", image), gz],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", "--preserve-digests", f"oci:{gz}:latest",
+                        f"docker://{reg.addr}/{image}-gz:latest"], check=True, stdout=subprocess.DEVNULL)
+        ref = f"{reg.addr}/{image}"
+        agent = os.path.join(tmp, "agent")
+        out = os.path.join(tmp, "out.cpio.gz")
+
+        def imagefs_build(cache, *extra, target=ref):
+            return timed([IMAGEFS, "build", "--cache-dir", cache, target, "-o", out, *extra])
+
+        def by_hand(compressor):
+            work = os.path.join(tmp, "hand")
+            shutil.rmtree(work, ignore_errors=True)
+            os.makedirs(work)
+            script = (f"skopeo copy --src-tls-verify=false docker://{ref}-gz:latest oci:{work}/oci:latest >/dev/null && "
+                      f"umoci unpack --image {work}/oci:latest {work}/bundle >/dev/null && "
+                      f"cd {work}/bundle/rootfs && find . | cpio -o -H newc --quiet | {compressor} > {work}/initrd")
+            wall, _ = timed(["bash", "-c", script])
+            shutil.rmtree(work, ignore_errors=True)
+            return wall
+
+        cold, warm, inject, pipe, pipe_pigz, second = [], [], [], [], [], []
+        for run in range(args.runs):
+            cache = os.path.join(tmp, "cache")
+            shutil.rmtree(cache, ignore_errors=True)
+            with open(agent, "wb") as f:
+                f.write(os.urandom(1 << 20))
+            cold.append(imagefs_build(cache, "--inject", f"{agent}:/usr/bin/agent")[0])
+            warm.append(imagefs_build(cache, "--inject", f"{agent}:/usr/bin/agent")[0])
+            with open(agent, "wb") as f:
+                f.write(os.urandom(1 << 20))
+            inject.append(imagefs_build(cache, "--inject", f"{agent}:/usr/bin/agent")[0])
+            second.append(imagefs_build(cache, "--inject", f"{agent}:/usr/bin/agent", target=f"{ref}-app")[0])
+            pipe.append(by_hand("gzip -6"))
+            pipe_pigz.append(by_hand("pigz -6"))
+            log(f"run {run + 1}: cold {cold[-1]:.3f}s warm {warm[-1]:.3f}s inject-changed {inject[-1]:.3f}s "
+                f"second-image {second[-1]:.3f}s; by hand gzip {pipe[-1]:.3f}s pigz {pipe_pigz[-1]:.3f}s")
+
+        # Sizes: our archive against gzip -6/-9 and zstd -3 of the very same cpio bytes.
+        cache = os.path.join(tmp, "cache")
+        sizes = {}
+        for fmt, extra in (("none", []), ("gz", []), ("gz12", ["--level", "12"]), ("zst", [])):
+            f = os.path.join(tmp, f"size.{fmt}")
+            subprocess.run([IMAGEFS, "build", "--cache-dir", cache, ref, "-o", f, "--format",
+                            fmt.replace("12", ""), *extra], check=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+            sizes[fmt] = os.path.getsize(f)
+        raw = os.path.join(tmp, "size.none")
+        peer = {}
+        for name, cmd in (("gzip -6", ["gzip", "-6"]), ("gzip -9", ["gzip", "-9"]), ("zstd -3", ["zstd", "-3", "-q"])):
+            with open(raw, "rb") as src:
+                peer[name] = len(subprocess.run(cmd, stdin=src, stdout=subprocess.PIPE, check=True).stdout)
+
+    med = statistics.median
+    print(f"build of {image} (with a 1 MiB injected agent), local registry, median of {args.runs} runs")
+    print(f"  cold (empty cache)            {med(cold):7.3f}s")
+    print(f"  by hand: skopeo+umoci+cpio+gzip -6  {med(pipe):7.3f}s  -> imagefs {med(pipe) / med(cold):5.2f}x faster (target >= 4x)")
+    print(f"  by hand: skopeo+umoci+cpio+pigz -6  {med(pipe_pigz):7.3f}s  -> imagefs {med(pipe_pigz) / med(cold):5.2f}x faster")
+    print(f"  warm (everything cached)      {med(warm):7.3f}s  -> {med(cold) / med(warm):6.1f}x faster than cold (target >= 20x)")
+    print(f"  injected file changed         {med(inject):7.3f}s  -> {100 * med(inject) / med(cold):5.1f}% of cold (target < 5%)")
+    print(f"  second image, base shared (+1 layer, 2 MiB) {med(second):7.3f}s  -> {100 * med(second) / med(cold):5.1f}% of cold")
+    print(f"sizes of the same cpio ({sizes['none']} bytes):")
+    print(f"  .cpio.gz level 6  {sizes['gz']:>10}  vs gzip -6 {peer['gzip -6']:>10}  ({100 * sizes['gz'] / peer['gzip -6'] - 100:+.1f}%, target <= 0)")
+    print(f"  .cpio.gz level 12 {sizes['gz12']:>10}  vs gzip -9 {peer['gzip -9']:>10}  ({100 * sizes['gz12'] / peer['gzip -9'] - 100:+.1f}%, target <= 0)")
+    print(f"  .cpio.zst         {sizes['zst']:>10}  vs zstd -3 {peer['zstd -3']:>10}  ({100 * sizes['zst'] / peer['zstd -3'] - 100:+.1f}%, target within 3%)")
+
+
 def main():
     p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
     sub = p.add_subparsers(dest="what", required=True)
@@ -168,6 +273,10 @@ def main():
     lay.add_argument("--runs", type=int, default=3)
     lay.add_argument("--entries", type=int, default=100000)
     lay.set_defaults(func=bench_layers)
+    build = sub.add_parser("build", help="imagefs build vs skopeo+umoci+cpio+gzip; warm, inject, sizes")
+    build.add_argument("--image", default="python")
+    build.add_argument("--runs", type=int, default=3)
+    build.set_defaults(func=bench_build)
     args = p.parse_args()
     args.func(args)
 

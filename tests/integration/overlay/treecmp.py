@@ -3,11 +3,17 @@
 hash, symlink target, device numbers, xattrs, mtimes and hardlink groups. Used to check
 `imagefs export` against `umoci unpack` (the reference) and against its own --tar output.
 
-usage: treecmp.py OURS REFERENCE [--synthesized-after UNIX_TIME]
+usage: treecmp.py OURS REFERENCE [--synthesized-after UNIX_TIME] [--no-xattrs]
+                  [--no-mtimes TYPE[,TYPE...]] [--allow-extra PATH]...
 
 --synthesized-after: directories of REFERENCE whose mtime is at or after this time were made by
 the reference tool itself (umoci gives parents that no layer has an entry for the unpack time),
 so their mtimes are not compared.
+--no-xattrs: xattrs are not compared (a newc cpio archive cannot hold them).
+--no-mtimes: mtimes of entries of these types (file dir symlink char block fifo) are not
+compared (GNU cpio -idm restores neither directories' nor symlinks' mtimes).
+--allow-extra: PATH (relative) and everything under it may exist in OURS only (files a test
+added, such as an initramfs' /init and injected files); it is not compared.
 """
 import argparse
 import hashlib
@@ -63,10 +69,17 @@ def main():
     ap.add_argument("ours")
     ap.add_argument("reference")
     ap.add_argument("--synthesized-after", type=float)
+    ap.add_argument("--no-xattrs", action="store_true")
+    ap.add_argument("--no-mtimes", default="")
+    ap.add_argument("--allow-extra", action="append", default=[])
     args = ap.parse_args()
+    no_mtimes = {t for t in args.no_mtimes.split(",") if t}
+    extra_ok = [os.path.normpath(p) for p in args.allow_extra]
     ours, ref = describe(args.ours), describe(args.reference)
     problems = []
     for p in sorted(set(ours) | set(ref)):
+        if p not in ref and any(p == e or p.startswith(e + "/") for e in extra_ok):
+            continue
         if p not in ours:
             problems.append(f"missing: {p} ({ref[p]['type']})")
             continue
@@ -77,6 +90,10 @@ def main():
         if (args.synthesized_after is not None and b["type"] == "dir"
                 and b["mtime"] >= args.synthesized_after * 1e9):
             a.pop("mtime"), b.pop("mtime")
+        if a["type"] in no_mtimes or b["type"] in no_mtimes:
+            a.pop("mtime", None), b.pop("mtime", None)
+        if args.no_xattrs:
+            a.pop("xattrs"), b.pop("xattrs")
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):
                 problems.append(f"{p}: {key}: ours {a.get(key)!r}, reference {b.get(key)!r}")

@@ -1,0 +1,147 @@
+// `imagefs build REF -o FILE`: the whole job without FUSE, as a one-shot command for CI
+// pipelines and machines without FUSE: pull what is missing, merge, and write the initramfs.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <ostream>
+#include <system_error>
+#include <vector>
+
+#include "cli/commands.h"
+#include "cli/progress.h"
+#include "cpio/archive.h"
+
+namespace imagefs::cli {
+namespace {
+
+namespace fsys = std::filesystem;
+
+Result<int> parse_level(const std::string& text, int lo, int hi, const std::string& what) {
+  char* end = nullptr;
+  long n = std::strtol(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || n < lo || n > hi)
+    return make_error(EINVAL, what + " must be a number from " + std::to_string(lo) + " to " +
+                                  std::to_string(hi) + ", not \"" + text + "\"");
+  return static_cast<int>(n);
+}
+
+// Writes the archive to `file` through a temporary file in the same directory, renamed into
+// place: readers see the old file or the whole new one, never a part.
+Result<void> write_atomically(const cpio::Archive& archive, const fsys::path& file) {
+  fsys::path dir = file.parent_path().empty() ? fsys::path(".") : file.parent_path();
+  std::string tmpl = (dir / ("." + file.filename().string() + ".XXXXXX")).string();
+  std::vector<char> name(tmpl.begin(), tmpl.end());
+  name.push_back('\0');
+  int fd = ::mkostemp(name.data(), O_CLOEXEC);
+  if (fd < 0) return sys_error("cannot create a temporary file in", dir);
+  fsys::path tmp(name.data());
+  auto fail = [&](Error e) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return e;
+  };
+  std::vector<uint8_t> buf(size_t{1} << 20);
+  for (uint64_t off = 0; off < archive.size();) {
+    Result<size_t> n = archive.read(off, buf);
+    if (!n.ok()) return fail(n.error());
+    if (*n == 0)
+      return fail(make_error(EIO, "the archive ended early at byte " + std::to_string(off)));
+    for (size_t done = 0; done < *n;) {
+      ssize_t w = ::write(fd, buf.data() + done, *n - done);
+      if (w < 0) return fail(sys_error("cannot write", file));
+      done += static_cast<size_t>(w);
+    }
+    off += *n;
+  }
+  // No fsync: the rename makes the file appear whole or not at all to readers, which is what a
+  // build step needs; durability across a power loss is not worth ~10 ms of every warm build.
+  if (::fchmod(fd, 0644) != 0) return fail(sys_error("cannot write", file));
+  if (::close(fd) != 0) {
+    ::unlink(tmp.c_str());
+    return sys_error("cannot write", file);
+  }
+  if (::rename(tmp.c_str(), file.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    return sys_error("cannot rename into", file);
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<cpio::ArchiveOptions> archive_options(const Args& args) {
+  cpio::ArchiveOptions options;
+  if (auto f = args.get("format")) {
+    IMAGEFS_TRY(format, cpio::parse_format(*f));
+    options.format = format;
+  }
+  for (const std::string& spec : args.all("inject")) {
+    IMAGEFS_TRY(inject, cpio::parse_inject(spec));
+    options.injects.push_back(std::move(inject));
+  }
+  if (auto init = args.get("init")) {
+    struct stat st {};
+    if (::stat(init->c_str(), &st) != 0 || !S_ISREG(st.st_mode))
+      return make_error(ENOENT, "--init " + *init + ": no such regular file");
+    options.init = fsys::absolute(*init);
+  }
+  if (auto level = args.get("level")) {
+    bool zstd = options.format == cpio::Format::zstd;
+    IMAGEFS_TRY(n, parse_level(*level, 1, zstd ? 19 : 12, "--level"));
+    (zstd ? options.zstd_level : options.gzip_level) = n;
+  }
+  return options;
+}
+
+std::vector<OptionSpec> archive_option_specs() {
+  return {
+      {"format", Arity::value, "gz (default), zst or none", "FORMAT"},
+      {"inject", Arity::repeated, "put a host file into the archive at GUEST, mode 0755",
+       "HOST:GUEST"},
+      {"init", Arity::value, "a program or script to become /init (mode 0755)", "FILE"},
+      {"level", Arity::value,
+       "compression level: gzip 1-12 (default 6; 12 is smaller than gzip -9), zstd 1-19 "
+       "(default 3)",
+       "N"},
+  };
+}
+
+int run_build(const Args& args, Io& io) {
+  auto output = args.get("output");
+  if (args.positional().size() != 1 || !output) {
+    io.err << "imagefs build: give one image and -o FILE\n";
+    return kExitUsage;
+  }
+  const std::string& ref = args.positional()[0];
+  auto options = archive_options(args);
+  if (!options.ok()) return report(io, "build", options.error());
+  auto image = open_image(args, ref, io);
+  if (!image.ok()) return report(io, "build " + ref, image.error());
+  auto maker = cpio::ArchiveMaker::create(image->store.blobs, image->store.catalog);
+  if (!maker.ok()) return report(io, "build " + ref, maker.error());
+
+  ProgressView view(io.err, io.err_is_terminal);
+  std::optional<size_t> item;
+  cpio::BuildProgress progress{[&](size_t done, size_t total, uint64_t) {
+    if (!item) item = view.start("compressing " + std::to_string(total) + " segments", total);
+    view.update(*item, done);
+  }};
+  auto archive = (*maker)->make(image->image.manifest, *image->tree, *options, &progress);
+  if (item) view.end(*item, archive.ok() ? ItemEnd::done : ItemEnd::failed);
+  if (!archive.ok()) return report(io, "build " + ref, archive.error());
+  if (!(*archive)->stats().has_init)
+    io.err << "imagefs build: warning: " << ref
+           << " has no /init and no --init was given: the kernel will find nothing to run\n";
+  if (auto written = write_atomically(**archive, *output); !written.ok())
+    return report(io, "build " + ref, written.error());
+  const cpio::ArchiveStats& s = (*archive)->stats();
+  io.err << "wrote " << *output << ": " << format_size((*archive)->size()) << " (" << s.segments
+         << " segments: " << s.segments_built << " compressed, " << s.segments_reused
+         << " reused)\n";
+  return kExitOk;
+}
+
+}  // namespace imagefs::cli

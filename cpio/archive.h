@@ -1,0 +1,119 @@
+// Initramfs archives of an image: newc cpio of the merged tree, then /init and injected files,
+// ending with TRAILER!!!, in three formats (gzip, zstd, none). An archive is assembled from
+// cached, independently compressed segments (design decisions 1-3): each segment is a run of
+// whole cpio entries compressed once (a gzip member, a zstd frame, or raw bytes) and kept in the
+// store, so the archive's size is known before it is read, any offset maps to one segment, and
+// nothing is compressed twice. Segments are shared by images that share layers and survive
+// restarts; an injected file that changes redoes only its own segment.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+#include "overlay/tree.h"
+#include "store/blob_store.h"
+#include "store/catalog.h"
+#include "store/digest.h"
+
+namespace imagefs::cpio {
+
+enum class Format { gzip, zstd, none };
+
+// "gz"/"gzip", "zst"/"zstd", "none"/"cpio". EINVAL names the accepted values.
+Result<Format> parse_format(std::string_view text);
+// The file name of the archive in an image directory: "initramfs.cpio.gz", ".cpio.zst", ".cpio".
+std::string_view file_name(Format format);
+
+// A host file that goes into the archive at `guest` with mode 0755 (root:root).
+struct Inject {
+  std::filesystem::path host;
+  std::string guest;  // absolute, cleaned: "/usr/bin/agent"
+};
+// Parses "HOST:GUEST". EINVAL when GUEST is not absolute or has a ".." component; ENOENT when
+// HOST does not exist or is not a regular file (the message names it).
+Result<Inject> parse_inject(std::string_view spec);
+
+struct ArchiveOptions {
+  Format format = Format::gzip;
+  std::vector<Inject> injects;
+  std::optional<std::filesystem::path> init;  // becomes /init (0755), replacing the image's
+  // Compression levels: libdeflate 1-12 (6 matches gzip -6's size or better; 12 beats gzip -9),
+  // zstd 1-19.
+  int gzip_level = 6;
+  int zstd_level = 3;
+};
+
+struct ArchiveStats {
+  size_t segments = 0;
+  size_t segments_built = 0;   // compressed by this call
+  size_t segments_reused = 0;  // found in the store
+  uint64_t raw_bytes = 0;      // the uncompressed cpio stream
+  bool has_init = false;       // /init exists (from --init, or the image's own)
+};
+
+// A planned archive whose segments are all in the store. Immutable: reads from any number of
+// threads at once.
+class Archive {
+ public:
+  virtual ~Archive() = default;
+  [[nodiscard]] virtual uint64_t size() const = 0;  // exact, in bytes of the chosen format
+  [[nodiscard]] virtual const ArchiveStats& stats() const = 0;
+  // Bytes read: fewer than out.size() only at the end. EIO names a damaged segment.
+  virtual Result<size_t> read(uint64_t offset, std::span<uint8_t> out) const = 0;
+};
+
+struct BuildProgress {
+  // Segments compressed so far of those that needed it, and raw bytes they cover. Called from
+  // the compressing threads, one call at a time, after each segment; not called when nothing
+  // needs compressing.
+  std::function<void(size_t done, size_t total, uint64_t raw_bytes)> update;
+};
+
+// Makes archives, keeping segments and plans in the store. Thread-safe, and safe across
+// processes (a segment is built once under a lock and appears by rename).
+class ArchiveMaker {
+ public:
+  static Result<std::shared_ptr<ArchiveMaker>> create(std::shared_ptr<store::BlobStore> blobs,
+                                                      std::shared_ptr<store::Catalog> catalog);
+  virtual ~ArchiveMaker() = default;
+
+  // The archive of `tree` (the image whose manifest is `image`) with `options`. Uses the cached
+  // plan when the image and options (including injected files' size and mtime) are unchanged;
+  // otherwise plans and builds the missing segments (in parallel). Errors: EFBIG naming a file of
+  // 4 GiB or more (newc cannot hold it); errors of the tree or the store.
+  virtual Result<std::shared_ptr<const Archive>> make(const store::Digest& image,
+                                                      overlay::Tree& tree,
+                                                      const ArchiveOptions& options,
+                                                      const BuildProgress* progress = nullptr) = 0;
+
+  // The archive when its plan is cached and every segment is in the store (the cheap path of
+  // make(): it reads the catalog, stats the host files and the segment files, and needs no tree,
+  // so no layer has to be ingested to learn an archive's size); nullptr otherwise. Errors: EINVAL
+  // for bad levels, ENOENT for a missing --init or injected host file, errors of the catalog.
+  virtual Result<std::shared_ptr<const Archive>> cached(const store::Digest& image,
+                                                        const ArchiveOptions& options) = 0;
+};
+
+struct SegmentGcReport {
+  size_t removed = 0;
+  uint64_t bytes_freed = 0;
+};
+
+// For gc: removes segment files (ROOT/segments/<format>/<key>) not marked used since
+// `unused_since` (unix seconds; make() and cached() mark the segments of the archive they return,
+// at most once a day, so pass a cutoff of several days), and temporary segment files no builder
+// holds. Archives already returned keep working only for segments they have open: a daemon calls
+// cached() or make() again when it opens an archive. Names that do not fit the layout are left
+// alone. A missing segments/ directory is fine.
+Result<SegmentGcReport> remove_unused_segments(const std::filesystem::path& store_root,
+                                               int64_t unused_since);
+
+}  // namespace imagefs::cpio

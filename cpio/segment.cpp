@@ -1,0 +1,368 @@
+// Segments: their keys, the gathering of their raw bytes, their compression (libdeflate whole
+// buffer, zlib streaming for very large ones, zstd) and their files under ROOT/segments/.
+#include "cpio/segment.h"
+
+#include <fcntl.h>
+#include <libdeflate.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <system_error>
+#include <utility>
+
+namespace imagefs::cpio::detail {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Segments up to this many raw bytes are compressed in one call from one buffer (libdeflate's
+// compressor only works that way, and it is about 3x zlib's speed); larger ones (a single big
+// file) are streamed so that memory stays bounded. The choice depends only on the raw size, so
+// the same segment always gets the same bytes.
+constexpr uint64_t kWholeBufferLimit = uint64_t{64} << 20;
+std::atomic<uint64_t> whole_buffer_limit{kWholeBufferLimit};
+constexpr size_t kChunk = size_t{1} << 20;
+
+constexpr std::string_view kKeyVersion = "imagefs cpio segment v1\n";
+
+std::string_view format_dir(Format format) {
+  switch (format) {
+    case Format::gzip:
+      return "gzip";
+    case Format::zstd:
+      return "zstd";
+    case Format::none:
+      return "none";
+  }
+  return "none";
+}
+
+void put_u64(store::Sha256& h, uint64_t v) {
+  uint8_t b[8];
+  for (int i = 0; i < 8; ++i) b[i] = static_cast<uint8_t>(v >> (8 * i));
+  h.update(std::span<const uint8_t>(b, 8));
+}
+
+Result<void> write_all(int fd, const uint8_t* data, size_t size, const fs::path& path) {
+  while (size > 0) {
+    ssize_t n = ::write(fd, data, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno_error(errno, "cannot write", path);
+    }
+    data += n;
+    size -= static_cast<size_t>(n);
+  }
+  return {};
+}
+
+// Produces a segment's raw bytes in order, from its pieces. Every read but the last fills the
+// buffer completely, so the chunks a streaming compressor sees depend only on the segment.
+class RawReader {
+ public:
+  explicit RawReader(const SegmentSpec& spec) : spec_(spec) {}
+
+  // Bytes placed in `out`; 0 at the end.
+  Result<size_t> read(std::span<uint8_t> out) {
+    size_t filled = 0;
+    while (filled < out.size() && piece_ < spec_.pieces.size()) {
+      const Piece& p = spec_.pieces[piece_];
+      const uint64_t left = p.size - offset_;
+      const size_t want = static_cast<size_t>(std::min<uint64_t>(left, out.size() - filled));
+      std::span<uint8_t> dst = out.subspan(filled, want);
+      switch (p.kind) {
+        case Piece::Kind::bytes:
+          std::memcpy(dst.data(), p.bytes.data() + offset_, want);
+          break;
+        case Piece::Kind::host_file:
+          std::memcpy(dst.data(), p.host->bytes.data() + offset_, want);
+          break;
+        case Piece::Kind::layer_content: {
+          size_t got = 0;
+          while (got < want) {
+            IMAGEFS_TRY(n, p.layer->read(p.entry, offset_ + got, dst.subspan(got)));
+            if (n == 0) {
+              return make_error(EIO, "layer " + p.layer->digest().str() + ": " +
+                                         std::string(p.layer->entry(p.entry).path) +
+                                         " holds fewer bytes than its recorded size");
+            }
+            got += n;
+          }
+          break;
+        }
+      }
+      filled += want;
+      offset_ += want;
+      if (offset_ == p.size) {
+        ++piece_;
+        offset_ = 0;
+      }
+    }
+    return filled;
+  }
+
+ private:
+  const SegmentSpec& spec_;
+  size_t piece_ = 0;
+  uint64_t offset_ = 0;
+};
+
+Result<std::vector<uint8_t>> gather(const SegmentSpec& spec) {
+  std::vector<uint8_t> raw(spec.raw_size);
+  RawReader reader(spec);
+  IMAGEFS_TRY(n, reader.read(raw));
+  if (n != raw.size()) return make_error(EIO, "segment raw size disagrees with its pieces");
+  return raw;
+}
+
+struct DeflateFree {
+  void operator()(libdeflate_compressor* c) const { libdeflate_free_compressor(c); }
+};
+struct ZstdFree {
+  void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
+};
+
+// One libdeflate compressor per thread and level: allocating one costs more than compressing a
+// small segment.
+libdeflate_compressor* deflate_compressor(int level) {
+  thread_local int cached_level = -1;
+  thread_local std::unique_ptr<libdeflate_compressor, DeflateFree> cached;
+  if (cached_level != level || !cached) {
+    cached.reset(libdeflate_alloc_compressor(level));
+    cached_level = level;
+  }
+  return cached.get();
+}
+
+ZSTD_CCtx* zstd_context() {
+  thread_local std::unique_ptr<ZSTD_CCtx, ZstdFree> cached(ZSTD_createCCtx());
+  return cached.get();
+}
+
+Result<void> write_gzip_whole(const SegmentSpec& spec, int level, int fd, const fs::path& path) {
+  IMAGEFS_TRY(raw, gather(spec));
+  libdeflate_compressor* c = deflate_compressor(level);
+  if (c == nullptr) return make_error(ENOMEM, "cannot allocate a deflate compressor");
+  std::vector<uint8_t> out(libdeflate_gzip_compress_bound(c, raw.size()));
+  size_t n = libdeflate_gzip_compress(c, raw.data(), raw.size(), out.data(), out.size());
+  if (n == 0) return make_error(EIO, "libdeflate could not compress segment " + spec.key);
+  return write_all(fd, out.data(), n, path);
+}
+
+// zlib's gzip header (windowBits 31, no deflateSetHeader) has no name, comment, extra field or
+// header CRC, as the kernel's reader needs.
+Result<void> write_gzip_stream(const SegmentSpec& spec, int level, int fd, const fs::path& path) {
+  z_stream z{};
+  if (deflateInit2(&z, std::min(level, 9), Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+    return make_error(ENOMEM, "cannot initialize zlib");
+  struct End {
+    z_stream* z;
+    ~End() { deflateEnd(z); }
+  } end{&z};
+  RawReader reader(spec);
+  std::vector<uint8_t> in(kChunk);
+  std::vector<uint8_t> out(kChunk);
+  while (true) {
+    IMAGEFS_TRY(n, reader.read(in));
+    const int flush = n < in.size() ? Z_FINISH : Z_NO_FLUSH;
+    z.next_in = in.data();
+    z.avail_in = static_cast<uInt>(n);
+    int rc = Z_OK;
+    do {
+      z.next_out = out.data();
+      z.avail_out = static_cast<uInt>(out.size());
+      rc = deflate(&z, flush);
+      if (rc == Z_STREAM_ERROR) return make_error(EIO, "zlib failed on segment " + spec.key);
+      IMAGEFS_CHECK(write_all(fd, out.data(), out.size() - z.avail_out, path));
+    } while (z.avail_out == 0 || (flush == Z_FINISH && rc != Z_STREAM_END));
+    if (flush == Z_FINISH) return {};
+  }
+}
+
+Result<void> write_zstd(const SegmentSpec& spec, int level, int fd, const fs::path& path) {
+  ZSTD_CCtx* c = zstd_context();
+  if (c == nullptr) return make_error(ENOMEM, "cannot allocate a zstd context");
+  ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters);
+  ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level);
+  ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 1);
+  if (spec.raw_size <= whole_buffer_limit.load()) {
+    IMAGEFS_TRY(raw, gather(spec));
+    std::vector<uint8_t> out(ZSTD_compressBound(raw.size()));
+    size_t n = ZSTD_compress2(c, out.data(), out.size(), raw.data(), raw.size());
+    if (ZSTD_isError(n))
+      return make_error(EIO,
+                        std::string("zstd: ") + ZSTD_getErrorName(n) + " on segment " + spec.key);
+    return write_all(fd, out.data(), n, path);
+  }
+  ZSTD_CCtx_setPledgedSrcSize(c, spec.raw_size);
+  RawReader reader(spec);
+  std::vector<uint8_t> in(kChunk);
+  std::vector<uint8_t> out(ZSTD_CStreamOutSize());
+  while (true) {
+    IMAGEFS_TRY(n, reader.read(in));
+    const bool last = n < in.size();
+    ZSTD_inBuffer input{in.data(), n, 0};
+    bool finished = false;
+    while (!finished) {
+      ZSTD_outBuffer output{out.data(), out.size(), 0};
+      size_t rc = ZSTD_compressStream2(c, &output, &input, last ? ZSTD_e_end : ZSTD_e_continue);
+      if (ZSTD_isError(rc))
+        return make_error(
+            EIO, std::string("zstd: ") + ZSTD_getErrorName(rc) + " on segment " + spec.key);
+      IMAGEFS_CHECK(write_all(fd, out.data(), output.pos, path));
+      finished = last ? rc == 0 : input.pos == input.size;
+    }
+    if (last) return {};
+  }
+}
+
+Result<void> write_raw(const SegmentSpec& spec, int fd, const fs::path& path) {
+  RawReader reader(spec);
+  std::vector<uint8_t> buffer(static_cast<size_t>(std::min<uint64_t>(spec.raw_size, kChunk)));
+  while (true) {
+    IMAGEFS_TRY(n, reader.read(buffer));
+    if (n == 0) return {};
+    IMAGEFS_CHECK(write_all(fd, buffer.data(), n, path));
+  }
+}
+
+Result<void> fsync_dir(const fs::path& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0) return errno_error(errno, "cannot open", dir);
+  if (::fsync(fd.get()) != 0) return errno_error(errno, "cannot fsync", dir);
+  return {};
+}
+
+}  // namespace
+
+Error errno_error(int code, std::string_view what, const fs::path& path) {
+  char buffer[256];
+  const char* text = ::strerror_r(code, buffer, sizeof buffer);  // GNU: returns the text
+  return make_error(code, std::string(what) + " " + path.string() + ": " + text);
+}
+
+void set_whole_buffer_limit_for_tests(uint64_t bytes) {
+  whole_buffer_limit.store(bytes == 0 ? kWholeBufferLimit : bytes);
+}
+
+void compute_key(SegmentSpec& spec, Format format, int level) {
+  store::Sha256 h;
+  h.update(kKeyVersion);
+  h.update(format_dir(format));
+  put_u64(h, static_cast<uint64_t>(level));
+  for (const Piece& p : spec.pieces) {
+    switch (p.kind) {
+      case Piece::Kind::bytes:
+        h.update("b");
+        put_u64(h, p.bytes.size());
+        h.update(p.bytes);
+        break;
+      case Piece::Kind::layer_content: {
+        // The layer and the entry's path name the bytes whatever the index format; the offset in
+        // the data file is there as well, as docs/STORE_FORMAT.md says.
+        const overlay::LayerEntry e = p.layer->entry(p.entry);
+        h.update("l");
+        h.update(p.layer->digest().str());
+        put_u64(h, e.path.size());
+        h.update(e.path);
+        put_u64(h, e.data_offset);
+        put_u64(h, p.size);
+        break;
+      }
+      case Piece::Kind::host_file:
+        h.update("h");
+        h.update(p.host->digest.str());
+        put_u64(h, p.size);
+        break;
+    }
+  }
+  spec.key = std::string(h.finish().hex());
+}
+
+fs::path segment_path(const fs::path& store_root, Format format, std::string_view key) {
+  return store_root / "segments" / std::string(format_dir(format)) / std::string(key);
+}
+
+Result<uint64_t> segment_file_size(const fs::path& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return errno_error(errno, "cannot stat", path);
+  return static_cast<uint64_t>(st.st_size);
+}
+
+Result<Built> build_segment(const fs::path& store_root, Format format, int level,
+                            const SegmentSpec& spec) {
+  const fs::path final_path = segment_path(store_root, format, spec.key);
+  const fs::path tmp_path = fs::path(final_path).concat(".tmp");
+  const fs::path dir = final_path.parent_path();
+  struct stat st {};
+  if (::stat(final_path.c_str(), &st) == 0) return Built::already;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return errno_error(ec.value(), "cannot create", dir);
+
+  auto context = [&](const Error& e) {
+    return e.context("segment starting at /" + spec.first_name);
+  };
+  while (true) {
+    // The temporary file is its own lock: a builder holds flock(LOCK_EX) on it from creation to
+    // rename, so a second builder waits, then finds the segment in place.
+    UniqueFd fd(::open(tmp_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    if (fd.get() < 0) return errno_error(errno, "cannot create", tmp_path);
+    int rc = 0;
+    do {
+      rc = ::flock(fd.get(), LOCK_EX);
+    } while (rc != 0 && errno == EINTR);
+    if (rc != 0) return errno_error(errno, "cannot lock", tmp_path);
+    if (::stat(final_path.c_str(), &st) == 0) return Built::already;
+    // The file we locked may have been renamed into place (and the segment then removed by gc)
+    // or replaced: only a lock on the file the temporary name still names counts.
+    struct stat mine {};
+    if (::fstat(fd.get(), &mine) != 0) return errno_error(errno, "cannot stat", tmp_path);
+    if (::stat(tmp_path.c_str(), &st) != 0 || st.st_ino != mine.st_ino || st.st_dev != mine.st_dev)
+      continue;
+    // A leftover of a builder that died: its content is unknown.
+    if (::ftruncate(fd.get(), 0) != 0) return errno_error(errno, "cannot truncate", tmp_path);
+
+    Result<void> written;
+    switch (format) {
+      case Format::gzip:
+        written = spec.raw_size <= whole_buffer_limit.load()
+                      ? write_gzip_whole(spec, level, fd.get(), tmp_path)
+                      : write_gzip_stream(spec, level, fd.get(), tmp_path);
+        break;
+      case Format::zstd:
+        written = write_zstd(spec, level, fd.get(), tmp_path);
+        break;
+      case Format::none:
+        written = write_raw(spec, fd.get(), tmp_path);
+        break;
+    }
+    if (!written.ok()) {
+      (void)::unlink(tmp_path.c_str());
+      return context(written.error());
+    }
+    if (::fsync(fd.get()) != 0) {
+      Error e = errno_error(errno, "cannot fsync", tmp_path);
+      (void)::unlink(tmp_path.c_str());
+      return e;
+    }
+    if (::rename(tmp_path.c_str(), final_path.c_str()) != 0) {
+      Error e = errno_error(errno, "cannot rename", tmp_path);
+      (void)::unlink(tmp_path.c_str());
+      return e;
+    }
+    IMAGEFS_CHECK(fsync_dir(dir));
+    return Built::now;
+  }
+}
+
+}  // namespace imagefs::cpio::detail
