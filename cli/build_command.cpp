@@ -125,9 +125,10 @@ int run_build(const Args& args, Io& io) {
 
   ProgressView view(io.err, io.err_is_terminal);
   std::optional<size_t> item;
-  cpio::BuildProgress progress{[&](size_t done, size_t total, uint64_t) {
-    if (!item) item = view.start("compressing " + std::to_string(total) + " segments", total);
-    view.update(*item, done);
+  // Shown in bytes of cpio compressed so far (the total is not known until the last segment).
+  cpio::BuildProgress progress{[&](size_t, size_t total, uint64_t raw_bytes) {
+    if (!item) item = view.start("compressing " + std::to_string(total) + " segments", 0);
+    view.update(*item, raw_bytes);
   }};
   auto archive = (*maker)->make(image->image.manifest, *image->tree, *options, &progress);
   if (item) view.end(*item, archive.ok() ? ItemEnd::done : ItemEnd::failed);
