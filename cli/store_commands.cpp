@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "cli/progress.h"
+#include "cpio/archive.h"
 #include "registry/puller.h"
 #include "registry/reference.h"
 #include "store/gc.h"
@@ -193,6 +194,14 @@ int run_gc(const Args& args, Io& io) {
   auto report_or = store::collect(*store->blobs, *store->catalog, *max_size, now_seconds());
   if (!report_or.ok()) return report(io, "gc", report_or.error());
   print_gc_report(io, *report_or);
+  // Archive segments no archive has used for a week: any still wanted are rebuilt on demand.
+  constexpr int64_t kSegmentIdleSeconds = 7 * 24 * 60 * 60;
+  auto segments =
+      cpio::remove_unused_segments(store->blobs->root(), now_seconds() - kSegmentIdleSeconds);
+  if (!segments.ok()) return report(io, "gc", segments.error());
+  if (segments->removed > 0)
+    io.out << "removed " << segments->removed << " archive segments unused for a week ("
+           << format_size(segments->bytes_freed) << ")\n";
   if (report_or->size_after > *max_size)
     io.err << "imagefs gc: the store is still " << format_size(report_or->size_after)
            << ": the rest is in use\n";

@@ -273,11 +273,12 @@ class TreePlanner {
   std::set<uint32_t> group_inos_;
 };
 
-// What the image has at `path`: nullopt when nothing (ENOENT), else its mode.
+// What the image has at `path`: nullopt when nothing (ENOENT, or ENOTDIR: a parent is not a
+// directory), else its mode.
 Result<std::optional<uint32_t>> image_mode(overlay::Tree& tree, std::string_view path) {
   Result<overlay::Attr> attr = tree.resolve(path);
   if (attr.ok()) return std::optional<uint32_t>(attr->mode);
-  if (attr.error().code == ENOENT) return std::optional<uint32_t>();
+  if (attr.error().code == ENOENT || attr.error().code == ENOTDIR) return std::optional<uint32_t>();
   return attr.error();
 }
 
@@ -333,12 +334,12 @@ Result<Plan> make_plan(overlay::Tree& tree, const PlanInputs& inputs) {
          slash = name.find('/', slash + 1)) {
       const std::string parent = name.substr(0, slash);
       if (added_dirs.count(parent) != 0) continue;
-      Result<std::optional<uint32_t>> mode = image_mode(tree, parent);
-      if (!mode.ok() && mode.error().code != ENOTDIR) return mode.error();
-      if (!mode.ok() || (*mode && !S_ISDIR(**mode) && !S_ISLNK(**mode)))
+      // Prefixes are checked from the top, so a non-directory is met before anything below it.
+      IMAGEFS_TRY(mode, image_mode(tree, parent));
+      if (mode && !S_ISDIR(*mode) && !S_ISLNK(*mode))
         return make_error(ENOTDIR, "cannot inject " + inject->guest + ": /" + parent +
                                        " is not a directory in the image");
-      if (*mode) continue;  // a directory, or a symlink the kernel follows
+      if (mode) continue;  // a directory, or a symlink the kernel follows
       IMAGEFS_TRY(dir, make_entry(basic_header(parent, S_IFDIR | 0755), parent));
       unit.push_back(std::move(dir));
       added_dirs.insert(parent);
@@ -355,12 +356,14 @@ Result<Plan> make_plan(overlay::Tree& tree, const PlanInputs& inputs) {
   IMAGEFS_TRY(console, image_mode(tree, "dev/console"));
   if (!console && !console_injected) {
     IMAGEFS_TRY(dev, image_mode(tree, "dev"));
-    if (!dev && added_dirs.count("dev") == 0) {
-      IMAGEFS_TRY(e, make_entry(basic_header("dev", S_IFDIR | 0755), "dev"));
-      tail.push_back(std::move(e));
+    if (!dev) {
+      if (added_dirs.count("dev") == 0) {
+        IMAGEFS_TRY(e, make_entry(basic_header("dev", S_IFDIR | 0755), "dev"));
+        tail.push_back(std::move(e));
+      }
       dev = S_IFDIR | 0755;
     }
-    if (S_ISDIR(*dev)) {
+    if (S_ISDIR(*dev)) {  // not when the image's /dev is a file or a symlink
       NewcHeader h = basic_header("dev/console", S_IFCHR | 0600);
       h.rdevmajor = 5;
       h.rdevminor = 1;

@@ -691,11 +691,12 @@ TEST(Segments, GcRemovesOnlyUnusedSegments) {
   EXPECT_FALSE(fsys::exists(dir / (std::string(64, 'a') + ".tmp")));
 
   // Unused for a week: all segments go, the plan is no longer served, and make() rebuilds them.
+  constexpr int64_t kDay = 86400;
   for (const auto& e : fsys::directory_iterator(dir)) {
-    const struct timespec old[2] = {{now - 7 * 86400, 0}, {now - 7 * 86400, 0}};
+    const struct timespec old[2] = {{now - 7 * kDay, 0}, {now - 7 * kDay, 0}};
     ASSERT_EQ(::utimensat(AT_FDCWD, e.path().c_str(), old, 0), 0);
   }
-  report = remove_unused_segments(env.blobs().root(), now - 3 * 86400);
+  report = remove_unused_segments(env.blobs().root(), now - 3 * kDay);
   ASSERT_TRUE(report.ok());
   EXPECT_EQ(report->removed, first->stats().segments);
   EXPECT_GT(report->bytes_freed, 0u);
@@ -868,6 +869,33 @@ TEST(Errors, LevelsAndHostFiles) {
   ASSERT_FALSE(notdir.ok());
   EXPECT_EQ(notdir.error().code, ENOTDIR);
   EXPECT_NE(notdir.error().message.find("/a/x"), std::string::npos);
+}
+
+TEST(Errors, DevConsoleWithUnusualDev) {
+  Env env;
+  spit(env.dir() / "tool", "tool");
+  // /dev made by an injected file: console goes beside it, dev once.
+  {
+    auto tree = Env::tree({env.layer({File("a", "a")})});
+    ArchiveOptions options;
+    options.format = Format::none;
+    options.injects.push_back(Inject{env.dir() / "tool", "/dev/tool"});
+    auto archive = env.make(image_digest("img"), *tree, options);
+    ASSERT_TRUE(archive);
+    std::vector<std::string> names;
+    for (const Parsed& p : parse_newc(read_whole(*archive))) names.push_back(p.name);
+    EXPECT_EQ(std::count(names.begin(), names.end(), "dev"), 1);
+    EXPECT_EQ(std::count(names.begin(), names.end(), "dev/console"), 1);
+  }
+  // /dev is a regular file in the image: no console, and no error.
+  {
+    auto tree = Env::tree({env.layer({File("dev", "not a directory")})});
+    ArchiveOptions options;
+    options.format = Format::none;
+    auto archive = env.make(image_digest("img2"), *tree, options);
+    ASSERT_TRUE(archive);
+    for (const Parsed& p : parse_newc(read_whole(*archive))) EXPECT_NE(p.name, "dev/console");
+  }
 }
 
 TEST(Options, ParseFormat) {
