@@ -195,7 +195,7 @@ int run_gc(const Args& args, Io& io) {
   if (!report_or.ok()) return report(io, "gc", report_or.error());
   print_gc_report(io, *report_or);
   // Archive segments no archive has used for a week: any still wanted are rebuilt on demand.
-  constexpr int64_t kSegmentIdleSeconds = 7 * 24 * 60 * 60;
+  constexpr int64_t kSegmentIdleSeconds = int64_t{7} * 24 * 60 * 60;
   auto segments =
       cpio::remove_unused_segments(store->blobs->root(), now_seconds() - kSegmentIdleSeconds);
   if (!segments.ok()) return report(io, "gc", segments.error());
