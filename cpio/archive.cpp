@@ -40,18 +40,6 @@ constexpr std::string_view kPlannerVersion = "planner 1";
 constexpr int64_t kTouchInterval = int64_t{24} * 60 * 60;
 constexpr unsigned kMaxThreads = 8;
 
-std::string_view format_name(Format format) {
-  switch (format) {
-    case Format::gzip:
-      return "gzip";
-    case Format::zstd:
-      return "zstd";
-    case Format::none:
-      return "none";
-  }
-  return "none";
-}
-
 Result<int> level_of(const ArchiveOptions& options) {
   switch (options.format) {
     case Format::gzip:
@@ -113,7 +101,7 @@ std::string plan_key(const store::Digest& image, const ArchiveOptions& options, 
             ' ' + std::to_string(st.st_ctim.tv_sec) + '.' + std::to_string(st.st_ctim.tv_nsec) +
             ' ' + std::to_string(st.st_ino) + ' ' + std::to_string(st.st_dev) + '\n';
   }
-  return image.str() + "/" + std::string(format_name(options.format)) + "/" +
+  return image.str() + "/" + std::string(detail::format_dir(options.format)) + "/" +
          std::string(store::Digest::of(text).hex());
 }
 

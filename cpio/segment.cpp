@@ -34,18 +34,6 @@ constexpr size_t kChunk = size_t{1} << 20;
 
 constexpr std::string_view kKeyVersion = "imagefs cpio segment v1\n";
 
-std::string_view format_dir(Format format) {
-  switch (format) {
-    case Format::gzip:
-      return "gzip";
-    case Format::zstd:
-      return "zstd";
-    case Format::none:
-      return "none";
-  }
-  return "none";
-}
-
 void put_u64(store::Sha256& h, uint64_t v) {
   uint8_t b[8];
   for (int i = 0; i < 8; ++i) b[i] = static_cast<uint8_t>(v >> (8 * i));
@@ -243,6 +231,18 @@ Result<void> fsync_dir(const fs::path& dir) {
 }
 
 }  // namespace
+
+std::string_view format_dir(Format format) {
+  switch (format) {
+    case Format::gzip:
+      return "gzip";
+    case Format::zstd:
+      return "zstd";
+    case Format::none:
+      return "none";
+  }
+  return "none";
+}
 
 Error errno_error(int code, std::string_view what, const fs::path& path) {
   char buffer[256];

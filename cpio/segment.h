@@ -19,6 +19,9 @@
 
 namespace imagefs::cpio::detail {
 
+// The name of a format in segment paths, keys and plan keys: "gzip", "zstd", "none".
+std::string_view format_dir(Format format);
+
 // Bytes of a host file read once at planning time (/init, an injected file), so that what is
 // hashed into the segment key is exactly what is compressed.
 struct HostFile {
