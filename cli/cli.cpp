@@ -190,6 +190,18 @@ const std::vector<Command>& commands() {
               {{"output", Arity::value, "the archive to write (atomically)", "FILE", 'o'}}),
          run_build});
     list.push_back(
+        {"mount", "mount [OPTIONS] MOUNTPOINT",
+         "present every image reference as a directory: rootfs/, initramfs.cpio.gz, "
+         ".cpio.zst, .cpio, config.json, manifest.json, digest",
+         with(with(with(cache_options(), registry_option_specs()), archive_option_specs()),
+              mount_option_specs()),
+         run_mount});
+    list.push_back({"status",
+                    "status [--json] [MOUNTPOINT...]",
+                    "what running mounts are doing: pulls in flight, recent errors",
+                    {{"json", Arity::flag, "print each mount's status as JSON", ""}},
+                    run_status});
+    list.push_back(
         {"export", "export [OPTIONS] REF DIR | export [OPTIONS] --tar FILE REF",
          "write an image's merged root filesystem to a new directory or a tar file",
          with(with(cache_options(), image_option_specs()),

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cli/args.h"
+#include "cpio/archive.h"
 #include "overlay/tree.h"
 #include "registry/options.h"
 #include "registry/progress.h"
@@ -85,5 +86,10 @@ int run_verify(const Args& args, Io& io);
 int run_export(const Args& args, Io& io);  // cli/export_command.cpp
 int run_build(const Args& args, Io& io);   // cli/build_command.cpp
 std::vector<OptionSpec> archive_option_specs();
+// --format, --inject, --init, --level as build and mount take them.
+Result<cpio::ArchiveOptions> archive_options(const Args& args);
+int run_mount(const Args& args, Io& io);   // cli/mount_command.cpp
+int run_status(const Args& args, Io& io);  // cli/mount_command.cpp
+std::vector<OptionSpec> mount_option_specs();
 
 }  // namespace imagefs::cli

@@ -1,0 +1,325 @@
+// `imagefs mount MOUNTPOINT`: the daemon that presents every image reference as a directory,
+// and `imagefs status`, which asks running mounts what they are doing.
+//
+// Without -f the command forks a daemon and waits until the mount is in place (or has failed,
+// whose reason it prints), like other FUSE file systems; the daemon then logs to a file. The
+// store is opened only in the daemon: LMDB environments must not cross a fork.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <ostream>
+#include <sstream>
+#include <string>
+
+#include "cli/commands.h"
+#include "cli/progress.h"
+#include "common/unique_fd.h"
+#include "fs/daemon.h"
+#include "fs/filesystem.h"
+#include "fs/images.h"
+#include "store/cache_dir.h"
+
+namespace imagefs::cli {
+namespace {
+
+namespace fsys = std::filesystem;
+
+constexpr int64_t kDefaultTtl = 300;
+
+Result<long> parse_number(const std::string& text, long lo, long hi, const std::string& what) {
+  char* end = nullptr;
+  long n = std::strtol(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || n < lo || n > hi)
+    return make_error(EINVAL, what + " must be a number from " + std::to_string(lo) + " to " +
+                                  std::to_string(hi) + ", not \"" + text + "\"");
+  return n;
+}
+
+// Appends timestamped lines to the daemon's log (a file, or stderr with -f).
+class Log {
+ public:
+  explicit Log(int fd) : fd_(fd) {}
+  void write(const std::string& line) {
+    std::time_t t = std::time(nullptr);
+    std::tm tm{};
+    ::localtime_r(&t, &tm);
+    char stamp[32];
+    std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
+    std::string text =
+        std::string(stamp) + " imagefs[" + std::to_string(::getpid()) + "]: " + line + "\n";
+    std::lock_guard<std::mutex> lock(mu_);
+    (void)!::write(fd_, text.data(), text.size());
+  }
+
+ private:
+  int fd_;
+  std::mutex mu_;
+};
+
+struct MountSetup {
+  fsys::path mountpoint;
+  fsys::path cache_dir;
+  fsys::path log_file;
+  fs::ImagesOptions images;
+  fs::ServeOptions serve;
+  bool foreground = false;
+};
+
+Result<MountSetup> mount_setup(const Args& args) {
+  MountSetup setup;
+  std::error_code ec;
+  setup.mountpoint = fsys::absolute(args.positional()[0], ec).lexically_normal();
+  if (setup.mountpoint.has_filename() == false) setup.mountpoint = setup.mountpoint.parent_path();
+  if (auto dir = args.get("cache-dir")) {
+    setup.cache_dir = fsys::absolute(*dir, ec);
+  } else {
+    IMAGEFS_TRY(dflt, store::default_cache_dir());
+    setup.cache_dir = dflt;
+  }
+  IMAGEFS_TRY(registry, registry_options(args));
+  setup.images.registry = std::move(registry);
+  IMAGEFS_TRY(archive, archive_options(args));
+  setup.images.archive = std::move(archive);
+  if (args.get("format"))
+    return make_error(EINVAL, "--format is for build: a mount serves all three formats");
+  if (auto ttl = args.get("ttl")) {
+    IMAGEFS_TRY(n, parse_number(*ttl, 0, 365L * 24 * 3600, "--ttl"));
+    setup.images.tag_ttl = std::chrono::seconds(n);
+  } else {
+    setup.images.tag_ttl = std::chrono::seconds(kDefaultTtl);
+  }
+  if (auto threads = args.get("threads")) {
+    IMAGEFS_TRY(n, parse_number(*threads, 1, 256, "--threads"));
+    setup.serve.max_threads = static_cast<unsigned>(n);
+  }
+  setup.serve.mountpoint = setup.mountpoint;
+  setup.serve.allow_other = args.has("allow-other");
+  setup.serve.debug = args.has("debug");
+  setup.foreground = args.has("foreground") || setup.serve.debug;
+  setup.log_file =
+      args.get("log") ? fsys::absolute(*args.get("log"), ec) : setup.cache_dir / "mount.log";
+  struct stat st {};
+  if (::stat(setup.mountpoint.c_str(), &st) == 0 && !S_ISDIR(st.st_mode))
+    return make_error(ENOTDIR, setup.mountpoint.string() + " is not a directory");
+  return setup;
+}
+
+// A mount point left by a daemon that died is detached (it can only answer ENOTCONN); a live
+// imagefs mount is an error.
+Result<void> prepare_mountpoint(const fsys::path& mountpoint, Io& io) {
+  IMAGEFS_TRY(state, fs::mount_state(mountpoint));
+  switch (state) {
+    case fs::MountState::free:
+      return {};
+    case fs::MountState::live:
+      return make_error(EBUSY, mountpoint.string() +
+                                   " is already an imagefs mount: unmount it first "
+                                   "(fusermount3 -u " +
+                                   mountpoint.string() + ")");
+    case fs::MountState::stale_other:
+      return make_error(ENOTCONN, mountpoint.string() +
+                                      " is a FUSE mount whose daemon is gone (\"Transport "
+                                      "endpoint is not connected\"), and not imagefs': run "
+                                      "fusermount3 -u " +
+                                      mountpoint.string());
+    case fs::MountState::stale:
+      io.err << "imagefs mount: " << mountpoint.string()
+             << " was left mounted by an imagefs daemon that is no longer running (\"Transport "
+                "endpoint is not connected\"); unmounting it first\n";
+      IMAGEFS_CHECK(fs::detach(mountpoint));
+      return {};
+  }
+  return {};
+}
+
+// Everything the daemon does, in the process that serves. `ready` runs once the mount is up.
+Result<void> run_daemon(MountSetup setup, Log& log, const std::function<void()>& ready) {
+  IMAGEFS_TRY(blobs, store::BlobStore::open(setup.cache_dir));
+  IMAGEFS_TRY(catalog, store::Catalog::open(store::Catalog::file_in(setup.cache_dir)));
+  std::string mountpoint = setup.mountpoint.string();
+  setup.images.log = [&log](const std::string& line) { log.write(line); };
+  IMAGEFS_TRY(images, fs::Images::create(blobs, catalog, setup.images));
+  fs::MountInfo info{mountpoint, setup.cache_dir.string(),
+                     setup.foreground ? std::string("stderr") : setup.log_file.string(),
+                     static_cast<int64_t>(std::time(nullptr))};
+  std::unique_ptr<fs::Filesystem> filesystem = fs::Filesystem::create(images, info);
+  Result<void> served = fs::serve(*filesystem, setup.serve, [&] {
+    log.write("mounted " + mountpoint + " (store " + setup.cache_dir.string() + ", platform " +
+              images->default_platform().str() + ")");
+    ready();
+  });
+  if (served.ok()) log.write("unmounted " + mountpoint);
+  return served;
+}
+
+int mount_foreground(MountSetup setup, Io& io) {
+  Log log(STDERR_FILENO);
+  Result<void> served = run_daemon(std::move(setup), log, [] {});
+  if (!served.ok()) return report(io, "mount", served.error());
+  return kExitOk;
+}
+
+// Forks the daemon; returns once it says the mount is ready, or why it is not.
+int mount_background(MountSetup setup, Io& io) {
+  std::error_code ec;
+  fsys::create_directories(setup.log_file.parent_path(), ec);
+  UniqueFd log_fd(::open(setup.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+  if (!log_fd) return report(io, "mount", sys_error("cannot open the log", setup.log_file));
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0)
+    return report(io, "mount", sys_error("cannot create a pipe for", setup.mountpoint));
+  UniqueFd read_end(pipe_fds[0]);
+  UniqueFd write_end(pipe_fds[1]);
+  io.out.flush();
+  io.err.flush();
+  pid_t pid = ::fork();
+  if (pid < 0) return report(io, "mount", sys_error("cannot fork for", setup.mountpoint));
+  if (pid == 0) {
+    read_end.reset();
+    ::setsid();
+    // The daemon's own output goes to the log; it keeps no terminal.
+    int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    ::dup2(null, STDIN_FILENO);
+    ::dup2(log_fd.get(), STDOUT_FILENO);
+    ::dup2(log_fd.get(), STDERR_FILENO);
+    (void)::chdir("/");
+    Log log(log_fd.get());
+    int fd = write_end.get();
+    Result<void> served = run_daemon(std::move(setup), log, [fd] {
+      (void)!::write(fd, "ok\n", 3);
+      ::close(fd);
+    });
+    if (!served.ok()) {
+      log.write("mount failed: " + served.error().message);
+      std::string message = served.error().message + "\n";
+      (void)!::write(fd, message.data(), message.size());
+      ::_exit(kExitFailed);
+    }
+    ::_exit(kExitOk);
+  }
+  write_end.reset();
+  std::string answer;
+  char buf[512];
+  ssize_t n = 0;
+  while ((n = ::read(read_end.get(), buf, sizeof buf)) > 0) {
+    answer.append(buf, static_cast<size_t>(n));
+    if (answer == "ok\n") break;
+  }
+  if (answer == "ok\n") {
+    io.err << "imagefs: mounted " << setup.mountpoint.string() << " (daemon pid " << pid << ", log "
+           << setup.log_file.string() << ")\n";
+    return kExitOk;
+  }
+  if (answer.empty()) answer = "the daemon ended while starting; see " + setup.log_file.string();
+  while (!answer.empty() && answer.back() == '\n') answer.pop_back();
+  io.err << "imagefs: mount " << setup.mountpoint.string() << ": " << answer << "\n";
+  return kExitFailed;
+}
+
+std::string seconds_text(double s) {
+  std::ostringstream out;
+  out.precision(1);
+  out << std::fixed << s << " s";
+  return out.str();
+}
+
+// One mount's status, for people.
+void print_status(const fsys::path& mountpoint, Io& io) {
+  std::ifstream in(mountpoint / std::string(fs::kStatusFile));
+  std::stringstream text;
+  text << in.rdbuf();
+  nlohmann::json s = nlohmann::json::parse(text.str(), nullptr, false);
+  if (!in || s.is_discarded() || !s.is_object()) {
+    io.out << mountpoint.string() << ": not answering (a daemon that died leaves \"Transport "
+           << "endpoint is not connected\"; `imagefs mount` cleans it up, or fusermount3 -u)\n";
+    return;
+  }
+  io.out << mountpoint.string() << "  pid " << s.value("pid", 0) << "  store "
+         << s.value("cache_dir", "") << "  log " << s.value("log", "") << "\n";
+  io.out << "  platform " << s.value("platform", "") << ", tags re-checked after "
+         << s.value("tag_ttl_seconds", 0) << " s, " << s.value("images_open", 0)
+         << " images open\n";
+  const auto& tasks = s["in_flight"];
+  if (!tasks.is_array() || tasks.empty()) io.out << "  nothing in flight\n";
+  for (const auto& t : tasks) {
+    io.out << "  in flight: " << t.value("image", "") << ": " << t.value("task", "");
+    if (t.contains("total_bytes"))
+      io.out << " " << format_size(t.value("bytes", uint64_t{0})) << " of "
+             << format_size(t.value("total_bytes", uint64_t{0}));
+    io.out << " (" << seconds_text(t.value("seconds", 0.0)) << ")\n";
+  }
+  const auto& errors = s["recent_errors"];
+  if (errors.is_array() && !errors.empty()) {
+    io.out << "  recent errors:\n";
+    for (const auto& e : errors)
+      io.out << "    " << e.value("time", "") << "  " << e.value("error", "") << "\n";
+  }
+}
+
+}  // namespace
+
+std::vector<OptionSpec> mount_option_specs() {
+  return {
+      {"foreground", Arity::flag, "stay in the foreground, logging to stderr", "", 'f'},
+      {"ttl", Arity::value,
+       "re-resolve a tag when it was resolved longer ago than this (default: 300)", "SECONDS"},
+      {"threads", Arity::value, "most threads serving requests at once (default: 16)", "N"},
+      {"allow-other", Arity::flag,
+       "let other users see the mount (for non-root mounts: user_allow_other in "
+       "/etc/fuse.conf)",
+       ""},
+      {"log", Arity::value, "the daemon's log (default: CACHE-DIR/mount.log)", "FILE"},
+      {"debug", Arity::flag, "trace every FUSE request on stderr (implies -f)", ""},
+  };
+}
+
+int run_mount(const Args& args, Io& io) {
+  if (args.positional().size() != 1) {
+    io.err << "imagefs mount: give one mount point\n";
+    return kExitUsage;
+  }
+  auto setup = mount_setup(args);
+  if (!setup.ok()) return report(io, "mount", setup.error());
+  if (auto prepared = prepare_mountpoint(setup->mountpoint, io); !prepared.ok())
+    return report(io, "mount", prepared.error());
+  if (setup->foreground) return mount_foreground(std::move(*setup), io);
+  return mount_background(std::move(*setup), io);
+}
+
+int run_status(const Args& args, Io& io) {
+  std::vector<fsys::path> mounts;
+  if (!args.positional().empty()) {
+    for (const std::string& p : args.positional()) {
+      std::error_code ec;
+      mounts.push_back(fsys::absolute(p, ec).lexically_normal());
+    }
+  } else {
+    mounts = fs::imagefs_mounts();
+  }
+  if (mounts.empty()) {
+    io.out << "no imagefs mounts\n";
+    return kExitOk;
+  }
+  if (args.has("json")) {
+    for (const fsys::path& m : mounts) {
+      std::ifstream in(m / std::string(fs::kStatusFile));
+      io.out << in.rdbuf();
+    }
+    return kExitOk;
+  }
+  for (const fsys::path& m : mounts) print_status(m, io);
+  return kExitOk;
+}
+
+}  // namespace imagefs::cli

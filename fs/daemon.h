@@ -1,0 +1,39 @@
+// Serving a Filesystem through the kernel: libfuse's low-level API, multi-threaded, read-only,
+// with the kernel caches that immutable content deserves (design decision 5); and the state of
+// a mount point before a mount (free, a live imagefs mount, or one whose daemon died).
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <string>
+
+#include "common/result.h"
+#include "fs/filesystem.h"
+
+namespace imagefs::fs {
+
+struct ServeOptions {
+  std::filesystem::path mountpoint;
+  bool allow_other = false;  // other users may look (FUSE's allow_other; needs user_allow_other
+                             // in /etc/fuse.conf for non-root mounts)
+  bool debug = false;        // libfuse's request trace on stderr
+  unsigned max_threads = 16;
+};
+
+// Mounts `fs` at options.mountpoint and serves it until it is unmounted (fusermount3 -u, umount)
+// or the process gets SIGINT, SIGTERM or SIGHUP, then unmounts. `ready` runs once the mount is
+// in place. Errors: the mount failed (with libfuse's reason on stderr and ours in the message).
+Result<void> serve(Filesystem& fs, const ServeOptions& options, const std::function<void()>& ready);
+
+// What is at a mount point now. `stale`: an imagefs mount whose daemon is gone (the kernel
+// answers "Transport endpoint is not connected"); `live`: an imagefs mount that answers.
+enum class MountState { free, live, stale, stale_other };
+Result<MountState> mount_state(const std::filesystem::path& mountpoint);
+
+// Detaches a stale mount (umount2 MNT_DETACH as root, else `fusermount3 -u -z`).
+Result<void> detach(const std::filesystem::path& mountpoint);
+
+// The mount points of imagefs mounts of this mount namespace (fstype fuse.imagefs).
+std::vector<std::filesystem::path> imagefs_mounts();
+
+}  // namespace imagefs::fs

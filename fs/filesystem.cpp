@@ -1,0 +1,462 @@
+// The mount's file system without FUSE (fs/filesystem.h): names to references, references to
+// images, images to their files and rootfs.
+#include "fs/filesystem.h"
+
+#include <fcntl.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "common/mutex.h"
+#include "fs/namespace.h"
+
+namespace imagefs::fs {
+namespace {
+
+// Immutable things: the kernel keeps them as long as it likes (squashfuse_ll uses DBL_MAX; a
+// year is as good and stays clear of overflow in the kernel's conversion).
+constexpr double kForever = 365.0 * 24 * 3600;
+
+constexpr int kSlotShift = 40;
+constexpr Ino kLocalMask = (Ino{1} << kSlotShift) - 1;
+constexpr Ino kStatusLocal = kLocalMask;  // in slot 0
+
+// An image's fixed files, in kImageFiles order after rootfs.
+enum Local : Ino {
+  kGzLocal = 1,
+  kZstLocal = 2,
+  kCpioLocal = 3,
+  kConfigLocal = 4,
+  kManifestLocal = 5,
+  kDigestLocal = 6,
+  kTreeBase = 16,  // rootfs: tree inode T is kTreeBase + T
+};
+
+uint32_t slot_of(Ino ino) { return static_cast<uint32_t>(ino >> kSlotShift); }
+Ino local_of(Ino ino) { return ino & kLocalMask; }
+Ino make_ino(uint32_t slot, Ino local) { return (Ino{slot} << kSlotShift) | local; }
+
+std::optional<cpio::Format> archive_format(Ino local) {
+  switch (local) {
+    case kGzLocal:
+      return cpio::Format::gzip;
+    case kZstLocal:
+      return cpio::Format::zstd;
+    case kCpioLocal:
+      return cpio::Format::none;
+    default:
+      return std::nullopt;
+  }
+}
+
+// A directory of names: the top level, ".platform", a platform's top, or a reference path.
+struct NameDir {
+  enum class Kind { top, platforms, path } kind = Kind::path;
+  registry::Platform platform;
+  std::string path;  // for Kind::path
+  PathInfo info;     // for Kind::path
+};
+
+bool is_image_file(std::string_view name) {
+  return std::find(std::begin(kImageFiles), std::end(kImageFiles), name) != std::end(kImageFiles);
+}
+
+class FilesystemImpl : public Filesystem {
+ public:
+  FilesystemImpl(std::shared_ptr<Images> images, MountInfo info)
+      : images_(std::move(images)), info_(std::move(info)), uid_(::getuid()), gid_(::getgid()) {
+    MutexLock lock(mu_);
+    dirs_.emplace_back();  // 0: not an inode
+    dirs_.push_back(NameDir{NameDir::Kind::top, images_->default_platform(), "", {}});
+    dirs_.push_back(NameDir{NameDir::Kind::platforms, images_->default_platform(), "", {}});
+  }
+
+  Result<Entry> lookup(Ino parent, std::string_view name) override;
+  Result<Entry> getattr(Ino ino) override;
+  Result<std::vector<DirItem>> readdir(Ino ino) override;
+  bool listing_immutable(Ino ino) override { return slot_of(ino) != 0; }
+  Result<std::string> readlink(Ino ino) override;
+  Result<std::shared_ptr<OpenFile>> open(Ino ino, int flags) override;
+  Result<size_t> read(const OpenFile& file, uint64_t offset, std::span<uint8_t> out) override;
+  Result<std::vector<std::string>> listxattr(Ino ino) override;
+  Result<std::string> getxattr(Ino ino, std::string_view name) override;
+
+ private:
+  Result<NameDir> name_dir(Ino ino) EXCLUDES(mu_);
+  Ino name_dir_ino(NameDir dir) EXCLUDES(mu_);
+  Entry dir_entry(Ino ino) const;
+  Entry status_entry() const;
+  // The directory entry for reference path `path` on `platform`: an image path is resolved
+  // now, so that a name the registry does not know is ENOENT at once.
+  Result<Entry> path_entry(const registry::Platform& platform, std::string path);
+  Result<std::shared_ptr<Image>> image_of(Ino ino);
+  Result<std::shared_ptr<overlay::Tree>> tree_of(Ino ino, overlay::Ino* tree_ino);
+  Result<Entry> image_file(Image& image, Ino local, double entry_timeout);
+  Entry tree_entry(uint32_t slot, const overlay::Attr& a) const;
+  std::string status() const;
+
+  std::shared_ptr<Images> images_;
+  const MountInfo info_;
+  const uid_t uid_;
+  const gid_t gid_;
+
+  Mutex mu_;
+  std::vector<NameDir> dirs_ GUARDED_BY(mu_);  // by inode number (slot 0)
+  std::map<std::string, Ino> dir_inos_ GUARDED_BY(mu_);
+};
+
+std::string dir_key(const NameDir& d) {
+  return std::to_string(static_cast<int>(d.kind)) + " " + d.platform.str() + " " + d.path;
+}
+
+Result<NameDir> FilesystemImpl::name_dir(Ino ino) {
+  MutexLock lock(mu_);
+  if (slot_of(ino) != 0 || ino == 0 || ino >= dirs_.size())
+    return make_error(ENOENT, "no such directory");
+  return dirs_[ino];
+}
+
+Ino FilesystemImpl::name_dir_ino(NameDir dir) {
+  std::string key = dir_key(dir);
+  MutexLock lock(mu_);
+  auto [it, fresh] = dir_inos_.try_emplace(key, dirs_.size());
+  if (fresh) dirs_.push_back(std::move(dir));
+  return it->second;
+}
+
+Entry FilesystemImpl::dir_entry(Ino ino) const {
+  Entry e;
+  e.ino = ino;
+  e.attr.st_ino = ino;
+  e.attr.st_mode = S_IFDIR | 0555;
+  e.attr.st_nlink = 2;
+  e.attr.st_uid = uid_;
+  e.attr.st_gid = gid_;
+  e.attr.st_mtim.tv_sec = info_.started;
+  e.attr.st_ctim = e.attr.st_atim = e.attr.st_mtim;
+  e.entry_timeout = kForever;
+  e.attr_timeout = kForever;
+  return e;
+}
+
+Entry FilesystemImpl::status_entry() const {
+  Entry e = dir_entry(kStatusLocal);
+  e.attr.st_mode = S_IFREG | 0444;
+  e.attr.st_nlink = 1;
+  e.attr.st_size = 0;  // made when opened; read with direct_io
+  e.attr.st_mtim.tv_sec = ::time(nullptr);
+  e.entry_timeout = 0;
+  e.attr_timeout = 0;
+  return e;
+}
+
+Entry FilesystemImpl::tree_entry(uint32_t slot, const overlay::Attr& a) const {
+  Entry e;
+  e.ino = make_ino(slot, kTreeBase + a.ino);
+  e.attr.st_ino = e.ino;
+  e.attr.st_mode = a.mode;
+  e.attr.st_nlink = S_ISDIR(a.mode) ? 1 : a.nlink;
+  e.attr.st_uid = a.uid;
+  e.attr.st_gid = a.gid;
+  e.attr.st_size = static_cast<off_t>(a.size);
+  e.attr.st_blksize = 4096;
+  e.attr.st_blocks = static_cast<blkcnt_t>((a.size + 511) / 512);
+  e.attr.st_rdev = makedev(a.rdev_major, a.rdev_minor);
+  e.attr.st_mtim.tv_sec = a.mtime_sec;
+  e.attr.st_mtim.tv_nsec = a.mtime_nsec;
+  e.attr.st_ctim = e.attr.st_atim = e.attr.st_mtim;
+  e.entry_timeout = kForever;
+  e.attr_timeout = kForever;
+  return e;
+}
+
+Result<Entry> FilesystemImpl::path_entry(const registry::Platform& platform, std::string path) {
+  IMAGEFS_TRY(info, classify(path));
+  if (info.kind == DirKind::image) IMAGEFS_CHECK(images_->image(*info.reference, platform));
+  Ino ino = name_dir_ino(NameDir{NameDir::Kind::path, platform, std::move(path), std::move(info)});
+  return dir_entry(ino);
+}
+
+Result<std::shared_ptr<Image>> FilesystemImpl::image_of(Ino ino) {
+  std::shared_ptr<Image> image = images_->by_slot(slot_of(ino));
+  if (!image) return make_error(ENOENT, "no such image");
+  return image;
+}
+
+Result<std::shared_ptr<overlay::Tree>> FilesystemImpl::tree_of(Ino ino, overlay::Ino* tree_ino) {
+  if (local_of(ino) < kTreeBase) return make_error(ENOTDIR, "not in rootfs");
+  IMAGEFS_TRY(image, image_of(ino));
+  *tree_ino = local_of(ino) - kTreeBase;
+  return image->tree();
+}
+
+Result<Entry> FilesystemImpl::image_file(Image& image, Ino local, double entry_timeout) {
+  const store::ImageRecord& record = image.record();
+  Entry e = dir_entry(make_ino(image.slot(), local));
+  e.attr.st_mode = S_IFREG | 0444;
+  e.attr.st_nlink = 1;
+  e.attr.st_mtim.tv_sec = record.pulled_at;
+  e.attr.st_ctim = e.attr.st_atim = e.attr.st_mtim;
+  e.entry_timeout = entry_timeout;
+  if (local == kTreeBase + overlay::kRootIno) {
+    IMAGEFS_TRY(tree, image.tree());
+    IMAGEFS_TRY(attr, tree->getattr(overlay::kRootIno));
+    Entry root = tree_entry(image.slot(), attr);
+    root.entry_timeout = entry_timeout;
+    return root;
+  }
+  if (auto format = archive_format(local)) {
+    IMAGEFS_TRY(archive, image.archive(*format));
+    e.attr.st_size = static_cast<off_t>(archive->size());
+    if (image.archives_mutable()) {
+      // Host files go into it: look again at every open, so a changed file is picked up.
+      e.entry_timeout = 0;
+      e.attr_timeout = 0;
+    }
+  } else if (local == kConfigLocal || local == kManifestLocal) {
+    IMAGEFS_TRY(bytes, local == kConfigLocal ? image.config_json() : image.manifest_json());
+    e.attr.st_size = static_cast<off_t>(bytes.size());
+  } else if (local == kDigestLocal) {
+    e.attr.st_size = static_cast<off_t>(record.manifest.str().size() + 1);
+  } else {
+    return make_error(ENOENT, "no such file");
+  }
+  e.attr.st_blocks = (e.attr.st_size + 511) / 512;
+  return e;
+}
+
+Ino image_file_local(std::string_view name) {
+  if (name == "rootfs") return kTreeBase + overlay::kRootIno;
+  if (name == "initramfs.cpio.gz") return kGzLocal;
+  if (name == "initramfs.cpio.zst") return kZstLocal;
+  if (name == "initramfs.cpio") return kCpioLocal;
+  if (name == "config.json") return kConfigLocal;
+  if (name == "manifest.json") return kManifestLocal;
+  return kDigestLocal;
+}
+
+Result<Entry> FilesystemImpl::lookup(Ino parent, std::string_view name) {
+  if (slot_of(parent) != 0) {
+    overlay::Ino dir = 0;
+    IMAGEFS_TRY(tree, tree_of(parent, &dir));
+    IMAGEFS_TRY(attr, tree->lookup(dir, name));
+    return tree_entry(slot_of(parent), attr);
+  }
+  IMAGEFS_TRY(dir, name_dir(parent));
+  switch (dir.kind) {
+    case NameDir::Kind::top:
+      if (parent == kRootIno && name == kPlatformDir) return dir_entry(kRootIno + 1);
+      if (parent == kRootIno && name == kStatusFile) return status_entry();
+      {
+        IMAGEFS_TRY(path, child_path("", name));
+        return path_entry(dir.platform, std::move(path));
+      }
+    case NameDir::Kind::platforms: {
+      IMAGEFS_TRY(platform, parse_platform_dir(name));
+      return dir_entry(name_dir_ino(NameDir{NameDir::Kind::top, platform, "", {}}));
+    }
+    case NameDir::Kind::path:
+      break;
+  }
+  if (dir.info.kind != DirKind::level && is_image_file(name)) {
+    IMAGEFS_TRY(image, images_->image(*dir.info.reference, dir.platform));
+    double timeout = dir.info.reference->digest.empty()
+                         ? static_cast<double>(images_->options().tag_ttl.count())
+                         : kForever;
+    return image_file(*image, image_file_local(name), timeout);
+  }
+  if (dir.info.kind == DirKind::image) return make_error(ENOENT, "no such file");
+  IMAGEFS_TRY(path, child_path(dir.path, name));
+  return path_entry(dir.platform, std::move(path));
+}
+
+Result<Entry> FilesystemImpl::getattr(Ino ino) {
+  if (slot_of(ino) == 0) {
+    if (ino == kStatusLocal) return status_entry();
+    IMAGEFS_TRY(dir, name_dir(ino));
+    return dir_entry(ino);
+  }
+  IMAGEFS_TRY(image, image_of(ino));
+  if (local_of(ino) < kTreeBase) return image_file(*image, local_of(ino), kForever);
+  IMAGEFS_TRY(tree, image->tree());
+  IMAGEFS_TRY(attr, tree->getattr(local_of(ino) - kTreeBase));
+  return tree_entry(image->slot(), attr);
+}
+
+Result<std::vector<DirItem>> FilesystemImpl::readdir(Ino ino) {
+  std::vector<DirItem> items;
+  Entry self = dir_entry(ino);
+  items.push_back({".", self, false});
+  items.push_back({"..", self, false});
+  if (slot_of(ino) != 0) {
+    overlay::Ino dir = 0;
+    IMAGEFS_TRY(tree, tree_of(ino, &dir));
+    IMAGEFS_TRY(children, tree->readdir(dir));
+    for (overlay::DirEntry& child : children)
+      items.push_back({std::move(child.name), tree_entry(slot_of(ino), child.attr), true});
+    return items;
+  }
+  IMAGEFS_TRY(dir, name_dir(ino));
+  if (dir.kind == NameDir::Kind::platforms) {
+    IMAGEFS_TRY(refs, images_->refs());
+    std::vector<std::string> names;
+    for (const store::RefRecord& r : refs) {
+      auto platform = registry::parse_platform(r.platform);
+      if (platform.ok()) names.push_back(platform_dir_name(*platform));
+    }
+    std::sort(names.begin(), names.end());
+    names.erase(std::unique(names.begin(), names.end()), names.end());
+    for (std::string& name : names) {
+      IMAGEFS_TRY(platform, parse_platform_dir(name));
+      Ino child = name_dir_ino(NameDir{NameDir::Kind::top, platform, "", {}});
+      items.push_back({std::move(name), dir_entry(child), true});
+    }
+    return items;
+  }
+  if (ino == kRootIno) {
+    items.push_back({std::string(kPlatformDir), dir_entry(kRootIno + 1), true});
+    items.push_back({std::string(kStatusFile), status_entry(), false});
+  }
+  std::string platform = dir.platform.str();
+  IMAGEFS_TRY(refs, images_->refs());
+  std::string path = dir.kind == NameDir::Kind::top ? "" : dir.path;
+  std::vector<std::string> below = list_level(refs, platform, path);
+  if (dir.kind == NameDir::Kind::path && dir.info.kind != DirKind::level) {
+    // An image: list its files. A name that is also a level ("org", for "org/app:1") is only
+    // taken for the image "org:latest" when the store knows that image or nothing lies below.
+    const registry::Reference& ref = *dir.info.reference;
+    bool known = false;
+    for (const store::RefRecord& r : refs)
+      known = known || (r.reference == ref.str() && r.platform == platform);
+    if (dir.info.kind == DirKind::image || known || below.empty()) {
+      IMAGEFS_TRY(image, images_->image(ref, dir.platform));
+      for (std::string_view name : kImageFiles) {
+        Entry e = dir_entry(make_ino(image->slot(), image_file_local(name)));
+        if (name != "rootfs") e.attr.st_mode = S_IFREG | 0444;
+        items.push_back({std::string(name), e, false});
+      }
+    }
+  }
+  for (std::string& name : below) {
+    auto child = child_path(path, name);
+    if (!child.ok()) continue;
+    auto info = classify(*child);
+    if (!info.ok()) continue;
+    Ino child_ino = name_dir_ino(NameDir{NameDir::Kind::path, dir.platform, *child, *info});
+    items.push_back({std::move(name), dir_entry(child_ino), true});
+  }
+  return items;
+}
+
+Result<std::string> FilesystemImpl::readlink(Ino ino) {
+  overlay::Ino t = 0;
+  IMAGEFS_TRY(tree, tree_of(ino, &t));
+  return tree->readlink(t);
+}
+
+Result<std::shared_ptr<OpenFile>> FilesystemImpl::open(Ino ino, int flags) {
+  if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC) != 0)
+    return make_error(EROFS, "read-only file system");
+  auto file = std::make_shared<OpenFile>();
+  if (slot_of(ino) == 0) {
+    if (ino != kStatusLocal) return make_error(EISDIR, "a directory");
+    file->bytes = status();
+    file->size = file->bytes.size();
+    file->direct_io = true;
+    file->keep_cache = false;
+    return file;
+  }
+  IMAGEFS_TRY(image, image_of(ino));
+  Ino local = local_of(ino);
+  if (auto format = archive_format(local)) {
+    bool changed = false;
+    IMAGEFS_TRY(archive, image->archive(*format, &changed));
+    file->size = archive->size();
+    file->archive = std::move(archive);
+    file->keep_cache = !changed;
+    return file;
+  }
+  if (local == kConfigLocal || local == kManifestLocal) {
+    IMAGEFS_TRY(bytes, local == kConfigLocal ? image->config_json() : image->manifest_json());
+    file->bytes = std::move(bytes);
+  } else if (local == kDigestLocal) {
+    file->bytes = image->record().manifest.str() + "\n";
+  } else if (local >= kTreeBase) {
+    IMAGEFS_TRY(tree, image->tree());
+    overlay::Ino t = local - kTreeBase;
+    IMAGEFS_TRY(attr, tree->getattr(t));
+    if (S_ISDIR(attr.mode)) return make_error(EISDIR, "a directory");
+    if (!S_ISREG(attr.mode)) return make_error(EINVAL, "not a regular file");
+    IMAGEFS_TRY(source, tree->content(t));
+    file->fd = source.layer->data_fd();
+    file->fd_offset = source.layer->entry(source.entry).data_offset;
+    file->size = source.size;
+    file->keep_alive = source.layer;
+    return file;
+  } else {
+    return make_error(ENOENT, "no such file");
+  }
+  file->size = file->bytes.size();
+  return file;
+}
+
+Result<size_t> FilesystemImpl::read(const OpenFile& file, uint64_t offset, std::span<uint8_t> out) {
+  if (offset >= file.size) return size_t{0};
+  size_t want = static_cast<size_t>(std::min<uint64_t>(out.size(), file.size - offset));
+  out = out.first(want);
+  if (file.archive) return file.archive->read(offset, out);
+  if (file.fd < 0) {
+    std::memcpy(out.data(), file.bytes.data() + offset, want);
+    return want;
+  }
+  size_t done = 0;
+  while (done < want) {
+    ssize_t n = ::pread(file.fd, out.data() + done, want - done,
+                        static_cast<off_t>(file.fd_offset + offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0)
+      return make_error(errno, std::string("cannot read layer data: ") + std::strerror(errno));
+    if (n == 0) return make_error(EIO, "layer data ended early");
+    done += static_cast<size_t>(n);
+  }
+  return done;
+}
+
+Result<std::vector<std::string>> FilesystemImpl::listxattr(Ino ino) {
+  if (slot_of(ino) == 0 || local_of(ino) < kTreeBase) return std::vector<std::string>{};
+  overlay::Ino t = 0;
+  IMAGEFS_TRY(tree, tree_of(ino, &t));
+  return tree->listxattr(t);
+}
+
+Result<std::string> FilesystemImpl::getxattr(Ino ino, std::string_view name) {
+  if (slot_of(ino) == 0 || local_of(ino) < kTreeBase) return make_error(ENODATA, "no xattr");
+  overlay::Ino t = 0;
+  IMAGEFS_TRY(tree, tree_of(ino, &t));
+  return tree->getxattr(t, name);
+}
+
+std::string FilesystemImpl::status() const {
+  nlohmann::json status = nlohmann::json::parse(images_->status_json(), nullptr, false);
+  if (status.is_discarded()) status = nlohmann::json::object();
+  status["mountpoint"] = info_.mountpoint;
+  status["pid"] = ::getpid();
+  status["cache_dir"] = info_.cache_dir;
+  status["log"] = info_.log_file;
+  status["started"] = info_.started;
+  status["platform"] = images_->default_platform().str();
+  status["tag_ttl_seconds"] = images_->options().tag_ttl.count();
+  return status.dump(2) + "\n";
+}
+
+}  // namespace
+
+std::unique_ptr<Filesystem> Filesystem::create(std::shared_ptr<Images> images, MountInfo info) {
+  return std::make_unique<FilesystemImpl>(std::move(images), std::move(info));
+}
+
+}  // namespace imagefs::fs

@@ -1,0 +1,95 @@
+// The mount's file system, without FUSE: every operation a read-only FUSE file system needs, as a
+// function from inode numbers and names to a Result. fs/ops.cpp adapts it to libfuse's low-level
+// API; unit tests call it directly.
+//
+// Inode numbers: the top 24 bits are a slot, the low 40 bits a number inside it.
+//  - slot 0: the directories of names (the top level, ".platform", "ghcr.io", "python:3.12",
+//    ...), numbered as they are first looked up (1 is the top level, as FUSE wants), and the
+//    hidden status file.
+//  - slot N > 0: image N (Images::by_slot): its files (config.json, manifest.json, digest, the
+//    three archives) by fixed numbers, and its rootfs, whose tree inode T is 16 + T.
+// So everything under one image is immutable for the life of the mount (its archives too, unless
+// host files go into them), and a tag that moves to another image gets new inode numbers, with
+// no stale page cache.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+#include "fs/images.h"
+
+namespace imagefs::fs {
+
+using Ino = uint64_t;
+inline constexpr Ino kRootIno = 1;
+
+struct Entry {
+  Ino ino = 0;
+  struct stat attr {};
+  double entry_timeout = 0;  // seconds the kernel may keep the name -> inode mapping
+  double attr_timeout = 0;   // seconds it may keep `attr`
+};
+
+struct DirItem {
+  std::string name;
+  Entry entry;
+  // False when looking the entry up costs real work (an image's archives need their exact size,
+  // rootfs its layers): readdirplus then gives the name only, and `ls` without -l stays cheap.
+  bool has_attr = true;
+};
+
+// An open file: what read() serves from. Either bytes held in memory, an archive, or a range of
+// a file descriptor (a rootfs file's content in its layer's data file).
+struct OpenFile {
+  std::string bytes;
+  std::shared_ptr<const cpio::Archive> archive;
+  int fd = -1;
+  uint64_t fd_offset = 0;
+  uint64_t size = 0;
+  std::shared_ptr<const void> keep_alive;  // what owns `fd`
+  bool keep_cache = true;                  // the kernel may keep pages from an earlier open
+  bool direct_io = false;                  // the size is not known in advance (status)
+};
+
+struct MountInfo {
+  std::string mountpoint;
+  std::string cache_dir;
+  std::string log_file;
+  int64_t started = 0;  // unix seconds
+};
+
+class Filesystem {
+ public:
+  static std::unique_ptr<Filesystem> create(std::shared_ptr<Images> images, MountInfo info);
+  virtual ~Filesystem() = default;
+
+  virtual Result<Entry> lookup(Ino parent, std::string_view name) = 0;
+  virtual Result<Entry> getattr(Ino ino) = 0;
+  // Every entry of a directory, "." and ".." first. ENOTDIR for files.
+  virtual Result<std::vector<DirItem>> readdir(Ino ino) = 0;
+  // Whether the kernel may cache the listing of this directory for good (cache_readdir).
+  virtual bool listing_immutable(Ino ino) = 0;
+  virtual Result<std::string> readlink(Ino ino) = 0;
+  // EROFS for any access mode but reading; EISDIR for directories.
+  virtual Result<std::shared_ptr<OpenFile>> open(Ino ino, int flags) = 0;
+  // From an OpenFile made by open(): bytes into `out`; fewer only at the end.
+  virtual Result<size_t> read(const OpenFile& file, uint64_t offset, std::span<uint8_t> out) = 0;
+  virtual Result<std::vector<std::string>> listxattr(Ino ino) = 0;
+  virtual Result<std::string> getxattr(Ino ino, std::string_view name) = 0;
+};
+
+// The names in an image directory.
+inline constexpr std::string_view kImageFiles[] = {
+    "rootfs",         "initramfs.cpio.gz", "initramfs.cpio.zst",
+    "initramfs.cpio", "config.json",       "manifest.json",
+    "digest"};
+inline constexpr std::string_view kStatusFile = ".status";
+
+}  // namespace imagefs::fs

@@ -1,0 +1,480 @@
+// The images a mount serves (fs/images.h): resolution with a TTL, lazy layers and archives, and
+// the bookkeeping behind `imagefs status`.
+#include "fs/images.h"
+
+#include <sys/stat.h>
+
+#include <condition_variable>
+#include <ctime>
+#include <deque>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <utility>
+
+#include "common/mutex.h"
+#include "overlay/layer_index.h"
+#include "registry/puller.h"
+#include "store/lease.h"
+
+namespace imagefs::fs {
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+
+// How long one failure of a reference stays quiet in the log after it was written.
+constexpr std::chrono::seconds kLogQuiet{60};
+constexpr size_t kRecentErrors = 20;
+
+std::string now_text() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// Work under way, for status: one entry per resolve, download, ingest or archive build.
+struct Task {
+  std::string image;
+  std::string what;
+  SteadyClock::time_point started;
+  uint64_t bytes = 0;
+  uint64_t total = 0;
+};
+
+class ImagesImpl;
+
+// Counts downloaded bytes of one image's layers into its Task.
+class TaskProgress : public registry::ProgressSink {
+ public:
+  TaskProgress(ImagesImpl& images, uint64_t task) : images_(images), task_(task) {}
+  void layer_started(const registry::LayerId& layer, uint64_t offset) override;
+  void layer_progress(const registry::LayerId& layer, uint64_t bytes) override;
+  void layer_cached(const registry::LayerId& layer) override;
+  void message(const std::string& text) override;
+
+ private:
+  ImagesImpl& images_;
+  uint64_t task_;
+  std::map<size_t, uint64_t> held_;  // bytes held per layer index
+};
+
+class ImageImpl;
+
+class ImagesImpl : public Images, public std::enable_shared_from_this<ImagesImpl> {
+ public:
+  ImagesImpl(std::shared_ptr<store::BlobStore> blobs, std::shared_ptr<store::Catalog> catalog,
+             ImagesOptions options, std::unique_ptr<registry::Puller> puller,
+             std::shared_ptr<overlay::LayerCache> layers, std::shared_ptr<cpio::ArchiveMaker> maker)
+      : blobs_(std::move(blobs)),
+        catalog_(std::move(catalog)),
+        options_(std::move(options)),
+        puller_(std::move(puller)),
+        layers_(std::move(layers)),
+        maker_(std::move(maker)) {}
+
+  const registry::Platform& default_platform() const override {
+    return puller_->default_platform();
+  }
+  const ImagesOptions& options() const override { return options_; }
+
+  Result<std::shared_ptr<Image>> image(const registry::Reference& reference,
+                                       const registry::Platform& platform) override;
+  std::shared_ptr<Image> by_slot(uint32_t slot) override;
+  Result<std::vector<store::RefRecord>> refs() const override { return catalog_->refs(); }
+  std::string status_json() const override;
+
+  // For ImageImpl and TaskProgress.
+  store::BlobStore& blobs() { return *blobs_; }
+  overlay::LayerCache& layers() { return *layers_; }
+  cpio::ArchiveMaker& maker() { return *maker_; }
+  registry::Puller& puller() { return *puller_; }
+  uint64_t start_task(std::string image, std::string what) EXCLUDES(mu_);
+  void update_task(uint64_t id, uint64_t bytes_delta, uint64_t total_delta) EXCLUDES(mu_);
+  void end_task(uint64_t id) EXCLUDES(mu_);
+  // Logs `error` about `image` (once per kLogQuiet) and keeps it for status; returns it.
+  Error failed(const std::string& image, const Error& error) EXCLUDES(mu_);
+  void note(const std::string& line) EXCLUDES(mu_);
+
+ private:
+  struct RefState {
+    std::optional<store::Digest> manifest;
+    SteadyClock::time_point checked;  // when the registry (or the store) last vouched for it
+    bool busy = false;                // a resolve is under way
+    bool consulted_store = false;
+  };
+  Result<store::Digest> resolve(const registry::Reference& reference,
+                                const registry::Platform& platform) EXCLUDES(mu_);
+  Result<std::shared_ptr<Image>> open(const store::Digest& manifest,
+                                      const registry::Reference& source) EXCLUDES(mu_);
+  // The catalog's record of a tag, when it is complete in the store; its age in seconds.
+  std::optional<std::pair<store::Digest, int64_t>> stored_ref(const registry::Reference& ref,
+                                                              const std::string& platform);
+
+  std::shared_ptr<store::BlobStore> blobs_;
+  std::shared_ptr<store::Catalog> catalog_;
+  ImagesOptions options_;
+  std::unique_ptr<registry::Puller> puller_;
+  std::shared_ptr<overlay::LayerCache> layers_;
+  std::shared_ptr<cpio::ArchiveMaker> maker_;
+
+  mutable Mutex mu_;
+  std::condition_variable_any resolved_;
+  std::map<std::string, RefState> refs_ GUARDED_BY(mu_);
+  std::map<std::string, std::shared_ptr<ImageImpl>> images_ GUARDED_BY(mu_);  // by manifest
+  std::vector<std::shared_ptr<ImageImpl>> slots_ GUARDED_BY(mu_);             // slot - 1
+  std::map<uint64_t, Task> tasks_ GUARDED_BY(mu_);
+  uint64_t next_task_ GUARDED_BY(mu_) = 1;
+  std::deque<std::pair<std::string, std::string>> recent_ GUARDED_BY(mu_);  // (time, line)
+  std::map<std::string, SteadyClock::time_point> logged_ GUARDED_BY(mu_);
+  Mutex log_mu_;  // one log call at a time
+};
+
+// The host files an archive is made of, as (size, mtime) pairs: when they change, the archive
+// is made again.
+using InputStamp = std::vector<std::pair<int64_t, int64_t>>;
+
+InputStamp stamp_inputs(const cpio::ArchiveOptions& options) {
+  InputStamp stamp;
+  auto add = [&](const std::filesystem::path& p) {
+    struct stat st {};
+    if (::stat(p.c_str(), &st) != 0) {
+      stamp.emplace_back(-1, -1);
+      return;
+    }
+    stamp.emplace_back(st.st_size, int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec);
+  };
+  if (options.init) add(*options.init);
+  for (const cpio::Inject& inject : options.injects) add(inject.host);
+  return stamp;
+}
+
+class ImageImpl : public Image {
+ public:
+  ImageImpl(ImagesImpl& images, store::ImageRecord record, registry::Reference source,
+            uint32_t slot, store::Lease lease)
+      : images_(images),
+        record_(std::move(record)),
+        source_(std::move(source)),
+        slot_(slot),
+        lease_(std::move(lease)) {}
+
+  const store::ImageRecord& record() const override { return record_; }
+  uint32_t slot() const override { return slot_; }
+  Result<std::string> manifest_json() const override {
+    return images_.blobs().read(record_.manifest);
+  }
+  Result<std::string> config_json() const override { return images_.blobs().read(record_.config); }
+  bool archives_mutable() const override {
+    const cpio::ArchiveOptions& o = images_.options().archive;
+    return o.init.has_value() || !o.injects.empty();
+  }
+
+  Result<std::shared_ptr<overlay::Tree>> tree() override {
+    {
+      MutexLock lock(mu_);
+      while (tree_busy_) tree_done_.wait(mu_);
+      if (tree_) return tree_;
+      tree_busy_ = true;
+    }
+    Result<std::shared_ptr<overlay::Tree>> made = make_tree();
+    MutexLock lock(mu_);
+    tree_busy_ = false;
+    tree_done_.notify_all();
+    if (!made.ok()) return made.error();
+    tree_ = *made;
+    return tree_;
+  }
+
+  Result<std::shared_ptr<const cpio::Archive>> archive(cpio::Format format,
+                                                       bool* changed) override {
+    auto& slot = archives_[static_cast<size_t>(format)];
+    cpio::ArchiveOptions options = images_.options().archive;
+    options.format = format;
+    InputStamp stamp = stamp_inputs(options);
+    // One maker per format at a time: readers of the same archive wait for the first one.
+    MutexLock lock(slot.mu);
+    if (slot.archive && slot.stamp == stamp) {
+      if (changed) *changed = false;
+      return slot.archive;
+    }
+    std::string name = source_.familiar();
+    IMAGEFS_TRY(cached, images_.maker().cached(record_.manifest, options));
+    std::shared_ptr<const cpio::Archive> archive = cached;
+    if (!archive) {
+      IMAGEFS_TRY(tree, this->tree());
+      uint64_t task =
+          images_.start_task(name, std::string("making ") + std::string(cpio::file_name(format)));
+      cpio::BuildProgress progress{[&](size_t, size_t, uint64_t) {}};
+      auto made = images_.maker().make(record_.manifest, *tree, options, &progress);
+      images_.end_task(task);
+      if (!made.ok())
+        return images_.failed(name, made.error().context(std::string(cpio::file_name(format))));
+      archive = *made;
+    }
+    if (changed) *changed = slot.archive != nullptr;
+    slot.archive = archive;
+    slot.stamp = std::move(stamp);
+    return archive;
+  }
+
+ private:
+  Result<std::shared_ptr<overlay::Tree>> make_tree() {
+    std::string name = source_.familiar();
+    bool missing = false;
+    for (const store::LayerRecord& layer : record_.layers)
+      missing = missing || !images_.blobs().contains(layer.digest);
+    if (missing) {
+      uint64_t task = images_.start_task(name, "downloading layers");
+      TaskProgress progress(images_, task);
+      Result<void> fetched = images_.puller().fetch_layers(source_, record_, &progress);
+      images_.end_task(task);
+      if (!fetched.ok()) return images_.failed(name, fetched.error());
+    }
+    uint64_t task = images_.start_task(name, "reading layers");
+    std::vector<std::shared_ptr<const overlay::LayerIndex>> layers;
+    for (const store::LayerRecord& layer : record_.layers) {
+      auto index = images_.layers().get(layer);
+      if (!index.ok()) {
+        images_.end_task(task);
+        return images_.failed(name, index.error());
+      }
+      layers.push_back(std::move(*index));
+    }
+    auto tree = overlay::Tree::open(std::move(layers));
+    images_.end_task(task);
+    if (!tree.ok()) return images_.failed(name, tree.error());
+    return tree;
+  }
+
+  struct ArchiveSlot {
+    Mutex mu;
+    std::shared_ptr<const cpio::Archive> archive GUARDED_BY(mu);
+    InputStamp stamp GUARDED_BY(mu);
+  };
+
+  ImagesImpl& images_;
+  const store::ImageRecord record_;
+  const registry::Reference source_;  // where its layers come from
+  const uint32_t slot_;
+  store::Lease lease_;
+
+  Mutex mu_;
+  std::condition_variable_any tree_done_;
+  bool tree_busy_ GUARDED_BY(mu_) = false;
+  std::shared_ptr<overlay::Tree> tree_ GUARDED_BY(mu_);
+  ArchiveSlot archives_[3];
+};
+
+void TaskProgress::layer_started(const registry::LayerId& layer, uint64_t offset) {
+  held_[layer.index] = offset;
+  images_.update_task(task_, offset, layer.size);
+}
+void TaskProgress::layer_progress(const registry::LayerId& layer, uint64_t bytes) {
+  uint64_t& held = held_[layer.index];
+  images_.update_task(task_, bytes - std::min(bytes, held), 0);
+  held = std::max(held, bytes);
+}
+void TaskProgress::layer_cached(const registry::LayerId& layer) { (void)layer; }
+void TaskProgress::message(const std::string& text) { images_.note(text); }
+
+uint64_t ImagesImpl::start_task(std::string image, std::string what) {
+  MutexLock lock(mu_);
+  uint64_t id = next_task_++;
+  tasks_[id] = Task{std::move(image), std::move(what), SteadyClock::now(), 0, 0};
+  return id;
+}
+
+void ImagesImpl::update_task(uint64_t id, uint64_t bytes_delta, uint64_t total_delta) {
+  MutexLock lock(mu_);
+  auto it = tasks_.find(id);
+  if (it == tasks_.end()) return;
+  it->second.bytes += bytes_delta;
+  it->second.total += total_delta;
+}
+
+void ImagesImpl::end_task(uint64_t id) {
+  MutexLock lock(mu_);
+  tasks_.erase(id);
+}
+
+Error ImagesImpl::failed(const std::string& image, const Error& error) {
+  std::string line = image + ": " + error.message;
+  bool quiet = false;
+  {
+    MutexLock lock(mu_);
+    auto now = SteadyClock::now();
+    auto [it, fresh] = logged_.try_emplace(line, now);
+    quiet = !fresh && now - it->second < kLogQuiet;
+    if (!quiet) it->second = now;
+    if (!quiet || recent_.empty() || recent_.back().second != line) {
+      recent_.emplace_back(now_text(), line);
+      while (recent_.size() > kRecentErrors) recent_.pop_front();
+    }
+  }
+  if (!quiet && options_.log) {
+    MutexLock lock(log_mu_);
+    options_.log(line);
+  }
+  return error;
+}
+
+void ImagesImpl::note(const std::string& line) {
+  if (!options_.log) return;
+  MutexLock lock(log_mu_);
+  options_.log(line);
+}
+
+std::optional<std::pair<store::Digest, int64_t>> ImagesImpl::stored_ref(
+    const registry::Reference& ref, const std::string& platform) {
+  auto record = catalog_->ref(ref.str(), platform);
+  if (!record.ok() || !*record) return std::nullopt;
+  auto image = catalog_->image((*record)->manifest);
+  if (!image.ok() || !*image || !blobs_->contains((*image)->config) ||
+      !blobs_->contains((*image)->manifest))
+    return std::nullopt;
+  int64_t age = static_cast<int64_t>(std::time(nullptr)) - (*record)->resolved_at;
+  return std::make_pair((*record)->manifest, age);
+}
+
+Result<store::Digest> ImagesImpl::resolve(const registry::Reference& reference,
+                                          const registry::Platform& platform) {
+  const std::string key = platform.str() + " " + reference.str();
+  const std::string name = reference.familiar();
+  const bool by_digest = !reference.digest.empty();
+  std::optional<store::Digest> last;
+  bool consult_store = false;
+  {
+    MutexLock lock(mu_);
+    while (true) {
+      RefState& st = refs_[key];
+      if (st.manifest && (by_digest || SteadyClock::now() - st.checked < options_.tag_ttl))
+        return *st.manifest;
+      if (!st.busy) break;
+      resolved_.wait(mu_);
+    }
+    RefState& st = refs_[key];
+    st.busy = true;  // this call's turn: others wait for its answer
+    consult_store = !st.consulted_store && !by_digest;
+    st.consulted_store = true;
+    last = st.manifest;
+  }
+  Result<store::Digest> result = make_error(EIO, "not resolved");
+  SteadyClock::time_point checked = SteadyClock::now();
+  bool done = false;
+  if (consult_store) {
+    // A fresh daemon trusts what the store resolved less than a TTL ago, as a running one would.
+    if (auto stored = stored_ref(reference, platform.str())) {
+      last = stored->first;
+      auto age = std::chrono::seconds(std::max<int64_t>(0, stored->second));
+      if (age < options_.tag_ttl) {
+        result = stored->first;
+        checked -= age;
+        done = true;
+      }
+    }
+  }
+  if (!done) {
+    uint64_t task = start_task(name, "resolving");
+    auto resolved = puller_->resolve(reference, platform);
+    end_task(task);
+    if (resolved.ok()) {
+      result = resolved->image.manifest;
+      if (last && *last != resolved->image.manifest)
+        note(name + ": now " + resolved->image.manifest.str() + " (was " + last->str() + ")");
+    } else if (last && resolved.error().code == EIO) {
+      // Keep serving what the tag meant last time; ask again after another TTL.
+      failed(name, resolved.error().context("serving the last known digest " + last->str() +
+                                            ", since the registry could not be asked"));
+      result = *last;
+    } else {
+      result = failed(name, resolved.error());
+      checked = {};
+    }
+  }
+  MutexLock lock(mu_);
+  RefState& st = refs_[key];
+  st.busy = false;
+  if (result.ok()) {
+    st.manifest = *result;
+    st.checked = checked;
+  }
+  resolved_.notify_all();
+  return result;
+}
+
+Result<std::shared_ptr<Image>> ImagesImpl::image(const registry::Reference& reference,
+                                                 const registry::Platform& platform) {
+  IMAGEFS_TRY(manifest, resolve(reference, platform));
+  return open(manifest, reference);
+}
+
+Result<std::shared_ptr<Image>> ImagesImpl::open(const store::Digest& manifest,
+                                                const registry::Reference& source) {
+  {
+    MutexLock lock(mu_);
+    auto it = images_.find(manifest.str());
+    if (it != images_.end()) return std::shared_ptr<Image>(it->second);
+  }
+  // The lease first, then the record: gc cannot remove the image between the two.
+  IMAGEFS_TRY(lease, store::Lease::image(blobs_->root(), manifest));
+  IMAGEFS_TRY(record, catalog_->image(manifest));
+  if (!record)
+    return failed(source.familiar(),
+                  make_error(EIO, "the image " + manifest.str() +
+                                      " left the store while it was being opened (gc?); "
+                                      "look again"));
+  MutexLock lock(mu_);
+  auto it = images_.find(manifest.str());
+  if (it != images_.end()) return std::shared_ptr<Image>(it->second);
+  auto slot = static_cast<uint32_t>(slots_.size() + 1);
+  auto image =
+      std::make_shared<ImageImpl>(*this, std::move(*record), source, slot, std::move(lease));
+  images_.emplace(manifest.str(), image);
+  slots_.push_back(image);
+  (void)catalog_->touch(manifest, static_cast<int64_t>(std::time(nullptr)));
+  return std::shared_ptr<Image>(image);
+}
+
+std::shared_ptr<Image> ImagesImpl::by_slot(uint32_t slot) {
+  MutexLock lock(mu_);
+  if (slot == 0 || slot > slots_.size()) return nullptr;
+  return slots_[slot - 1];
+}
+
+std::string ImagesImpl::status_json() const {
+  nlohmann::json status;
+  MutexLock lock(mu_);
+  status["images_open"] = images_.size();
+  nlohmann::json& tasks = status["in_flight"] = nlohmann::json::array();
+  auto now = SteadyClock::now();
+  for (const auto& [id, task] : tasks_) {
+    nlohmann::json t{{"image", task.image},
+                     {"task", task.what},
+                     {"seconds", std::chrono::duration<double>(now - task.started).count()}};
+    if (task.total > 0) {
+      t["bytes"] = task.bytes;
+      t["total_bytes"] = task.total;
+    }
+    tasks.push_back(std::move(t));
+  }
+  nlohmann::json& errors = status["recent_errors"] = nlohmann::json::array();
+  for (const auto& [time, line] : recent_) errors.push_back({{"time", time}, {"error", line}});
+  return status.dump();
+}
+
+}  // namespace
+
+Result<std::shared_ptr<Images>> Images::create(std::shared_ptr<store::BlobStore> blobs,
+                                               std::shared_ptr<store::Catalog> catalog,
+                                               ImagesOptions options) {
+  IMAGEFS_TRY(puller, registry::Puller::create(blobs, catalog, options.registry));
+  IMAGEFS_TRY(layers, overlay::LayerCache::create(blobs));
+  IMAGEFS_TRY(maker, cpio::ArchiveMaker::create(blobs, catalog));
+  return std::shared_ptr<Images>(std::make_shared<ImagesImpl>(std::move(blobs), std::move(catalog),
+                                                              std::move(options), std::move(puller),
+                                                              std::move(layers), std::move(maker)));
+}
+
+}  // namespace imagefs::fs

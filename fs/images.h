@@ -1,0 +1,86 @@
+// The images a mount serves: references resolved to manifests (tags re-checked after a TTL, the
+// last digest kept when the registry is unreachable), each image's layers fetched and merged on
+// first need, its archives made on first need, one at a time per image however many readers
+// wait, and a record of what is under way and what failed, for the log and `imagefs status`.
+// No FUSE here: fs/filesystem.cpp maps the mount's paths onto this.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "cpio/archive.h"
+#include "overlay/tree.h"
+#include "registry/options.h"
+#include "registry/platform.h"
+#include "registry/reference.h"
+#include "store/blob_store.h"
+#include "store/catalog.h"
+
+namespace imagefs::fs {
+
+struct ImagesOptions {
+  registry::RegistryOptions registry;  // registry.platform: the mount's default platform
+  cpio::ArchiveOptions archive;        // every archive's inputs; `format` is chosen per file
+  std::chrono::seconds tag_ttl{300};   // a tag resolved longer ago than this is asked again
+  // One line per event worth a person's attention (failures, stale tags served); called from
+  // any thread, one call at a time.
+  std::function<void(const std::string&)> log;
+};
+
+// One platform-specific image manifest, open for reading (its lease keeps gc away). Thread-safe.
+class Image {
+ public:
+  virtual ~Image() = default;
+  [[nodiscard]] virtual const store::ImageRecord& record() const = 0;
+  // A small number, unique among the images of one Images, never reused (for inode numbers).
+  [[nodiscard]] virtual uint32_t slot() const = 0;
+  // The manifest and config as the registry served them.
+  virtual Result<std::string> manifest_json() const = 0;
+  virtual Result<std::string> config_json() const = 0;
+  // The merged tree: downloads missing layers and ingests them the first time (one download
+  // however many callers wait; others images are not held up). A failure is returned to every
+  // waiter and retried by the next call.
+  virtual Result<std::shared_ptr<overlay::Tree>> tree() = 0;
+  // The archive of this image in `format` with the mount's inputs as they are now: the same
+  // archive again while the injected files and --init are unchanged on disk; a new one (with
+  // `changed` set) after they change. Makes it the first time (which needs the tree).
+  virtual Result<std::shared_ptr<const cpio::Archive>> archive(cpio::Format format,
+                                                               bool* changed = nullptr) = 0;
+  // Whether the archives can change during the life of the mount (host files are inputs).
+  [[nodiscard]] virtual bool archives_mutable() const = 0;
+};
+
+class Images {
+ public:
+  static Result<std::shared_ptr<Images>> create(std::shared_ptr<store::BlobStore> blobs,
+                                                std::shared_ptr<store::Catalog> catalog,
+                                                ImagesOptions options);
+  virtual ~Images() = default;
+
+  [[nodiscard]] virtual const registry::Platform& default_platform() const = 0;
+  [[nodiscard]] virtual const ImagesOptions& options() const = 0;
+
+  // The image `reference` names for `platform`. A digest reference is resolved once; a tag is
+  // taken from the store when resolved less than the TTL ago, else asked of the registry
+  // (concurrent callers share one request). When the registry cannot be reached (EIO) and the
+  // tag was resolved before, the last digest keeps serving, with one log line. Errors as
+  // registry::Puller::resolve: ENOENT unknown, EACCES denied, EIO unreachable or broken; each is
+  // logged once a minute per reference at most and kept for status().
+  virtual Result<std::shared_ptr<Image>> image(const registry::Reference& reference,
+                                               const registry::Platform& platform) = 0;
+  // An image opened earlier by image(), by its slot; nullptr for an unknown slot.
+  virtual std::shared_ptr<Image> by_slot(uint32_t slot) = 0;
+  // The references the store has resolved (for listings).
+  virtual Result<std::vector<store::RefRecord>> refs() const = 0;
+
+  // A JSON object: images open, work under way (resolving, downloading with bytes so far,
+  // ingesting, compressing) with how long it has run, and the latest failures.
+  [[nodiscard]] virtual std::string status_json() const = 0;
+};
+
+}  // namespace imagefs::fs

@@ -1,0 +1,355 @@
+// libfuse's low-level operations over fs::Filesystem (thin adapters: unpack, call, reply), the
+// session that serves them, and mount point checks. The only file that includes libfuse.
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <vector>
+
+#include "fs/daemon.h"
+
+namespace imagefs::fs {
+namespace {
+
+// Reads as large as the kernel will send (its limit is 256 pages per request).
+constexpr unsigned kMaxRead = 1U << 20;
+
+Filesystem& fs_of(fuse_req_t req) { return *static_cast<Filesystem*>(fuse_req_userdata(req)); }
+
+fuse_entry_param to_param(const Entry& e) {
+  fuse_entry_param p{};
+  p.ino = e.ino;
+  p.attr = e.attr;
+  p.entry_timeout = e.entry_timeout;
+  p.attr_timeout = e.attr_timeout;
+  return p;
+}
+
+void reply_error(fuse_req_t req, const Error& error) {
+  fuse_reply_err(req, error.code > 0 ? error.code : EIO);
+}
+
+void op_init(void* userdata, fuse_conn_info* conn) {
+  (void)userdata;
+  if ((conn->capable & FUSE_CAP_CACHE_SYMLINKS) != 0) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+  if ((conn->capable & FUSE_CAP_READDIRPLUS) != 0) conn->want |= FUSE_CAP_READDIRPLUS;
+  if ((conn->capable & FUSE_CAP_PARALLEL_DIROPS) != 0) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+  // Content never changes under an inode number: no invalidation on mtime changes. Archives
+  // that take host files decide at open (keep_cache).
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+  conn->max_read = kMaxRead;
+  conn->max_readahead = kMaxRead;
+}
+
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  auto e = fs_of(req).lookup(parent, name);
+  if (!e.ok()) return reply_error(req, e.error());
+  fuse_entry_param p = to_param(*e);
+  fuse_reply_entry(req, &p);
+}
+
+// Inode numbers are computed, not allocated: there is nothing to forget.
+void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  (void)ino;
+  (void)nlookup;
+  fuse_reply_none(req);
+}
+
+void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  (void)count;
+  (void)forgets;
+  fuse_reply_none(req);
+}
+
+void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  (void)fi;
+  auto e = fs_of(req).getattr(ino);
+  if (!e.ok()) return reply_error(req, e.error());
+  fuse_reply_attr(req, &e->attr, e->attr_timeout);
+}
+
+void op_readlink(fuse_req_t req, fuse_ino_t ino) {
+  auto target = fs_of(req).readlink(ino);
+  if (!target.ok()) return reply_error(req, target.error());
+  fuse_reply_readlink(req, target->c_str());
+}
+
+void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto file = fs_of(req).open(ino, fi->flags);
+  if (!file.ok()) return reply_error(req, file.error());
+  fi->keep_cache = (*file)->keep_cache ? 1 : 0;
+  fi->direct_io = (*file)->direct_io ? 1 : 0;
+  fi->noflush = 1;
+  auto* held = new std::shared_ptr<OpenFile>(std::move(*file));
+  fi->fh = reinterpret_cast<uint64_t>(held);
+  if (fuse_reply_open(req, fi) != 0) delete held;  // the open was interrupted
+}
+
+const OpenFile& open_file(fuse_file_info* fi) {
+  return **reinterpret_cast<std::shared_ptr<OpenFile>*>(fi->fh);
+}
+
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  (void)ino;
+  const OpenFile& file = open_file(fi);
+  auto offset = static_cast<uint64_t>(off);
+  if (file.fd >= 0 && !file.archive) {
+    // A rootfs file: let libfuse read the layer's data file into the reply.
+    size_t n = offset >= file.size ? 0 : std::min<uint64_t>(size, file.size - offset);
+    fuse_bufvec buf = FUSE_BUFVEC_INIT(n);
+    buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+    buf.buf[0].fd = file.fd;
+    buf.buf[0].pos = static_cast<off_t>(file.fd_offset + offset);
+    fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+    return;
+  }
+  thread_local std::vector<uint8_t> buffer;
+  if (buffer.size() < size) buffer.resize(size);
+  auto n = fs_of(req).read(file, offset, std::span(buffer.data(), size));
+  if (!n.ok()) return reply_error(req, n.error());
+  fuse_reply_buf(req, reinterpret_cast<const char*>(buffer.data()), *n);
+}
+
+void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  (void)ino;
+  delete reinterpret_cast<std::shared_ptr<OpenFile>*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+// A directory's whole listing is taken at opendir, so offsets are plain indexes into it.
+void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto items = fs_of(req).readdir(ino);
+  if (!items.ok()) return reply_error(req, items.error());
+  auto* held = new std::vector<DirItem>(std::move(*items));
+  fi->fh = reinterpret_cast<uint64_t>(held);
+  fi->cache_readdir = fs_of(req).listing_immutable(ino) ? 1 : 0;
+  fi->keep_cache = fi->cache_readdir;
+  if (fuse_reply_open(req, fi) != 0) delete held;
+}
+
+void readdir_common(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi, bool plus) {
+  const auto& items = *reinterpret_cast<std::vector<DirItem>*>(fi->fh);
+  std::vector<char> buf(size);
+  size_t used = 0;
+  for (auto i = static_cast<size_t>(off); i < items.size(); ++i) {
+    const DirItem& item = items[i];
+    size_t left = size - used;
+    auto next = static_cast<off_t>(i + 1);
+    size_t n = 0;
+    if (plus) {
+      fuse_entry_param p = to_param(item.entry);
+      // No attributes where they cost real work, and none for "." and "..": the kernel then
+      // keeps the name only and looks it up when asked.
+      if (!item.has_attr) p.ino = 0;
+      n = fuse_add_direntry_plus(req, buf.data() + used, left, item.name.c_str(), &p, next);
+    } else {
+      n = fuse_add_direntry(req, buf.data() + used, left, item.name.c_str(), &item.entry.attr,
+                            next);
+    }
+    if (n > left) break;
+    used += n;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  (void)ino;
+  readdir_common(req, size, off, fi, false);
+}
+
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  (void)ino;
+  readdir_common(req, size, off, fi, true);
+}
+
+void op_releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  (void)ino;
+  delete reinterpret_cast<std::vector<DirItem>*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void op_statfs(fuse_req_t req, fuse_ino_t ino) {
+  (void)ino;
+  struct statvfs st {};
+  st.f_bsize = 4096;
+  st.f_frsize = 4096;
+  st.f_namemax = 255;
+  st.f_flag = ST_RDONLY;
+  fuse_reply_statfs(req, &st);
+}
+
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  auto value = fs_of(req).getxattr(ino, name);
+  if (!value.ok()) return reply_error(req, value.error());
+  if (size == 0) return (void)fuse_reply_xattr(req, value->size());
+  if (size < value->size()) return (void)fuse_reply_err(req, ERANGE);
+  fuse_reply_buf(req, value->data(), value->size());
+}
+
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  auto names = fs_of(req).listxattr(ino);
+  if (!names.ok()) return reply_error(req, names.error());
+  std::string list;
+  for (const std::string& name : *names) {
+    list += name;
+    list.push_back('\0');
+  }
+  if (size == 0) return (void)fuse_reply_xattr(req, list.size());
+  if (size < list.size()) return (void)fuse_reply_err(req, ERANGE);
+  fuse_reply_buf(req, list.data(), list.size());
+}
+
+fuse_lowlevel_ops make_ops() {
+  fuse_lowlevel_ops ops{};
+  ops.init = op_init;
+  ops.lookup = op_lookup;
+  ops.forget = op_forget;
+  ops.forget_multi = op_forget_multi;
+  ops.getattr = op_getattr;
+  ops.readlink = op_readlink;
+  ops.open = op_open;
+  ops.read = op_read;
+  ops.release = op_release;
+  ops.opendir = op_opendir;
+  ops.readdir = op_readdir;
+  ops.readdirplus = op_readdirplus;
+  ops.releasedir = op_releasedir;
+  ops.statfs = op_statfs;
+  ops.getxattr = op_getxattr;
+  ops.listxattr = op_listxattr;
+  return ops;
+}
+
+struct SessionDeleter {
+  void operator()(fuse_session* se) const { fuse_session_destroy(se); }
+};
+struct LoopConfigDeleter {
+  void operator()(fuse_loop_config* c) const { fuse_loop_cfg_destroy(c); }
+};
+
+// One line of /proc/self/mountinfo: mount point (field 5, octal-escaped) and fstype (after " - ").
+struct MountLine {
+  std::string mountpoint;
+  std::string fstype;
+};
+
+std::string unescape(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 3 < s.size()) {
+      out.push_back(static_cast<char>(std::stoi(s.substr(i + 1, 3), nullptr, 8)));
+      i += 3;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+std::vector<MountLine> mount_lines() {
+  std::vector<MountLine> lines;
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string id, parent, dev, root, point;
+    fields >> id >> parent >> dev >> root >> point;
+    size_t dash = line.find(" - ");
+    if (dash == std::string::npos) continue;
+    std::istringstream rest(line.substr(dash + 3));
+    std::string fstype;
+    rest >> fstype;
+    lines.push_back({unescape(point), fstype});
+  }
+  return lines;
+}
+
+constexpr std::string_view kFsType = "fuse.imagefs";
+
+}  // namespace
+
+Result<void> serve(Filesystem& fs, const ServeOptions& options,
+                   const std::function<void()>& ready) {
+  std::vector<std::string> argv{
+      "imagefs", "-o",
+      "ro,default_permissions,fsname=imagefs,subtype=imagefs,max_read=" + std::to_string(kMaxRead)};
+  if (options.allow_other) argv.back() += ",allow_other";
+  if (options.debug) argv.emplace_back("-d");
+  std::vector<char*> cargv;
+  for (std::string& a : argv) cargv.push_back(a.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(cargv.size()), cargv.data());
+  fuse_lowlevel_ops ops = make_ops();
+  std::unique_ptr<fuse_session, SessionDeleter> se(fuse_session_new(&args, &ops, sizeof ops, &fs));
+  if (!se) return make_error(EINVAL, "cannot start a FUSE session (libfuse said why above)");
+  if (fuse_set_signal_handlers(se.get()) != 0)
+    return make_error(EIO, "cannot install signal handlers");
+  if (fuse_session_mount(se.get(), options.mountpoint.c_str()) != 0) {
+    fuse_remove_signal_handlers(se.get());
+    return make_error(EIO, "cannot mount on " + options.mountpoint.string() +
+                               " (is /dev/fuse there, and fusermount3 installed?)");
+  }
+  ready();
+  std::unique_ptr<fuse_loop_config, LoopConfigDeleter> config(fuse_loop_cfg_create());
+  fuse_loop_cfg_set_clone_fd(config.get(), 1);
+  fuse_loop_cfg_set_max_threads(config.get(), options.max_threads);
+  fuse_loop_cfg_set_idle_threads(config.get(), std::min(options.max_threads, 4U));
+  int rc = fuse_session_loop_mt(se.get(), config.get());
+  fuse_session_unmount(se.get());
+  fuse_remove_signal_handlers(se.get());
+  if (rc < 0) return make_error(-rc, std::string("serving ended: ") + std::strerror(-rc));
+  return {};
+}
+
+Result<MountState> mount_state(const std::filesystem::path& mountpoint) {
+  std::error_code ec;
+  std::filesystem::path abs = std::filesystem::absolute(mountpoint, ec);
+  struct stat st {};
+  int err = ::stat(abs.c_str(), &st) != 0 ? errno : 0;
+  bool dead = err == ENOTCONN;
+  if (err == ENOENT) return make_error(ENOENT, mountpoint.string() + ": no such directory");
+  for (const MountLine& m : mount_lines()) {
+    if (m.mountpoint != abs.lexically_normal().string()) continue;
+    if (dead) return m.fstype == kFsType ? MountState::stale : MountState::stale_other;
+    if (m.fstype == kFsType) return MountState::live;
+  }
+  if (dead) return MountState::stale_other;
+  return MountState::free;
+}
+
+Result<void> detach(const std::filesystem::path& mountpoint) {
+  if (::geteuid() == 0) {
+    if (::umount2(mountpoint.c_str(), MNT_DETACH) != 0)
+      return make_error(errno,
+                        "cannot unmount " + mountpoint.string() + ": " + std::strerror(errno));
+    return {};
+  }
+  pid_t pid = ::fork();
+  if (pid < 0) return make_error(errno, "cannot run fusermount3");
+  if (pid == 0) {
+    ::execlp("fusermount3", "fusermount3", "-u", "-z", mountpoint.c_str(), nullptr);
+    ::_exit(127);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    return make_error(EIO, "fusermount3 -u -z " + mountpoint.string() + " failed");
+  return {};
+}
+
+std::vector<std::filesystem::path> imagefs_mounts() {
+  std::vector<std::filesystem::path> mounts;
+  for (const MountLine& m : mount_lines())
+    if (m.fstype == kFsType) mounts.emplace_back(m.mountpoint);
+  return mounts;
+}
+
+}  // namespace imagefs::fs
