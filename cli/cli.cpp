@@ -154,6 +154,13 @@ int report(Io& io, const std::string& what, const Error& error) {
   return kExitFailed;
 }
 
+// build's archive options but --format: a mount serves every format.
+static std::vector<OptionSpec> mount_archive_specs() {
+  std::vector<OptionSpec> specs = archive_option_specs();
+  std::erase_if(specs, [](const OptionSpec& s) { return s.name == "format"; });
+  return specs;
+}
+
 const std::vector<Command>& commands() {
   static const std::vector<Command> kCommands = [] {
     auto with = [](std::vector<OptionSpec> a, const std::vector<OptionSpec>& b) {
@@ -193,7 +200,7 @@ const std::vector<Command>& commands() {
         {"mount", "mount [OPTIONS] MOUNTPOINT",
          "present every image reference as a directory: rootfs/, initramfs.cpio.gz, "
          ".cpio.zst, .cpio, config.json, manifest.json, digest",
-         with(with(with(cache_options(), registry_option_specs()), archive_option_specs()),
+         with(with(with(cache_options(), registry_option_specs()), mount_archive_specs()),
               mount_option_specs()),
          run_mount});
     list.push_back({"status",

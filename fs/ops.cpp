@@ -312,8 +312,10 @@ Result<void> serve(Filesystem& fs, const ServeOptions& options,
 Result<MountState> mount_state(const std::filesystem::path& mountpoint) {
   std::error_code ec;
   std::filesystem::path abs = std::filesystem::absolute(mountpoint, ec);
-  struct stat st {};
-  int err = ::stat(abs.c_str(), &st) != 0 ? errno : 0;
+  // statfs always reaches the daemon (stat may be answered from the kernel's attribute cache,
+  // which holds the top directory for good).
+  struct statvfs st {};
+  int err = ::statvfs(abs.c_str(), &st) != 0 ? errno : 0;
   bool dead = err == ENOTCONN;
   if (err == ENOENT) return make_error(ENOENT, mountpoint.string() + ": no such directory");
   for (const MountLine& m : mount_lines()) {
