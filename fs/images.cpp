@@ -200,8 +200,10 @@ class ImageImpl : public Image {
       return slot.archive;
     }
     std::string name = source_.familiar();
-    IMAGEFS_TRY(cached, images_.maker().cached(record_.manifest, options));
-    std::shared_ptr<const cpio::Archive> archive = cached;
+    auto cached = images_.maker().cached(record_.manifest, options);
+    if (!cached.ok())
+      return images_.failed(name, cached.error().context(std::string(cpio::file_name(format))));
+    std::shared_ptr<const cpio::Archive> archive = *cached;
     if (!archive) {
       IMAGEFS_TRY(tree, this->tree());
       uint64_t task =

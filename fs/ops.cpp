@@ -240,6 +240,7 @@ struct LoopConfigDeleter {
 struct MountLine {
   std::string mountpoint;
   std::string fstype;
+  std::string device;  // "0:52"
 };
 
 std::string unescape(const std::string& s) {
@@ -268,12 +269,24 @@ std::vector<MountLine> mount_lines() {
     std::istringstream rest(line.substr(dash + 3));
     std::string fstype;
     rest >> fstype;
-    lines.push_back({unescape(point), fstype});
+    lines.push_back({unescape(point), fstype, dev});
   }
   return lines;
 }
 
 constexpr std::string_view kFsType = "fuse.imagefs";
+
+// The kernel reads ahead 128 KiB on a FUSE mount unless told otherwise, so a VMM reading an
+// archive sends a request per 128 KiB. Raising the mount's readahead to max_read makes requests
+// of 1 MiB. Only root may; without it reads are just smaller. (The device comes from mountinfo:
+// a stat of the mount point here would wait for this very daemon.)
+void raise_readahead(const std::filesystem::path& mountpoint) {
+  for (const MountLine& m : mount_lines()) {
+    if (m.fstype != kFsType || m.mountpoint != mountpoint.string()) continue;
+    std::ofstream ra("/sys/class/bdi/" + m.device + "/read_ahead_kb");
+    ra << kMaxRead / 1024 << "\n";
+  }
+}
 
 }  // namespace
 
@@ -297,6 +310,7 @@ Result<void> serve(Filesystem& fs, const ServeOptions& options,
     return make_error(EIO, "cannot mount on " + options.mountpoint.string() +
                                " (is /dev/fuse there, and fusermount3 installed?)");
   }
+  raise_readahead(options.mountpoint);
   ready();
   std::unique_ptr<fuse_loop_config, LoopConfigDeleter> config(fuse_loop_cfg_create());
   fuse_loop_cfg_set_clone_fd(config.get(), 1);
