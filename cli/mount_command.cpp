@@ -55,7 +55,7 @@ class Log {
     std::tm tm{};
     ::localtime_r(&t, &tm);
     char stamp[32];
-    std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
+    (void)std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
     std::string text =
         std::string(stamp) + " imagefs[" + std::to_string(::getpid()) + "]: " + line + "\n";
     std::lock_guard<std::mutex> lock(mu_);

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <system_error>
 
 #include "common/mutex.h"
 #include "fs/namespace.h"
@@ -419,7 +420,8 @@ Result<size_t> FilesystemImpl::read(const OpenFile& file, uint64_t offset, std::
                         static_cast<off_t>(file.fd_offset + offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0)
-      return make_error(errno, std::string("cannot read layer data: ") + std::strerror(errno));
+      return make_error(errno, std::string("cannot read layer data: ") +
+                                   std::error_code(errno, std::generic_category()).message());
     if (n == 0) return make_error(EIO, "layer data ended early");
     done += static_cast<size_t>(n);
   }

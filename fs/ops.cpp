@@ -13,6 +13,7 @@
 #include <fstream>
 #include <memory>
 #include <sstream>
+#include <system_error>
 #include <vector>
 
 #include "fs/daemon.h"
@@ -36,6 +37,12 @@ fuse_entry_param to_param(const Entry& e) {
 
 void reply_error(fuse_req_t req, const Error& error) {
   fuse_reply_err(req, error.code > 0 ? error.code : EIO);
+}
+
+// fuse_file_info::fh carries a pointer to what open/opendir made (libfuse's own examples do so).
+template <class T>
+T* from_fh(uint64_t fh) {
+  return reinterpret_cast<T*>(fh);  // NOLINT(performance-no-int-to-ptr)
 }
 
 void op_init(void* userdata, fuse_conn_info* conn) {
@@ -95,7 +102,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 const OpenFile& open_file(fuse_file_info* fi) {
-  return **reinterpret_cast<std::shared_ptr<OpenFile>*>(fi->fh);
+  return **from_fh<std::shared_ptr<OpenFile>>(fi->fh);
 }
 
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
@@ -121,7 +128,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
 
 void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   (void)ino;
-  delete reinterpret_cast<std::shared_ptr<OpenFile>*>(fi->fh);
+  delete from_fh<std::shared_ptr<OpenFile>>(fi->fh);
   fuse_reply_err(req, 0);
 }
 
@@ -137,7 +144,7 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void readdir_common(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi, bool plus) {
-  const auto& items = *reinterpret_cast<std::vector<DirItem>*>(fi->fh);
+  const auto& items = *from_fh<std::vector<DirItem>>(fi->fh);
   std::vector<char> buf(size);
   size_t used = 0;
   for (auto i = static_cast<size_t>(off); i < items.size(); ++i) {
@@ -173,7 +180,7 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
 
 void op_releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   (void)ino;
-  delete reinterpret_cast<std::vector<DirItem>*>(fi->fh);
+  delete from_fh<std::vector<DirItem>>(fi->fh);
   fuse_reply_err(req, 0);
 }
 
@@ -298,6 +305,7 @@ Result<void> serve(Filesystem& fs, const ServeOptions& options,
   if (options.allow_other) argv.back() += ",allow_other";
   if (options.debug) argv.emplace_back("-d");
   std::vector<char*> cargv;
+  cargv.reserve(argv.size());
   for (std::string& a : argv) cargv.push_back(a.data());
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(cargv.size()), cargv.data());
   fuse_lowlevel_ops ops = make_ops();
@@ -319,7 +327,9 @@ Result<void> serve(Filesystem& fs, const ServeOptions& options,
   int rc = fuse_session_loop_mt(se.get(), config.get());
   fuse_session_unmount(se.get());
   fuse_remove_signal_handlers(se.get());
-  if (rc < 0) return make_error(-rc, std::string("serving ended: ") + std::strerror(-rc));
+  if (rc < 0)
+    return make_error(-rc, std::string("serving ended: ") +
+                               std::error_code(-rc, std::generic_category()).message());
   return {};
 }
 
@@ -344,8 +354,8 @@ Result<MountState> mount_state(const std::filesystem::path& mountpoint) {
 Result<void> detach(const std::filesystem::path& mountpoint) {
   if (::geteuid() == 0) {
     if (::umount2(mountpoint.c_str(), MNT_DETACH) != 0)
-      return make_error(errno,
-                        "cannot unmount " + mountpoint.string() + ": " + std::strerror(errno));
+      return make_error(errno, "cannot unmount " + mountpoint.string() + ": " +
+                                   std::error_code(errno, std::generic_category()).message());
     return {};
   }
   pid_t pid = ::fork();
