@@ -60,7 +60,7 @@ stop_registry
 
 # --- Bearer tokens: anonymous pull of a public repository, none of a private one ---------------
 log "token"
-start_registry token --token-ttl 2
+start_registry token --token-ttl 4
 creds="$IMAGEFS_REGISTRY_USER:$IMAGEFS_REGISTRY_PASSWORD"
 push_fixtures tiny python -- --dest-creds "$creds"
 skopeo copy --dest-creds "$creds" --dest-tls-verify=false --preserve-digests \
@@ -82,9 +82,9 @@ printf '{"ServerURL":"%s","Username":"%s","Secret":"%s"}\n' "\$server" "$IMAGEFS
 HELPER
 chmod +x "$TEST_TMPDIR/bin/docker-credential-imagefstest"
 echo "{\"credHelpers\": {\"$IMAGEFS_REGISTRY\": \"imagefstest\"}}" >"$DOCKER_CONFIG/config.json"
-# Slow blob responses (2.5 s each, beyond the 2 s token lifetime) make the token expire mid-pull:
+# Slow blob responses (5 s each, beyond the 4 s token lifetime; 4 s leaves room for a loaded machine) make the token expire mid-pull:
 # the client must fetch a new one and carry on.
-start_faultproxy --target "$IMAGEFS_REGISTRY" --path '/blobs/' --delay-ms 2500 --delay-count 2
+start_faultproxy --target "$IMAGEFS_REGISTRY" --path '/blobs/' --delay-ms 5000 --delay-count 2
 tokens_before=$(grep -cE ' (GET|POST) .* 200 ' "$IMAGEFS_TOKEN_LOG" || true)
 echo "{\"credHelpers\": {\"$FAULTPROXY\": \"imagefstest\"}}" >"$DOCKER_CONFIG/config.json"
 out=$(PATH=$TEST_TMPDIR/bin:$PATH assert_ok imagefs pull --cache-dir "$CACHE.token" --max-parallel 1 \
