@@ -195,10 +195,7 @@ class ImageImpl : public Image {
     InputStamp stamp = stamp_inputs(options);
     // One maker per format at a time: readers of the same archive wait for the first one.
     MutexLock lock(slot.mu);
-    if (slot.archive && slot.stamp == stamp) {
-      if (changed) *changed = false;
-      return slot.archive;
-    }
+    if (slot.archive && slot.stamp == stamp) return slot.served(changed);
     std::string name = source_.familiar();
     auto cached = images_.maker().cached(record_.manifest, options);
     if (!cached.ok())
@@ -215,10 +212,9 @@ class ImageImpl : public Image {
         return images_.failed(name, made.error().context(std::string(cpio::file_name(format))));
       archive = *made;
     }
-    if (changed) *changed = slot.archive != nullptr;
     slot.archive = archive;
     slot.stamp = std::move(stamp);
-    return archive;
+    return slot.served(changed);
   }
 
  private:
@@ -254,6 +250,17 @@ class ImageImpl : public Image {
     Mutex mu;
     std::shared_ptr<const cpio::Archive> archive GUARDED_BY(mu);
     InputStamp stamp GUARDED_BY(mu);
+    // The archive the last caller that asked about changes (an open) was given: a lookup may
+    // remake the archive before the open comes, and the open must still learn of the change.
+    std::shared_ptr<const cpio::Archive> opened GUARDED_BY(mu);
+
+    std::shared_ptr<const cpio::Archive> served(bool* changed) REQUIRES(mu) {
+      if (changed) {
+        *changed = opened != nullptr && opened != archive;
+        opened = archive;
+      }
+      return archive;
+    }
   };
 
   ImagesImpl& images_;

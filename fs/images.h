@@ -47,8 +47,10 @@ class Image {
   // waiter and retried by the next call.
   virtual Result<std::shared_ptr<overlay::Tree>> tree() = 0;
   // The archive of this image in `format` with the mount's inputs as they are now: the same
-  // archive again while the injected files and --init are unchanged on disk; a new one (with
-  // `changed` set) after they change. Makes it the first time (which needs the tree).
+  // archive again while the injected files and --init are unchanged on disk; a new one after
+  // they change. Makes it the first time (which needs the tree). With `changed` (open() passes
+  // it), says whether the archive differs from the one the previous such caller got, so the
+  // kernel's cached pages of the old one can be dropped.
   virtual Result<std::shared_ptr<const cpio::Archive>> archive(cpio::Format format,
                                                                bool* changed = nullptr) = 0;
   // Whether the archives can change during the life of the mount (host files are inputs).

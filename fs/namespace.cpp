@@ -45,7 +45,10 @@ Result<PathInfo> classify(std::string_view path) {
     return PathInfo{DirKind::image, std::move(*ref)};
   }
   if (ref.ok()) return PathInfo{DirKind::both, std::move(*ref)};
-  // Not an image by itself, but maybe the start of one ("docker.io/library").
+  // Not an image by itself, but maybe the start of one ("docker.io/library"). A single
+  // component that does not look like a host ("Python") is neither: docker would take it for a
+  // registry only because of the '/' after it.
+  if (single) return not_a_reference(path, ref.error());
   auto below = registry::parse_reference(std::string(path) + "/x");
   if (!below.ok()) return not_a_reference(path, ref.error());
   return PathInfo{DirKind::level, std::nullopt};
@@ -71,6 +74,11 @@ std::vector<std::string> list_level(const std::vector<store::RefRecord>& refs,
     // images` shows them (not "docker.io" next to every Docker Hub image).
     std::vector<std::string> spellings{ref->familiar()};
     if (!path.empty()) spellings.push_back(ref->str());
+    // A short name that would read as a registry host ("foo.bar:1" for
+    // docker.io/library/foo.bar:1) is listed by its full name, which reaches it.
+    if (path.empty() && spellings[0].find('/') == std::string::npos &&
+        looks_like_host(spellings[0]))
+      spellings[0] = ref->str();
     for (const std::string& name : spellings) {
       if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
       std::string_view rest = std::string_view(name).substr(prefix.size());

@@ -173,10 +173,9 @@ TEST_F(FilesystemTest, InvalidReferenceNamesAreENOENT) {
   EXPECT_EQ(error_of(fs().lookup(kRootIno, "..")), ENOENT);
 }
 
-// The same bug as Classify.DISABLED_UpperCaseSingleComponentIsENOENT, seen through the mount:
-// MOUNT/Python is a directory (fs/namespace.cpp classify() falls back to a level because
-// "Python/x" parses with "Python" as a registry host).
-TEST_F(FilesystemTest, DISABLED_UpperCaseNameAtTheTopIsENOENT) {
+// Classify.UpperCaseSingleComponentIsENOENT seen through the mount: MOUNT/Python is no
+// directory (it once was: "Python/x" parses with "Python" as a registry host).
+TEST_F(FilesystemTest, UpperCaseNameAtTheTopIsENOENT) {
   EXPECT_EQ(error_of(fs().lookup(kRootIno, "Python")), ENOENT);
 }
 
@@ -599,13 +598,11 @@ TEST_F(InjectTest, ChangedHostFileIsServedWithoutTheOldPages) {
   EXPECT_TRUE((*third)->keep_cache);  // unchanged since the second open
 }
 
-// BUG (fs/filesystem.cpp, image_file(): `image.archive(*format)` without `changed`): with
-// --inject, an archive's entry and attr timeouts are 0, so the kernel sends LOOKUP (and GETATTR)
-// before every OPEN. That lookup already makes the new archive and records the new stamp in
-// Image::archive(), so the OPEN that follows gets changed == false and replies keep_cache = 1:
-// with FUSE_CAP_AUTO_INVAL_DATA switched off in fs/ops.cpp, the kernel keeps the old archive's
-// pages. Expected: the first open after the host file changed reports keep_cache false.
-TEST_F(InjectTest, DISABLED_ChangedHostFileDropsOldPagesWhenLookedUpBeforeOpen) {
+// With --inject, an archive's entry and attr timeouts are 0, so the kernel sends LOOKUP (and
+// GETATTR) before every OPEN, and that lookup already makes the new archive. The OPEN that
+// follows must still reply keep_cache = 0 (with FUSE_CAP_AUTO_INVAL_DATA off, the kernel would
+// otherwise keep the old archive's pages): Image::archive() compares with the last open's.
+TEST_F(InjectTest, ChangedHostFileDropsOldPagesWhenLookedUpBeforeOpen) {
   Entry e = must_lookup(fs(), "python:3.12/initramfs.cpio");
   auto first = fs().open(e.ino, O_RDONLY);
   ASSERT_TRUE(first.ok());

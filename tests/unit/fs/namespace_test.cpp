@@ -107,11 +107,9 @@ TEST(Classify, InvalidNamesAreENOENT) {
 
 // fs/namespace.h: a single component is a level only when it looks like a registry host ('.'
 // before any ':', "localhost", or a bracketed IPv6 address); otherwise it is a valid reference
-// (both) or nothing (ENOENT). "Python" is neither a host by that rule nor a valid reference, yet
-// classify() calls it a level, because parse_reference("Python/x") takes an upper-case first
-// component as a registry (docker's rule): so `ls MOUNT/Python` is an empty directory and
-// MOUNT/Python/x:1 asks a registry named "Python". Expected ENOENT, as for "a:b:c".
-TEST(Classify, DISABLED_UpperCaseSingleComponentIsENOENT) {
+// (both) or nothing (ENOENT). "Python" is neither, though parse_reference("Python/x") would take
+// an upper-case first component as a registry (docker's rule): ENOENT, as for "a:b:c".
+TEST(Classify, UpperCaseSingleComponentIsENOENT) {
   EXPECT_EQ(classify_error("Python"), ENOENT);
   EXPECT_EQ(classify_error("Alpine"), ENOENT);
 }
@@ -207,11 +205,9 @@ TEST(ListLevel, NothingBelowAnImageOrAPrefixThatIsNotAComponent) {
 // A name the top lists for an image must reach that image. Docker Hub's official images are
 // listed by their short names, but a short name that reads as a registry host ("foo.bar:1", a
 // '.' and a numeric tag; "localhost:1") is a level by the host rule: the listed directory is an
-// empty level, not the image (which stays reachable as docker.io/library/foo.bar:1). Expected:
-// every listed level has something below it (list it under "docker.io" only, or classify it as
-// the image). Found by reading fs/namespace.cpp list_level() against classify(); low impact
-// (official images rarely have such names).
-TEST(ListLevel, DISABLED_ListedLevelsAreNotEmpty) {
+// empty level, not the image. So such names are listed by their full name (under "docker.io"):
+// every listed level has something below it.
+TEST(ListLevel, ListedLevelsAreNotEmpty) {
   std::vector<store::RefRecord> refs{ref("docker.io/library/foo.bar:1"),
                                      ref("docker.io/library/localhost:1")};
   for (const std::string& name : list_level(refs, "linux/amd64", "")) {
