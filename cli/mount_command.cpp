@@ -154,6 +154,13 @@ Result<void> run_daemon(MountSetup setup, Log& log, const std::function<void()>&
                      setup.foreground ? std::string("stderr") : setup.log_file.string(),
                      static_cast<int64_t>(std::time(nullptr))};
   std::unique_ptr<fs::Filesystem> filesystem = fs::Filesystem::create(images, info);
+  setup.serve.on_signal = [&log, mountpoint](int sig) {
+    log.write("unmounted " + mountpoint + " on " +
+              (sig == SIGINT   ? "SIGINT"
+               : sig == SIGHUP ? "SIGHUP"
+                               : "SIGTERM") +
+              "; work in flight abandoned (a cut-off pull resumes next time)");
+  };
   Result<void> served = fs::serve(*filesystem, setup.serve, [&] {
     log.write("mounted " + mountpoint + " (store " + setup.cache_dir.string() + ", platform " +
               images->default_platform().str() + ")");

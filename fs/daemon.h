@@ -18,11 +18,15 @@ struct ServeOptions {
                              // in /etc/fuse.conf for non-root mounts)
   bool debug = false;        // libfuse's request trace on stderr
   unsigned max_threads = 16;
+  // Called on SIGINT, SIGTERM or SIGHUP once the mount is gone, just before the process ends.
+  std::function<void(int signal)> on_signal;
 };
 
-// Mounts `fs` at options.mountpoint and serves it until it is unmounted (fusermount3 -u, umount)
-// or the process gets SIGINT, SIGTERM or SIGHUP, then unmounts. `ready` runs once the mount is
-// in place. Errors: the mount failed (with libfuse's reason on stderr and ours in the message).
+// Mounts `fs` at options.mountpoint and serves it until it is unmounted (fusermount3 -u, umount),
+// then returns. On SIGINT, SIGTERM or SIGHUP it unmounts and ends the process (_exit(0), after
+// options.on_signal) without waiting for downloads or builds in flight. Blocks those signals in
+// the calling thread: call it before starting other threads. `ready` runs once the mount is in
+// place. Errors: the mount failed (with libfuse's reason on stderr and ours in the message).
 Result<void> serve(Filesystem& fs, const ServeOptions& options, const std::function<void()>& ready);
 
 // What is at a mount point now. `stale`: an imagefs mount whose daemon is gone (the kernel

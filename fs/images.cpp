@@ -2,6 +2,7 @@
 // the bookkeeping behind `imagefs status`.
 #include "fs/images.h"
 
+#include <malloc.h>
 #include <sys/stat.h>
 
 #include <condition_variable>
@@ -211,6 +212,9 @@ class ImageImpl : public Image {
       if (!made.ok())
         return images_.failed(name, made.error().context(std::string(cpio::file_name(format))));
       archive = *made;
+      // Compressing big files alone takes buffers of their size; give them back to the system
+      // rather than keep them in malloc's arenas for the life of the daemon.
+      ::malloc_trim(0);
     }
     slot.archive = archive;
     slot.stamp = std::move(stamp);
@@ -365,7 +369,7 @@ Result<store::Digest> ImagesImpl::resolve(const registry::Reference& reference,
     }
     RefState& st = refs_[key];
     st.busy = true;  // this call's turn: others wait for its answer
-    consult_store = !st.consulted_store && !by_digest;
+    consult_store = !st.consulted_store;
     st.consulted_store = true;
     last = st.manifest;
   }
@@ -373,13 +377,15 @@ Result<store::Digest> ImagesImpl::resolve(const registry::Reference& reference,
   SteadyClock::time_point checked = SteadyClock::now();
   bool done = false;
   if (consult_store) {
-    // A fresh daemon trusts what the store resolved less than a TTL ago, as a running one would.
+    // A fresh daemon trusts what the store resolved less than a TTL ago, as a running one would,
+    // and a digest reference the store has resolved at all (the puller would only redo it from
+    // the stored manifest, writing the catalog again).
     if (auto stored = stored_ref(reference, platform.str())) {
       last = stored->first;
       auto age = std::chrono::seconds(std::max<int64_t>(0, stored->second));
-      if (age < options_.tag_ttl) {
+      if (by_digest || age < options_.tag_ttl) {
         result = stored->first;
-        checked -= age;
+        checked -= std::min(age, options_.tag_ttl);
         done = true;
       }
     }

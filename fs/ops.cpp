@@ -8,12 +8,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <fstream>
 #include <memory>
 #include <sstream>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "fs/daemon.h"
@@ -299,6 +302,15 @@ void raise_readahead(const std::filesystem::path& mountpoint) {
 
 Result<void> serve(Filesystem& fs, const ServeOptions& options,
                    const std::function<void()>& ready) {
+  // SIGINT, SIGTERM and SIGHUP are taken by one thread (sigwait) rather than by libfuse's
+  // handlers: libfuse would end the loop and then wait for every worker, and a worker waiting
+  // for a download would keep the mount up until the download ends. Blocked here, before any
+  // worker exists, so every thread inherits the mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&stop_signals, sig);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
   std::vector<std::string> argv{
       "imagefs", "-o",
       "ro,default_permissions,fsname=imagefs,subtype=imagefs,max_read=" + std::to_string(kMaxRead)};
@@ -311,22 +323,35 @@ Result<void> serve(Filesystem& fs, const ServeOptions& options,
   fuse_lowlevel_ops ops = make_ops();
   std::unique_ptr<fuse_session, SessionDeleter> se(fuse_session_new(&args, &ops, sizeof ops, &fs));
   if (!se) return make_error(EINVAL, "cannot start a FUSE session (libfuse said why above)");
-  if (fuse_set_signal_handlers(se.get()) != 0)
-    return make_error(EIO, "cannot install signal handlers");
-  if (fuse_session_mount(se.get(), options.mountpoint.c_str()) != 0) {
-    fuse_remove_signal_handlers(se.get());
+  if (fuse_session_mount(se.get(), options.mountpoint.c_str()) != 0)
     return make_error(EIO, "cannot mount on " + options.mountpoint.string() +
                                " (is /dev/fuse there, and fusermount3 installed?)");
-  }
   raise_readahead(options.mountpoint);
   ready();
+
+  // The stop-signal thread: unmounts (lazily, so open files do not keep the mount) and ends the
+  // process without waiting for work in flight, which the store is built to abandon: a pull cut
+  // off here resumes next time. Readers still waiting get ECONNABORTED from the kernel.
+  std::atomic<bool> loop_over{false};
+  fuse_session* session = se.get();
+  std::thread stopper([&stop_signals, &loop_over, session, &options] {
+    int sig = 0;
+    if (sigwait(&stop_signals, &sig) != 0 || loop_over.load()) return;
+    fuse_session_exit(session);
+    fuse_session_unmount(session);
+    if (options.on_signal) options.on_signal(sig);
+    ::_exit(0);
+  });
   std::unique_ptr<fuse_loop_config, LoopConfigDeleter> config(fuse_loop_cfg_create());
   fuse_loop_cfg_set_clone_fd(config.get(), 1);
   fuse_loop_cfg_set_max_threads(config.get(), options.max_threads);
   fuse_loop_cfg_set_idle_threads(config.get(), std::min(options.max_threads, 4U));
   int rc = fuse_session_loop_mt(se.get(), config.get());
+  // Unmounted from outside (fusermount3 -u): wake the stop-signal thread to let it go.
+  loop_over = true;
+  pthread_kill(stopper.native_handle(), SIGHUP);
+  stopper.join();
   fuse_session_unmount(se.get());
-  fuse_remove_signal_handlers(se.get());
   if (rc < 0)
     return make_error(-rc, std::string("serving ended: ") +
                                std::error_code(-rc, std::generic_category()).message());
