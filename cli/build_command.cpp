@@ -43,19 +43,8 @@ Result<void> write_atomically(const cpio::Archive& archive, const fsys::path& fi
     ::unlink(tmp.c_str());
     return e;
   };
-  std::vector<uint8_t> buf(size_t{1} << 20);
-  for (uint64_t off = 0; off < archive.size();) {
-    Result<size_t> n = archive.read(off, buf);
-    if (!n.ok()) return fail(n.error());
-    if (*n == 0)
-      return fail(make_error(EIO, "the archive ended early at byte " + std::to_string(off)));
-    for (size_t done = 0; done < *n;) {
-      ssize_t w = ::write(fd, buf.data() + done, *n - done);
-      if (w < 0) return fail(sys_error("cannot write", file));
-      done += static_cast<size_t>(w);
-    }
-    off += *n;
-  }
+  if (Result<void> written = archive.write_to(fd, file); !written.ok())
+    return fail(written.error());
   // No fsync: the rename makes the file appear whole or not at all to readers, which is what a
   // build step needs; durability across a power loss is not worth ~10 ms of every warm build.
   if (::fchmod(fd, 0644) != 0) return fail(sys_error("cannot write", file));

@@ -127,6 +127,24 @@ void touch_if_stale(const fs::path& path, const struct stat& st, int64_t now) {
     (void)::utimensat(AT_FDCWD, path.c_str(), nullptr, 0);
 }
 
+// The archive from `offset` on, written to `fd` through a buffer.
+Result<void> copy_through_read(const Archive& archive, uint64_t offset, int fd,
+                               const fs::path& name) {
+  std::vector<uint8_t> buffer(size_t{1} << 20);
+  for (uint64_t at = offset; at < archive.size();) {
+    IMAGEFS_TRY(n, archive.read(at, buffer));
+    if (n == 0) return make_error(EIO, "the archive ended early at byte " + std::to_string(at));
+    for (size_t done = 0; done < n;) {
+      ssize_t w = ::write(fd, buffer.data() + done, n - done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) return errno_error(errno, "cannot write", name);
+      done += static_cast<size_t>(w);
+    }
+    at += n;
+  }
+  return {};
+}
+
 class ArchiveImpl final : public Archive {
  public:
   ArchiveImpl(std::vector<fs::path> paths, const std::vector<SegmentRef>& refs, ArchiveStats stats)
@@ -170,6 +188,32 @@ class ArchiveImpl final : public Archive {
       ++i;
     }
     return filled;
+  }
+
+  Result<void> write_to(int fd, const fs::path& name) const override {
+    bool in_kernel = true;
+    for (size_t i = 0; i < paths_.size() && in_kernel; ++i) {
+      if (sizes_[i] == 0) continue;
+      IMAGEFS_TRY(in, fd_for(i));
+      auto at = static_cast<loff_t>(0);
+      while (static_cast<uint64_t>(at) < sizes_[i]) {
+        ssize_t n =
+            ::copy_file_range(in->get(), &at, fd, nullptr,
+                              static_cast<size_t>(sizes_[i] - static_cast<uint64_t>(at)), 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP ||
+                      errno == EBADF)) {
+          // Not between these files (another file system, a pipe): the rest through read(), from
+          // the first byte this segment did not copy (the output's offset has moved that far).
+          return copy_through_read(*this, starts_[i] + static_cast<uint64_t>(at), fd, name);
+        }
+        if (n < 0) return errno_error(errno, "cannot write", name);
+        if (n == 0)
+          return make_error(EIO, "archive segment " + paths_[i].string() +
+                                     " is damaged: shorter than its plan says");
+      }
+    }
+    return {};
   }
 
  private:
@@ -362,15 +406,18 @@ class ArchiveMakerImpl final : public ArchiveMaker {
     if (::fstat(fd.get(), st) != 0) return errno_error(errno, "cannot stat", host);
     if (!S_ISREG(st->st_mode))
       return make_error(ENOENT, what + " " + host.string() + " is not a regular file");
-    std::string bytes;
-    char buffer[1 << 16];
+    // Read straight into place (the file's size as stat says; it may still grow or shrink).
+    std::string bytes(static_cast<size_t>(st->st_size) + 1, '\0');
+    size_t got = 0;
     while (true) {
-      ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
+      if (got == bytes.size()) bytes.resize(bytes.size() * 2);
+      ssize_t n = ::read(fd.get(), bytes.data() + got, bytes.size() - got);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) return errno_error(errno, "cannot read " + what, host);
       if (n == 0) break;
-      bytes.append(buffer, static_cast<size_t>(n));
+      got += static_cast<size_t>(n);
     }
+    bytes.resize(got);
     store::Digest digest = store::Digest::of(bytes);
     return std::make_shared<const HostFile>(
         HostFile{option.guest, std::move(bytes), std::move(digest), st->st_mtim.tv_sec});
@@ -460,6 +507,10 @@ std::optional<std::string> clean_guest(std::string_view guest) {
 }
 
 }  // namespace
+
+Result<void> Archive::write_to(int fd, const fs::path& name) const {
+  return copy_through_read(*this, 0, fd, name);
+}
 
 Result<Format> parse_format(std::string_view text) {
   if (text == "gz" || text == "gzip") return Format::gzip;

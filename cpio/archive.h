@@ -68,6 +68,10 @@ class Archive {
   [[nodiscard]] virtual const ArchiveStats& stats() const = 0;
   // Bytes read: fewer than out.size() only at the end. EIO names a damaged segment.
   virtual Result<size_t> read(uint64_t offset, std::span<uint8_t> out) const = 0;
+  // Writes the whole archive to `fd` at its current offset: for a file, copied inside the kernel
+  // from the segment files (copy_file_range) where the file systems allow, else through read().
+  // Errors: those of read(), and of writing, naming `name` (the file `fd` is open on).
+  virtual Result<void> write_to(int fd, const std::filesystem::path& name) const;
 };
 
 struct BuildProgress {

@@ -171,26 +171,34 @@ bool bytes_look_uniform(std::span<const uint8_t> data) {
 // stored blocks at once. The check is cheap and conservative: bytes that look uniform (at the
 // start, then throughout), and zstd's fastest level, which also finds repeats, saving less than
 // 0.5%. It depends only on the bytes, so a segment always gets the same compressed bytes.
-bool looks_incompressible(std::span<const uint8_t> raw) {
+// `scratch` is for zstd's output, at least ZSTD_compressBound(raw.size()) bytes.
+bool looks_incompressible(std::span<const uint8_t> raw, std::span<uint8_t> scratch) {
   if (raw.size() < kIncompressibleMin) return false;
   if (!bytes_look_uniform(raw.first(kIncompressibleMin)) || !bytes_look_uniform(raw)) return false;
   ZSTD_CCtx* c = zstd_context();
   if (c == nullptr) return false;
   ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters);
   ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, 1);
-  std::vector<uint8_t> out(ZSTD_compressBound(raw.size()));
-  const size_t n = ZSTD_compress2(c, out.data(), out.size(), raw.data(), raw.size());
+  const size_t n = ZSTD_compress2(c, scratch.data(), scratch.size(), raw.data(), raw.size());
   return !ZSTD_isError(n) && n >= raw.size() - raw.size() / 200;
 }
 
 Result<void> write_gzip_whole(const SegmentSpec& spec, int level, int fd, const fs::path& path) {
   IMAGEFS_TRY(raw, gather(spec));
-  libdeflate_compressor* c = deflate_compressor(looks_incompressible(raw) ? 0 : level);
-  if (c == nullptr) return make_error(ENOMEM, "cannot allocate a deflate compressor");
-  std::vector<uint8_t> out(libdeflate_gzip_compress_bound(c, raw.size()));
-  size_t n = libdeflate_gzip_compress(c, raw.data(), raw.size(), out.data(), out.size());
+  libdeflate_compressor* chosen = deflate_compressor(level);
+  libdeflate_compressor* stored = deflate_compressor(0);
+  if (chosen == nullptr || stored == nullptr)
+    return make_error(ENOMEM, "cannot allocate a deflate compressor");
+  // One output buffer, first zstd's scratch space: fresh pages cost more than the copying.
+  const size_t bound = std::max({libdeflate_gzip_compress_bound(chosen, raw.size()),
+                                 libdeflate_gzip_compress_bound(stored, raw.size()),
+                                 ZSTD_compressBound(raw.size())});
+  const std::unique_ptr<uint8_t[]> out = std::make_unique_for_overwrite<uint8_t[]>(bound);
+  libdeflate_compressor* c =
+      looks_incompressible(raw, std::span<uint8_t>(out.get(), bound)) ? stored : chosen;
+  size_t n = libdeflate_gzip_compress(c, raw.data(), raw.size(), out.get(), bound);
   if (n == 0) return make_error(EIO, "libdeflate could not compress segment " + spec.key);
-  return write_all(fd, out.data(), n, path);
+  return write_all(fd, out.get(), n, path);
 }
 
 // zlib's gzip header (windowBits 31, no deflateSetHeader) has no name, comment, extra field or
