@@ -165,24 +165,6 @@ bool bytes_look_uniform(std::span<const uint8_t> data) {
   return 256 * squares <= n * n + n * n / 144;
 }
 
-// Whether deflating `raw` would gain next to nothing (files that are compressed already, random
-// bytes): deflate searches every position for matches that are not there and ends up emitting
-// stored blocks anyway, at ~60 MB/s for a 1 MiB random agent. Then the segment is written as
-// stored blocks at once. The check is cheap and conservative: bytes that look uniform (at the
-// start, then throughout), and zstd's fastest level, which also finds repeats, saving less than
-// 0.5%. It depends only on the bytes, so a segment always gets the same compressed bytes.
-// `scratch` is for zstd's output, at least ZSTD_compressBound(raw.size()) bytes.
-bool looks_incompressible(std::span<const uint8_t> raw, std::span<uint8_t> scratch) {
-  if (raw.size() < kIncompressibleMin) return false;
-  if (!bytes_look_uniform(raw.first(kIncompressibleMin)) || !bytes_look_uniform(raw)) return false;
-  ZSTD_CCtx* c = zstd_context();
-  if (c == nullptr) return false;
-  ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters);
-  ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, 1);
-  const size_t n = ZSTD_compress2(c, scratch.data(), scratch.size(), raw.data(), raw.size());
-  return !ZSTD_isError(n) && n >= raw.size() - raw.size() / 200;
-}
-
 Result<void> write_gzip_whole(const SegmentSpec& spec, int level, int fd, const fs::path& path) {
   IMAGEFS_TRY(raw, gather(spec));
   libdeflate_compressor* chosen = deflate_compressor(level);
@@ -279,6 +261,23 @@ Result<void> write_raw(const SegmentSpec& spec, int fd, const fs::path& path) {
 }
 
 }  // namespace
+
+// Whether deflating `raw` would gain next to nothing (files that are compressed already, random
+// bytes): deflate searches every position for matches that are not there and ends up emitting
+// stored blocks anyway, at ~60 MB/s for a 1 MiB random agent. Then the segment is written as
+// stored blocks at once. The check is cheap and conservative: bytes that look uniform (at the
+// start, then throughout), and zstd's fastest level, which also finds repeats, saving less than
+// 0.5%. It depends only on the bytes, so a segment always gets the same compressed bytes.
+bool looks_incompressible(std::span<const uint8_t> raw, std::span<uint8_t> scratch) {
+  if (raw.size() < kIncompressibleMin) return false;
+  if (!bytes_look_uniform(raw.first(kIncompressibleMin)) || !bytes_look_uniform(raw)) return false;
+  ZSTD_CCtx* c = zstd_context();
+  if (c == nullptr) return false;
+  ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters);
+  ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, 1);
+  const size_t n = ZSTD_compress2(c, scratch.data(), scratch.size(), raw.data(), raw.size());
+  return !ZSTD_isError(n) && n >= raw.size() - raw.size() / 200;
+}
 
 std::string_view format_dir(Format format) {
   switch (format) {
