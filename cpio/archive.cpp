@@ -593,9 +593,11 @@ Result<SegmentGcReport> remove_unused_segments(const fs::path& store_root, int64
   return report;
 }
 
+// The catalog is not used (plans are files now); the parameter stays so that callers need not
+// change.
 Result<std::shared_ptr<ArchiveMaker>> ArchiveMaker::create(
-    std::shared_ptr<store::BlobStore> blobs, std::shared_ptr<store::Catalog> catalog) {
-  (void)catalog;
+    std::shared_ptr<store::BlobStore> blobs,
+    std::shared_ptr<store::Catalog> /*catalog*/) {  // NOLINT(performance-unnecessary-value-param)
   if (!blobs) return make_error(EINVAL, "ArchiveMaker needs a blob store");
   return std::shared_ptr<ArchiveMaker>(std::make_shared<ArchiveMakerImpl>(std::move(blobs)));
 }
