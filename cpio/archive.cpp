@@ -12,7 +12,6 @@
 #include <algorithm>
 #include <atomic>
 #include <ctime>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <system_error>
@@ -191,11 +190,10 @@ class ArchiveImpl final : public Archive {
   }
 
   Result<void> write_to(int fd, const fs::path& name) const override {
-    bool in_kernel = true;
-    for (size_t i = 0; i < paths_.size() && in_kernel; ++i) {
+    for (size_t i = 0; i < paths_.size(); ++i) {
       if (sizes_[i] == 0) continue;
       IMAGEFS_TRY(in, fd_for(i));
-      auto at = static_cast<loff_t>(0);
+      loff_t at = 0;
       while (static_cast<uint64_t>(at) < sizes_[i]) {
         ssize_t n =
             ::copy_file_range(in->get(), &at, fd, nullptr,

@@ -269,7 +269,7 @@ Result<void> write_raw(const SegmentSpec& spec, int fd, const fs::path& path) {
 // start, then throughout), and zstd's fastest level, which also finds repeats, saving less than
 // 0.5%. It depends only on the bytes, so a segment always gets the same compressed bytes.
 bool looks_incompressible(std::span<const uint8_t> raw, std::span<uint8_t> scratch) {
-  if (raw.size() < kIncompressibleMin) return false;
+  if (raw.size() < kIncompressibleMin || raw.size() > kWholeBufferLimit) return false;
   if (!bytes_look_uniform(raw.first(kIncompressibleMin)) || !bytes_look_uniform(raw)) return false;
   ZSTD_CCtx* c = zstd_context();
   if (c == nullptr) return false;
