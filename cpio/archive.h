@@ -112,9 +112,10 @@ class ArchiveMaker {
                                                       const BuildProgress* progress = nullptr) = 0;
 
   // The archive when its plan is cached and every segment is in the store (the cheap path of
-  // make(): it reads the catalog, stats the host files and the segment files, and needs no tree,
-  // so no layer has to be ingested to learn an archive's size); nullptr otherwise. Errors: EINVAL
-  // for bad levels, ENOENT for a missing --init or injected host file, errors of the catalog.
+  // make(): it reads the plan file, stats the host files and the segment files, and needs no
+  // tree, so no layer has to be ingested to learn an archive's size); nullptr otherwise. Errors:
+  // EINVAL for bad levels, ENOENT for a missing --init or injected host file, errors of the file
+  // system.
   virtual Result<std::shared_ptr<const Archive>> cached(const store::Digest& image,
                                                         const ArchiveOptions& options) = 0;
 };
