@@ -43,25 +43,24 @@ Result<void> write_atomically(const cpio::Archive& archive, const fsys::path& fi
     ::unlink(tmp.c_str());
     return e;
   };
-  std::vector<uint8_t> buf(size_t{1} << 20);
-  for (uint64_t off = 0; off < archive.size();) {
-    Result<size_t> n = archive.read(off, buf);
-    if (!n.ok()) return fail(n.error());
-    if (*n == 0)
-      return fail(make_error(EIO, "the archive ended early at byte " + std::to_string(off)));
-    for (size_t done = 0; done < *n;) {
-      ssize_t w = ::write(fd, buf.data() + done, *n - done);
-      if (w < 0) return fail(sys_error("cannot write", file));
-      done += static_cast<size_t>(w);
-    }
-    off += *n;
-  }
+  if (Result<void> written = archive.write_to(fd, file); !written.ok())
+    return fail(written.error());
   // No fsync: the rename makes the file appear whole or not at all to readers, which is what a
   // build step needs; durability across a power loss is not worth ~10 ms of every warm build.
   if (::fchmod(fd, 0644) != 0) return fail(sys_error("cannot write", file));
   if (::close(fd) != 0) {
     ::unlink(tmp.c_str());
     return sys_error("cannot write", file);
+  }
+  // An existing file is swapped out (RENAME_EXCHANGE) and then removed, rather than renamed over:
+  // readers see the same (the old file or the whole new one), but ext4 flushes a file renamed
+  // over another at once (auto_da_alloc), which made up half of a warm build's time (~12 ms for
+  // 20 MB). Like the missing fsync, that gives up only what a power loss would have kept.
+  struct stat old {};
+  if (::lstat(file.c_str(), &old) == 0 && S_ISREG(old.st_mode) &&
+      ::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, file.c_str(), RENAME_EXCHANGE) == 0) {
+    (void)::unlink(tmp.c_str());  // now the old file
+    return {};
   }
   if (::rename(tmp.c_str(), file.c_str()) != 0) {
     ::unlink(tmp.c_str());
@@ -118,7 +117,9 @@ int run_build(const Args& args, Io& io) {
   const std::string& ref = args.positional()[0];
   auto options = archive_options(args);
   if (!options.ok()) return report(io, "build", options.error());
-  auto image = open_image(args, ref, io);
+  // The tree is opened only if the archive's image part is not cached (a new image, or new
+  // options): a changed agent reuses that part without reading the layers.
+  auto image = open_image(args, ref, io, TreeWhen::later);
   if (!image.ok()) return report(io, "build " + ref, image.error());
   auto maker = cpio::ArchiveMaker::create(image->store.blobs, image->store.catalog);
   if (!maker.ok()) return report(io, "build " + ref, maker.error());
@@ -130,7 +131,8 @@ int run_build(const Args& args, Io& io) {
     if (!item) item = view.start("compressing " + std::to_string(total) + " segments", 0);
     view.update(*item, raw_bytes);
   }};
-  auto archive = (*maker)->make(image->image.manifest, *image->tree, *options, &progress);
+  auto archive = (*maker)->make(
+      image->image.manifest, [&] { return open_tree(*image); }, *options, &progress);
   if (item) view.end(*item, archive.ok() ? ItemEnd::done : ItemEnd::failed);
   if (!archive.ok()) return report(io, "build " + ref, archive.error());
   if (!(*archive)->stats().has_init)

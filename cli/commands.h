@@ -59,11 +59,18 @@ Result<Store> open_store(const Args& args);
 struct OpenImage {
   Store store;
   store::ImageRecord image;
-  std::shared_ptr<overlay::Tree> tree;
+  std::shared_ptr<overlay::Tree> tree;  // null until open_tree() when opened with TreeWhen::later
   std::shared_ptr<store::Lease> lease;
 };
+// When open_image() ingests the layers and opens the tree: `later` is for commands that may not
+// need it (build, when the archive's image part is cached).
+enum class TreeWhen { now, later };
 // A tag the store already resolved is used without asking the registry unless --pull is given.
-Result<OpenImage> open_image(const Args& args, const std::string& reference, Io& io);
+Result<OpenImage> open_image(const Args& args, const std::string& reference, Io& io,
+                             TreeWhen tree = TreeWhen::now);
+// Ingests the image's layers (the first time the store sees them) and opens its merged tree, once:
+// sets and returns image.tree.
+Result<std::shared_ptr<overlay::Tree>> open_tree(OpenImage& image);
 // The option group of commands that read images: registry options and --pull.
 std::vector<OptionSpec> image_option_specs();
 

@@ -206,7 +206,20 @@ Result<void> export_tar(overlay::Tree& tree, const fsys::path& file) {
 
 }  // namespace
 
-Result<OpenImage> open_image(const Args& args, const std::string& text, Io& io) {
+Result<std::shared_ptr<overlay::Tree>> open_tree(OpenImage& image) {
+  if (image.tree) return image.tree;
+  IMAGEFS_TRY(cache, overlay::LayerCache::create(image.store.blobs));
+  std::vector<std::shared_ptr<const overlay::LayerIndex>> layers;
+  for (const store::LayerRecord& layer : image.image.layers) {
+    IMAGEFS_TRY(index, cache->get(layer));
+    layers.push_back(std::move(index));
+  }
+  IMAGEFS_TRY(tree, overlay::Tree::open(std::move(layers)));
+  image.tree = std::move(tree);
+  return image.tree;
+}
+
+Result<OpenImage> open_image(const Args& args, const std::string& text, Io& io, TreeWhen when) {
   IMAGEFS_TRY(ref, registry::parse_reference(text));
   IMAGEFS_TRY(options, registry_options(args));
   IMAGEFS_TRY(store, open_store(args));
@@ -238,16 +251,18 @@ Result<OpenImage> open_image(const Args& args, const std::string& text, Io& io) 
     }
     image = std::move(resolved.image);
   }
-  IMAGEFS_TRY(cache, overlay::LayerCache::create(store.blobs));
-  std::vector<std::shared_ptr<const overlay::LayerIndex>> layers;
-  for (const store::LayerRecord& layer : image->layers) {
-    IMAGEFS_TRY(index, cache->get(layer));
-    layers.push_back(std::move(index));
+  // Last use, for gc's order and `imagefs images`: a touch is an fsynced catalog write, so it is
+  // skipped when the record is already at most a minute old (the unit `images` shows).
+  constexpr int64_t kTouchInterval = 60;
+  const auto now = static_cast<int64_t>(::time(nullptr));
+  if (image->last_used + kTouchInterval <= now) (void)store.catalog->touch(image->manifest, now);
+  OpenImage open{std::move(store), std::move(*image), nullptr,
+                 std::make_shared<store::Lease>(std::move(*lease))};
+  if (when == TreeWhen::now) {
+    IMAGEFS_TRY(tree, open_tree(open));
+    (void)tree;
   }
-  IMAGEFS_TRY(tree, overlay::Tree::open(std::move(layers)));
-  (void)store.catalog->touch(image->manifest, static_cast<int64_t>(::time(nullptr)));
-  return OpenImage{std::move(store), std::move(*image), std::move(tree),
-                   std::make_shared<store::Lease>(std::move(*lease))};
+  return open;
 }
 
 int run_export(const Args& args, Io& io) {

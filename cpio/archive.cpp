@@ -1,5 +1,6 @@
-// ArchiveMaker and Archive: options and host files, the plan cache (catalog table
-// "archive_plans"), parallel building of missing segments, and reads served from segment files.
+// ArchiveMaker and Archive: options and host files, the plan cache (plan files: the whole
+// archive's, and the image part's that a changed host file reuses), parallel building of missing
+// segments, and reads served from segment files.
 #include "cpio/archive.h"
 
 #include <fcntl.h>
@@ -11,7 +12,6 @@
 #include <algorithm>
 #include <atomic>
 #include <ctime>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <system_error>
@@ -21,6 +21,7 @@
 #include "common/mutex.h"
 #include "common/unique_fd.h"
 #include "cpio/plan.h"
+#include "cpio/plan_store.h"
 #include "cpio/segment.h"
 
 namespace imagefs::cpio {
@@ -28,11 +29,12 @@ namespace imagefs::cpio {
 namespace fs = std::filesystem;
 using detail::errno_error;
 using detail::HostFile;
+using detail::ImagePartRecord;
+using detail::PlanRecord;
+using detail::SegmentRef;
 
 namespace {
 
-constexpr std::string_view kPlanTable = "archive_plans";
-constexpr int kPlanVersion = 1;
 // Bumped whenever planning or cutting changes, so that an old plan is not used for new rules.
 constexpr std::string_view kPlannerVersion = "planner 1";
 // Segment files are marked used (their mtime set) at most this often; gc may take segments that
@@ -105,55 +107,15 @@ std::string plan_key(const store::Digest& image, const ArchiveOptions& options, 
          std::string(store::Digest::of(text).hex());
 }
 
-struct SegmentRef {
-  std::string key;
-  uint64_t compressed = 0;
-  uint64_t raw = 0;
-};
-
-struct PlanRecord {
-  std::vector<SegmentRef> segments;
-  uint64_t raw_size = 0;
-  bool has_init = false;
-};
-
-std::string encode_plan(const PlanRecord& plan) {
-  nlohmann::json segments = nlohmann::json::array();
-  for (const SegmentRef& s : plan.segments)
-    segments.push_back(nlohmann::json::array({s.key, s.compressed, s.raw}));
-  nlohmann::json j = {{"v", kPlanVersion},
-                      {"raw_size", plan.raw_size},
-                      {"has_init", plan.has_init},
-                      {"segments", std::move(segments)}};
-  return j.dump();
-}
-
-Result<PlanRecord> decode_plan(std::string_view key, std::string_view text) {
-  auto damaged = [&](std::string_view why) {
-    return make_error(EIO, "archive plan " + std::string(key) + " is damaged: " + std::string(why));
-  };
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return damaged("not JSON");
-  if (!j.contains("v") || !j["v"].is_number_integer()) return damaged("no version");
-  if (j["v"].get<int>() > kPlanVersion)
-    return make_error(ENOTSUP,
-                      "archive plan " + std::string(key) + " was written by a newer imagefs");
-  PlanRecord plan;
-  if (!j.contains("raw_size") || !j["raw_size"].is_number_unsigned() || !j.contains("has_init") ||
-      !j["has_init"].is_boolean() || !j.contains("segments") || !j["segments"].is_array())
-    return damaged("missing fields");
-  plan.raw_size = j["raw_size"].get<uint64_t>();
-  plan.has_init = j["has_init"].get<bool>();
-  for (const nlohmann::json& s : j["segments"]) {
-    if (!s.is_array() || s.size() != 3 || !s[0].is_string() || !s[1].is_number_unsigned() ||
-        !s[2].is_number_unsigned())
-      return damaged("bad segment");
-    SegmentRef ref{s[0].get<std::string>(), s[1].get<uint64_t>(), s[2].get<uint64_t>()};
-    if (ref.key.size() != 64 || ref.key.find_first_not_of("0123456789abcdef") != std::string::npos)
-      return damaged("bad segment key");
-    plan.segments.push_back(std::move(ref));
-  }
-  return plan;
+// The key of the image part of a plan (cpio/plan.h): what it depends on, which excludes the host
+// files' identity and bytes, so that a changed agent finds it.
+std::string image_part_key(const store::Digest& image, const ArchiveOptions& options, int level) {
+  std::string text(kPlannerVersion);
+  text += '\n';
+  text += std::to_string(level) + '\n';
+  for (const HostFileOption& file : host_files(options)) text += file.guest + '\n';
+  return image.str() + "/" + std::string(detail::format_dir(options.format)) + "/image/" +
+         std::string(store::Digest::of(text).hex());
 }
 
 int64_t now_seconds() { return static_cast<int64_t>(::time(nullptr)); }
@@ -162,6 +124,24 @@ int64_t now_seconds() { return static_cast<int64_t>(::time(nullptr)); }
 void touch_if_stale(const fs::path& path, const struct stat& st, int64_t now) {
   if (st.st_mtim.tv_sec + kTouchInterval < now)
     (void)::utimensat(AT_FDCWD, path.c_str(), nullptr, 0);
+}
+
+// The archive from `offset` on, written to `fd` through a buffer.
+Result<void> copy_through_read(const Archive& archive, uint64_t offset, int fd,
+                               const fs::path& name) {
+  std::vector<uint8_t> buffer(size_t{1} << 20);
+  for (uint64_t at = offset; at < archive.size();) {
+    IMAGEFS_TRY(n, archive.read(at, buffer));
+    if (n == 0) return make_error(EIO, "the archive ended early at byte " + std::to_string(at));
+    for (size_t done = 0; done < n;) {
+      ssize_t w = ::write(fd, buffer.data() + done, n - done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) return errno_error(errno, "cannot write", name);
+      done += static_cast<size_t>(w);
+    }
+    at += n;
+  }
+  return {};
 }
 
 class ArchiveImpl final : public Archive {
@@ -209,6 +189,31 @@ class ArchiveImpl final : public Archive {
     return filled;
   }
 
+  Result<void> write_to(int fd, const fs::path& name) const override {
+    for (size_t i = 0; i < paths_.size(); ++i) {
+      if (sizes_[i] == 0) continue;
+      IMAGEFS_TRY(in, fd_for(i));
+      loff_t at = 0;
+      while (static_cast<uint64_t>(at) < sizes_[i]) {
+        ssize_t n =
+            ::copy_file_range(in->get(), &at, fd, nullptr,
+                              static_cast<size_t>(sizes_[i] - static_cast<uint64_t>(at)), 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP ||
+                      errno == EBADF)) {
+          // Not between these files (another file system, a pipe): the rest through read(), from
+          // the first byte this segment did not copy (the output's offset has moved that far).
+          return copy_through_read(*this, starts_[i] + static_cast<uint64_t>(at), fd, name);
+        }
+        if (n < 0) return errno_error(errno, "cannot write", name);
+        if (n == 0)
+          return make_error(EIO, "archive segment " + paths_[i].string() +
+                                     " is damaged: shorter than its plan says");
+      }
+    }
+    return {};
+  }
+
  private:
   // Segment files are opened on demand: an image has hundreds or thousands of segments and a
   // daemon serves many archives, too many to hold open. The last one used stays open, since
@@ -242,8 +247,7 @@ class ArchiveImpl final : public Archive {
 
 class ArchiveMakerImpl final : public ArchiveMaker {
  public:
-  ArchiveMakerImpl(std::shared_ptr<store::BlobStore> blobs, std::shared_ptr<store::Catalog> catalog)
-      : blobs_(std::move(blobs)), catalog_(std::move(catalog)) {}
+  explicit ArchiveMakerImpl(std::shared_ptr<store::BlobStore> blobs) : blobs_(std::move(blobs)) {}
 
   Result<std::shared_ptr<const Archive>> cached(const store::Digest& image,
                                                 const ArchiveOptions& options) override {
@@ -257,6 +261,17 @@ class ArchiveMakerImpl final : public ArchiveMaker {
   }
 
   Result<std::shared_ptr<const Archive>> make(const store::Digest& image, overlay::Tree& tree,
+                                              const ArchiveOptions& options,
+                                              const BuildProgress* progress) override {
+    // The caller's tree, not owned: it outlives this call.
+    auto open_tree = [&tree]() -> Result<std::shared_ptr<overlay::Tree>> {
+      return std::shared_ptr<overlay::Tree>(std::shared_ptr<overlay::Tree>(), &tree);
+    };
+    return make(image, TreeOpener(open_tree), options, progress);
+  }
+
+  Result<std::shared_ptr<const Archive>> make(const store::Digest& image,
+                                              const TreeOpener& open_tree,
                                               const ArchiveOptions& options,
                                               const BuildProgress* progress) override {
     IMAGEFS_TRY(hit, cached(image, options));
@@ -280,16 +295,28 @@ class ArchiveMakerImpl final : public ArchiveMaker {
       }
     }
     const std::string key = plan_key(image, options, level, stats);
-    IMAGEFS_TRY(plan, detail::make_plan(tree, inputs));
-    IMAGEFS_TRY(built, build_missing(plan, options.format, level, progress));
+    const std::string part_key = image_part_key(image, options, level);
 
-    PlanRecord record;
-    record.raw_size = plan.raw_size;
-    record.has_init = plan.has_init;
-    std::vector<fs::path> paths;
+    // The image's own part: cached (every segment in place), or planned now from the tree.
+    IMAGEFS_TRY(part, load_image_part(part_key, options.format));
+    std::vector<detail::SegmentSpec> specs;  // segments planned by this call, in archive order
+    const bool part_planned = !part.has_value();
+    if (part_planned) {
+      IMAGEFS_TRY(tree, open_tree());
+      if (!tree) return make_error(EINVAL, "no tree to plan the archive of " + image.str());
+      IMAGEFS_TRY(planned, detail::plan_image(*tree, inputs));
+      part = ImagePartRecord{{}, planned.raw_size, std::move(planned.paths)};
+      specs = std::move(planned.segments);
+    }
+    const size_t part_specs = specs.size();
+    IMAGEFS_TRY(tail, detail::plan_tail(part->paths, inputs));
+    for (detail::SegmentSpec& s : tail.segments) specs.push_back(std::move(s));
+    IMAGEFS_TRY(built, build_missing(specs, options.format, level, progress));
+
+    std::vector<SegmentRef> planned_refs;
     const int64_t now = now_seconds();
-    for (const detail::SegmentSpec& s : plan.segments) {
-      fs::path path = detail::segment_path(blobs_->root(), options.format, s.key);
+    for (const detail::SegmentSpec& s : specs) {
+      const fs::path path = detail::segment_path(blobs_->root(), options.format, s.key);
       struct stat st {};
       if (::stat(path.c_str(), &st) != 0) {
         // gc took a segment that was there when this call looked (it had not been used for days):
@@ -299,49 +326,73 @@ class ArchiveMakerImpl final : public ArchiveMaker {
         if (::stat(path.c_str(), &st) != 0) return errno_error(errno, "cannot stat", path);
       }
       touch_if_stale(path, st, now);
-      record.segments.push_back(SegmentRef{s.key, static_cast<uint64_t>(st.st_size), s.raw_size});
-      paths.push_back(std::move(path));
+      planned_refs.push_back(SegmentRef{s.key, static_cast<uint64_t>(st.st_size), s.raw_size});
     }
-    IMAGEFS_CHECK(catalog_->put(kPlanTable, key, encode_plan(record)));
+    if (part_planned) {
+      part->segments.assign(planned_refs.begin(),
+                            planned_refs.begin() + static_cast<std::ptrdiff_t>(part_specs));
+      IMAGEFS_CHECK(detail::write_image_part(blobs_->root(), part_key, *part));
+      planned_refs.erase(planned_refs.begin(),
+                         planned_refs.begin() + static_cast<std::ptrdiff_t>(part_specs));
+    }
+    PlanRecord record;
+    record.segments = std::move(part->segments);
+    for (SegmentRef& ref : planned_refs) record.segments.push_back(std::move(ref));
+    record.raw_size = part->raw_size + tail.raw_size;
+    record.has_init = tail.has_init;
+    IMAGEFS_CHECK(detail::write_plan(blobs_->root(), key, record));
 
     ArchiveStats archive_stats;
-    archive_stats.segments = plan.segments.size();
+    archive_stats.segments = record.segments.size();
     archive_stats.segments_built = built;
-    archive_stats.segments_reused = plan.segments.size() - built;
-    archive_stats.raw_bytes = plan.raw_size;
-    archive_stats.has_init = plan.has_init;
-    return std::shared_ptr<const Archive>(
-        std::make_shared<ArchiveImpl>(std::move(paths), record.segments, archive_stats));
+    archive_stats.segments_reused = record.segments.size() - built;
+    archive_stats.raw_bytes = record.raw_size;
+    archive_stats.has_init = record.has_init;
+    return archive_of(record.segments, options.format, archive_stats);
   }
 
  private:
-  // The cached plan's archive, if every segment is there with the size the plan recorded (a
-  // segment that gc removed, or that a different library version rebuilt, means planning again).
-  Result<std::shared_ptr<const Archive>> load(const std::string& key, Format format) {
-    IMAGEFS_TRY(text, catalog_->get(kPlanTable, key));
-    if (!text) return std::shared_ptr<const Archive>();
-    Result<PlanRecord> plan = decode_plan(key, *text);
-    if (!plan.ok()) {
-      if (plan.error().code == EIO) return std::shared_ptr<const Archive>();  // plan it again
-      return plan.error();
-    }
+  std::shared_ptr<const Archive> archive_of(const std::vector<SegmentRef>& segments, Format format,
+                                            ArchiveStats stats) const {
     std::vector<fs::path> paths;
+    paths.reserve(segments.size());
+    for (const SegmentRef& s : segments)
+      paths.push_back(detail::segment_path(blobs_->root(), format, s.key));
+    return std::make_shared<ArchiveImpl>(std::move(paths), segments, stats);
+  }
+
+  // Whether every segment is there with the size the plan recorded (one that gc removed, or that
+  // a different library version rebuilt, means planning again); marks them used.
+  bool segments_in_place(const std::vector<SegmentRef>& segments, Format format) const {
     const int64_t now = now_seconds();
-    for (const SegmentRef& s : plan->segments) {
-      fs::path path = detail::segment_path(blobs_->root(), format, s.key);
+    for (const SegmentRef& s : segments) {
+      const fs::path path = detail::segment_path(blobs_->root(), format, s.key);
       struct stat st {};
       if (::stat(path.c_str(), &st) != 0 || static_cast<uint64_t>(st.st_size) != s.compressed)
-        return std::shared_ptr<const Archive>();
+        return false;
       touch_if_stale(path, st, now);
-      paths.push_back(std::move(path));
     }
+    return true;
+  }
+
+  // The cached plan's archive, if every segment is in place; nullptr otherwise.
+  Result<std::shared_ptr<const Archive>> load(const std::string& key, Format format) {
+    IMAGEFS_TRY(plan, detail::read_plan(blobs_->root(), key));
+    if (!plan || !segments_in_place(plan->segments, format))
+      return std::shared_ptr<const Archive>();
     ArchiveStats stats;
     stats.segments = plan->segments.size();
     stats.segments_reused = stats.segments;
     stats.raw_bytes = plan->raw_size;
     stats.has_init = plan->has_init;
-    return std::shared_ptr<const Archive>(
-        std::make_shared<ArchiveImpl>(std::move(paths), plan->segments, stats));
+    return archive_of(plan->segments, format, stats);
+  }
+
+  // The cached image part, if every segment is in place; nullopt otherwise.
+  Result<std::optional<ImagePartRecord>> load_image_part(const std::string& key, Format format) {
+    IMAGEFS_TRY(part, detail::read_image_part(blobs_->root(), key));
+    if (part && !segments_in_place(part->segments, format)) part.reset();
+    return part;
   }
 
   static Result<std::shared_ptr<const HostFile>> read_host(const HostFileOption& option,
@@ -353,15 +404,18 @@ class ArchiveMakerImpl final : public ArchiveMaker {
     if (::fstat(fd.get(), st) != 0) return errno_error(errno, "cannot stat", host);
     if (!S_ISREG(st->st_mode))
       return make_error(ENOENT, what + " " + host.string() + " is not a regular file");
-    std::string bytes;
-    char buffer[1 << 16];
+    // Read straight into place (the file's size as stat says; it may still grow or shrink).
+    std::string bytes(static_cast<size_t>(st->st_size) + 1, '\0');
+    size_t got = 0;
     while (true) {
-      ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
+      if (got == bytes.size()) bytes.resize(bytes.size() * 2);
+      ssize_t n = ::read(fd.get(), bytes.data() + got, bytes.size() - got);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) return errno_error(errno, "cannot read " + what, host);
       if (n == 0) break;
-      bytes.append(buffer, static_cast<size_t>(n));
+      got += static_cast<size_t>(n);
     }
+    bytes.resize(got);
     store::Digest digest = store::Digest::of(bytes);
     return std::make_shared<const HostFile>(
         HostFile{option.guest, std::move(bytes), std::move(digest), st->st_mtim.tv_sec});
@@ -369,11 +423,11 @@ class ArchiveMakerImpl final : public ArchiveMaker {
 
   // Builds the plan's segments that are not in the store, on a few threads; returns how many this
   // call compressed (a segment another process finished first counts as reused).
-  Result<size_t> build_missing(const detail::Plan& plan, Format format, int level,
-                               const BuildProgress* progress) {
+  Result<size_t> build_missing(const std::vector<detail::SegmentSpec>& segments, Format format,
+                               int level, const BuildProgress* progress) {
     std::vector<const detail::SegmentSpec*> missing;
     std::set<std::string_view> seen;
-    for (const detail::SegmentSpec& s : plan.segments) {
+    for (const detail::SegmentSpec& s : segments) {
       if (!seen.insert(s.key).second) continue;
       struct stat st {};
       if (::stat(detail::segment_path(blobs_->root(), format, s.key).c_str(), &st) != 0)
@@ -431,7 +485,6 @@ class ArchiveMakerImpl final : public ArchiveMaker {
   }
 
   std::shared_ptr<store::BlobStore> blobs_;
-  std::shared_ptr<store::Catalog> catalog_;
 };
 
 // "/a//b/./c/" -> "/a/b/c"; nullopt for a ".." component.
@@ -452,6 +505,10 @@ std::optional<std::string> clean_guest(std::string_view guest) {
 }
 
 }  // namespace
+
+Result<void> Archive::write_to(int fd, const fs::path& name) const {
+  return copy_through_read(*this, 0, fd, name);
+}
 
 Result<Format> parse_format(std::string_view text) {
   if (text == "gz" || text == "gzip") return Format::gzip;
@@ -528,15 +585,19 @@ Result<SegmentGcReport> remove_unused_segments(const fs::path& store_root, int64
       report.bytes_freed += static_cast<uint64_t>(st.st_size);
     }
   }
+  IMAGEFS_TRY(plans, detail::remove_unused_plans(store_root, unused_since));
+  report.plans_removed = plans.removed;
+  report.bytes_freed += plans.bytes_freed;
   return report;
 }
 
+// The catalog is not used (plans are files now); the parameter stays so that callers need not
+// change.
 Result<std::shared_ptr<ArchiveMaker>> ArchiveMaker::create(
-    std::shared_ptr<store::BlobStore> blobs, std::shared_ptr<store::Catalog> catalog) {
-  if (!blobs || !catalog)
-    return make_error(EINVAL, "ArchiveMaker needs a blob store and a catalog");
-  return std::shared_ptr<ArchiveMaker>(
-      std::make_shared<ArchiveMakerImpl>(std::move(blobs), std::move(catalog)));
+    std::shared_ptr<store::BlobStore> blobs,
+    std::shared_ptr<store::Catalog> /*catalog*/) {  // NOLINT(performance-unnecessary-value-param)
+  if (!blobs) return make_error(EINVAL, "ArchiveMaker needs a blob store");
+  return std::shared_ptr<ArchiveMaker>(std::make_shared<ArchiveMakerImpl>(std::move(blobs)));
 }
 
 }  // namespace imagefs::cpio

@@ -68,6 +68,10 @@ class Archive {
   [[nodiscard]] virtual const ArchiveStats& stats() const = 0;
   // Bytes read: fewer than out.size() only at the end. EIO names a damaged segment.
   virtual Result<size_t> read(uint64_t offset, std::span<uint8_t> out) const = 0;
+  // Writes the whole archive to `fd` at its current offset: for a file, copied inside the kernel
+  // from the segment files (copy_file_range) where the file systems allow, else through read().
+  // Errors: those of read(), and of writing, naming `name` (the file `fd` is open on).
+  virtual Result<void> write_to(int fd, const std::filesystem::path& name) const;
 };
 
 struct BuildProgress {
@@ -81,6 +85,8 @@ struct BuildProgress {
 // processes (a segment is built once under a lock and appears by rename).
 class ArchiveMaker {
  public:
+  // Plans and segments live in the blob store's directory (docs/STORE_FORMAT.md); `catalog` is no
+  // longer written (plans were kept there before) and may be null.
   static Result<std::shared_ptr<ArchiveMaker>> create(std::shared_ptr<store::BlobStore> blobs,
                                                       std::shared_ptr<store::Catalog> catalog);
   virtual ~ArchiveMaker() = default;
@@ -94,25 +100,39 @@ class ArchiveMaker {
                                                       const ArchiveOptions& options,
                                                       const BuildProgress* progress = nullptr) = 0;
 
+  // Opens the image's tree when make() needs it; called at most once, from the calling thread.
+  using TreeOpener = std::function<Result<std::shared_ptr<overlay::Tree>>()>;
+  // make() for callers that have not opened the tree yet: the tree is needed only when the image's
+  // own part of the archive is not cached for this format, level and these guest paths. When just
+  // a host file changed (a new agent), the cached image part is reused with a new tail: no layer
+  // is opened, no directory merged. Errors: those of make(), and of `open_tree`.
+  virtual Result<std::shared_ptr<const Archive>> make(const store::Digest& image,
+                                                      const TreeOpener& open_tree,
+                                                      const ArchiveOptions& options,
+                                                      const BuildProgress* progress = nullptr) = 0;
+
   // The archive when its plan is cached and every segment is in the store (the cheap path of
-  // make(): it reads the catalog, stats the host files and the segment files, and needs no tree,
-  // so no layer has to be ingested to learn an archive's size); nullptr otherwise. Errors: EINVAL
-  // for bad levels, ENOENT for a missing --init or injected host file, errors of the catalog.
+  // make(): it reads the plan file, stats the host files and the segment files, and needs no
+  // tree, so no layer has to be ingested to learn an archive's size); nullptr otherwise. Errors:
+  // EINVAL for bad levels, ENOENT for a missing --init or injected host file, errors of the file
+  // system.
   virtual Result<std::shared_ptr<const Archive>> cached(const store::Digest& image,
                                                         const ArchiveOptions& options) = 0;
 };
 
 struct SegmentGcReport {
-  size_t removed = 0;
-  uint64_t bytes_freed = 0;
+  size_t removed = 0;        // segment files
+  uint64_t bytes_freed = 0;  // by segment and plan files
+  size_t plans_removed = 0;  // plan files
 };
 
 // For gc: removes segment files (ROOT/segments/<format>/<key>) not marked used since
 // `unused_since` (unix seconds; make() and cached() mark the segments of the archive they return,
 // at most once a day, so pass a cutoff of several days), and temporary segment files no builder
-// holds. Archives already returned keep working only for segments they have open: a daemon calls
-// cached() or make() again when it opens an archive. Names that do not fit the layout are left
-// alone. A missing segments/ directory is fine.
+// holds; likewise plan files (ROOT/segments/plans/) not used since then. Archives already returned
+// keep working only for segments they have open: a daemon calls cached() or make() again when it
+// opens an archive. Names that do not fit the layout are left alone. A missing segments/ directory
+// is fine.
 Result<SegmentGcReport> remove_unused_segments(const std::filesystem::path& store_root,
                                                int64_t unused_since);
 

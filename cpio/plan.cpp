@@ -273,13 +273,20 @@ class TreePlanner {
   std::set<uint32_t> group_inos_;
 };
 
-// What the image has at `path`: nullopt when nothing (ENOENT, or ENOTDIR: a parent is not a
+// What the image has at `path`: 0 when nothing (ENOENT, or ENOTDIR: a parent is not a
 // directory), else its mode.
-Result<std::optional<uint32_t>> image_mode(overlay::Tree& tree, std::string_view path) {
+Result<uint32_t> image_mode(overlay::Tree& tree, std::string_view path) {
   Result<overlay::Attr> attr = tree.resolve(path);
-  if (attr.ok()) return std::optional<uint32_t>(attr->mode);
-  if (attr.error().code == ENOENT || attr.error().code == ENOTDIR) return std::optional<uint32_t>();
+  if (attr.ok()) return attr->mode;
+  if (attr.error().code == ENOENT || attr.error().code == ENOTDIR) return uint32_t{0};
   return attr.error();
+}
+
+// What `paths` (from plan_image) says is at `path`: nullopt when nothing, else its mode.
+std::optional<uint32_t> recorded_mode(const PathModes& paths, std::string_view path) {
+  auto it = paths.find(path);
+  if (it == paths.end() || it->second == 0) return std::nullopt;
+  return it->second;
 }
 
 // A host file as a 0755 root:root regular file.
@@ -309,15 +316,40 @@ uint64_t run_limit(Format format) {
   return format == Format::zstd ? uint64_t{4} << 20 : uint64_t{256} << 10;
 }
 
-Result<Plan> make_plan(overlay::Tree& tree, const PlanInputs& inputs) {
-  Plan plan;
-  Segmenter segmenter(run_limit(inputs.format));
+std::vector<std::string> tail_paths(const PlanInputs& inputs) {
+  std::vector<std::string> out = {"init", "dev", "dev/console"};
+  for (const auto& inject : inputs.injects) {
+    const std::string name = inject->guest.substr(1);
+    for (size_t slash = name.find('/'); slash != std::string::npos;
+         slash = name.find('/', slash + 1))
+      out.push_back(name.substr(0, slash));
+  }
+  return out;
+}
 
+Result<ImagePart> plan_image(overlay::Tree& tree, const PlanInputs& inputs) {
+  ImagePart part;
+  Segmenter segmenter(run_limit(inputs.format));
   std::vector<std::string> excluded;
   if (inputs.init) excluded.emplace_back("init");
   for (const auto& inject : inputs.injects) excluded.push_back(inject->guest.substr(1));
   TreePlanner planner(tree, segmenter, excluded);
   IMAGEFS_CHECK(planner.run());
+  part.segments = segmenter.finish();
+  for (SegmentSpec& s : part.segments) {
+    compute_key(s, inputs.format, inputs.level);
+    part.raw_size += s.raw_size;
+  }
+  for (std::string& path : tail_paths(inputs)) {
+    IMAGEFS_TRY(mode, image_mode(tree, path));
+    part.paths.insert_or_assign(std::move(path), mode);
+  }
+  return part;
+}
+
+Result<Plan> plan_tail(const PathModes& paths, const PlanInputs& inputs) {
+  Plan plan;
+  Segmenter segmenter(run_limit(inputs.format));
 
   // Host files: /init, then each injected file with the parent directories the image lacks.
   if (inputs.init) {
@@ -335,7 +367,7 @@ Result<Plan> make_plan(overlay::Tree& tree, const PlanInputs& inputs) {
       const std::string parent = name.substr(0, slash);
       if (added_dirs.count(parent) != 0) continue;
       // Prefixes are checked from the top, so a non-directory is met before anything below it.
-      IMAGEFS_TRY(mode, image_mode(tree, parent));
+      const std::optional<uint32_t> mode = recorded_mode(paths, parent);
       if (mode && !S_ISDIR(*mode) && !S_ISLNK(*mode))
         return make_error(ENOTDIR, "cannot inject " + inject->guest + ": /" + parent +
                                        " is not a directory in the image");
@@ -353,9 +385,9 @@ Result<Plan> make_plan(overlay::Tree& tree, const PlanInputs& inputs) {
   std::vector<EntryPieces> tail;
   bool console_injected = false;
   for (const auto& inject : inputs.injects) console_injected |= inject->guest == "/dev/console";
-  IMAGEFS_TRY(console, image_mode(tree, "dev/console"));
+  const std::optional<uint32_t> console = recorded_mode(paths, "dev/console");
   if (!console && !console_injected) {
-    IMAGEFS_TRY(dev, image_mode(tree, "dev"));
+    std::optional<uint32_t> dev = recorded_mode(paths, "dev");
     if (!dev) {
       if (added_dirs.count("dev") == 0) {
         IMAGEFS_TRY(e, make_entry(basic_header("dev", S_IFDIR | 0755), "dev"));
@@ -393,9 +425,20 @@ Result<Plan> make_plan(overlay::Tree& tree, const PlanInputs& inputs) {
   } else {
     bool injected = false;
     for (const auto& inject : inputs.injects) injected |= inject->guest == "/init";
-    IMAGEFS_TRY(init, image_mode(tree, "init"));
+    const std::optional<uint32_t> init = recorded_mode(paths, "init");
     plan.has_init = injected || (init && !S_ISDIR(*init));
   }
+  return plan;
+}
+
+Result<Plan> make_plan(overlay::Tree& tree, const PlanInputs& inputs) {
+  IMAGEFS_TRY(part, plan_image(tree, inputs));
+  IMAGEFS_TRY(tail, plan_tail(part.paths, inputs));
+  Plan plan;
+  plan.segments = std::move(part.segments);
+  for (SegmentSpec& s : tail.segments) plan.segments.push_back(std::move(s));
+  plan.raw_size = part.raw_size + tail.raw_size;
+  plan.has_init = tail.has_init;
   return plan;
 }
 

@@ -11,6 +11,7 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstring>
 #include <memory>
@@ -32,7 +33,12 @@ constexpr uint64_t kWholeBufferLimit = uint64_t{64} << 20;
 std::atomic<uint64_t> whole_buffer_limit{kWholeBufferLimit};
 constexpr size_t kChunk = size_t{1} << 20;
 
-constexpr std::string_view kKeyVersion = "imagefs cpio segment v1\n";
+// v2: incompressible segments became stored gzip members (looks_incompressible()), so the bytes
+// under a key changed.
+constexpr std::string_view kKeyVersion = "imagefs cpio segment v2\n";
+
+// Segments at least this large are checked for incompressible content before deflating them.
+constexpr size_t kIncompressibleMin = size_t{64} << 10;
 
 void put_u64(store::Sha256& h, uint64_t v) {
   uint8_t b[8];
@@ -119,16 +125,14 @@ struct ZstdFree {
   void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
 };
 
-// One libdeflate compressor per thread and level: allocating one costs more than compressing a
-// small segment.
+// One libdeflate compressor per thread and level (0, stored blocks only, is used beside the
+// chosen one): allocating one costs more than compressing a small segment.
 libdeflate_compressor* deflate_compressor(int level) {
-  thread_local int cached_level = -1;
-  thread_local std::unique_ptr<libdeflate_compressor, DeflateFree> cached;
-  if (cached_level != level || !cached) {
-    cached.reset(libdeflate_alloc_compressor(level));
-    cached_level = level;
-  }
-  return cached.get();
+  thread_local std::array<std::unique_ptr<libdeflate_compressor, DeflateFree>, 13> cached;
+  if (level < 0 || static_cast<size_t>(level) >= cached.size()) return nullptr;
+  auto& slot = cached[static_cast<size_t>(level)];
+  if (!slot) slot.reset(libdeflate_alloc_compressor(level));
+  return slot.get();
 }
 
 ZSTD_CCtx* zstd_context() {
@@ -136,14 +140,47 @@ ZSTD_CCtx* zstd_context() {
   return cached.get();
 }
 
+// 256 times the sum of the squared byte counts of `data`, next to its size squared: for bytes
+// spread evenly over all 256 values the two are nearly equal (Renyi entropy of order 2 close to 8
+// bits per byte), for anything a Huffman code can shorten the first is larger. Integers only, so
+// the outcome is the same on every machine.
+bool bytes_look_uniform(std::span<const uint8_t> data) {
+  std::array<std::array<uint32_t, 256>, 4> counts{};  // four tables: no stalls on equal bytes
+  size_t i = 0;
+  for (; i + 4 <= data.size(); i += 4) {
+    ++counts[0][data[i]];
+    ++counts[1][data[i + 1]];
+    ++counts[2][data[i + 2]];
+    ++counts[3][data[i + 3]];
+  }
+  for (; i < data.size(); ++i) ++counts[0][data[i]];
+  uint64_t squares = 0;
+  for (size_t b = 0; b < 256; ++b) {
+    const uint64_t c = uint64_t{counts[0][b]} + counts[1][b] + counts[2][b] + counts[3][b];
+    squares += c * c;
+  }
+  // Renyi entropy >= 7.99 bits: 256 * squares <= n^2 * 2^0.01, and 2^0.01 > 1 + 1/144. With
+  // n <= 64 MiB (whole-buffer segments only) nothing overflows.
+  const uint64_t n = data.size();
+  return 256 * squares <= n * n + n * n / 144;
+}
+
 Result<void> write_gzip_whole(const SegmentSpec& spec, int level, int fd, const fs::path& path) {
   IMAGEFS_TRY(raw, gather(spec));
-  libdeflate_compressor* c = deflate_compressor(level);
-  if (c == nullptr) return make_error(ENOMEM, "cannot allocate a deflate compressor");
-  std::vector<uint8_t> out(libdeflate_gzip_compress_bound(c, raw.size()));
-  size_t n = libdeflate_gzip_compress(c, raw.data(), raw.size(), out.data(), out.size());
+  libdeflate_compressor* chosen = deflate_compressor(level);
+  libdeflate_compressor* stored = deflate_compressor(0);
+  if (chosen == nullptr || stored == nullptr)
+    return make_error(ENOMEM, "cannot allocate a deflate compressor");
+  // One output buffer, first zstd's scratch space: fresh pages cost more than the copying.
+  const size_t bound = std::max({libdeflate_gzip_compress_bound(chosen, raw.size()),
+                                 libdeflate_gzip_compress_bound(stored, raw.size()),
+                                 ZSTD_compressBound(raw.size())});
+  const std::unique_ptr<uint8_t[]> out = std::make_unique_for_overwrite<uint8_t[]>(bound);
+  libdeflate_compressor* c =
+      looks_incompressible(raw, std::span<uint8_t>(out.get(), bound)) ? stored : chosen;
+  size_t n = libdeflate_gzip_compress(c, raw.data(), raw.size(), out.get(), bound);
   if (n == 0) return make_error(EIO, "libdeflate could not compress segment " + spec.key);
-  return write_all(fd, out.data(), n, path);
+  return write_all(fd, out.get(), n, path);
 }
 
 // zlib's gzip header (windowBits 31, no deflateSetHeader) has no name, comment, extra field or
@@ -223,14 +260,24 @@ Result<void> write_raw(const SegmentSpec& spec, int fd, const fs::path& path) {
   }
 }
 
-Result<void> fsync_dir(const fs::path& dir) {
-  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (fd.get() < 0) return errno_error(errno, "cannot open", dir);
-  if (::fsync(fd.get()) != 0) return errno_error(errno, "cannot fsync", dir);
-  return {};
-}
-
 }  // namespace
+
+// Whether deflating `raw` would gain next to nothing (files that are compressed already, random
+// bytes): deflate searches every position for matches that are not there and ends up emitting
+// stored blocks anyway, at ~60 MB/s for a 1 MiB random agent. Then the segment is written as
+// stored blocks at once. The check is cheap and conservative: bytes that look uniform (at the
+// start, then throughout), and zstd's fastest level, which also finds repeats, saving less than
+// 0.5%. It depends only on the bytes, so a segment always gets the same compressed bytes.
+bool looks_incompressible(std::span<const uint8_t> raw, std::span<uint8_t> scratch) {
+  if (raw.size() < kIncompressibleMin || raw.size() > kWholeBufferLimit) return false;
+  if (!bytes_look_uniform(raw.first(kIncompressibleMin)) || !bytes_look_uniform(raw)) return false;
+  ZSTD_CCtx* c = zstd_context();
+  if (c == nullptr) return false;
+  ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters);
+  ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, 1);
+  const size_t n = ZSTD_compress2(c, scratch.data(), scratch.size(), raw.data(), raw.size());
+  return !ZSTD_isError(n) && n >= raw.size() - raw.size() / 200;
+}
 
 std::string_view format_dir(Format format) {
   switch (format) {
@@ -360,7 +407,9 @@ Result<Built> build_segment(const fs::path& store_root, Format format, int level
       (void)::unlink(tmp_path.c_str());
       return e;
     }
-    IMAGEFS_CHECK(fsync_dir(dir));
+    // No fsync of the directory: a rename lost in a crash leaves the segment missing, which every
+    // reader handles by building it again (nothing durable names a segment); its content, once
+    // it has the name, is whole, since it was fsynced first.
     return Built::now;
   }
 }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -67,6 +68,11 @@ enum class Built { now, already };
 // waited for. Errors name the segment's first entry and the path.
 Result<Built> build_segment(const std::filesystem::path& store_root, Format format, int level,
                             const SegmentSpec& spec);
+
+// Whether deflating `raw` would gain next to nothing (data compressed already, random bytes), so
+// that its gzip member is written as stored blocks (segment.cpp says how this is decided; it
+// depends only on the bytes). `scratch` has at least ZSTD_compressBound(raw.size()) bytes.
+bool looks_incompressible(std::span<const uint8_t> raw, std::span<uint8_t> scratch);
 
 // Segments larger than this (64 MiB) are compressed streaming, in bounded memory; tests lower it
 // to exercise that path without huge files (0 restores the default). The store must then be the

@@ -203,11 +203,13 @@ class ImageImpl : public Image {
       return images_.failed(name, cached.error().context(std::string(cpio::file_name(format))));
     std::shared_ptr<const cpio::Archive> archive = *cached;
     if (!archive) {
-      IMAGEFS_TRY(tree, this->tree());
       uint64_t task =
           images_.start_task(name, std::string("making ") + std::string(cpio::file_name(format)));
       cpio::BuildProgress progress{[&](size_t, size_t, uint64_t) {}};
-      auto made = images_.maker().make(record_.manifest, *tree, options, &progress);
+      // The tree only if the image's part of the archive is not cached: a changed injected file
+      // needs no layer.
+      cpio::ArchiveMaker::TreeOpener open_tree = [this] { return this->tree(); };
+      auto made = images_.maker().make(record_.manifest, open_tree, options, &progress);
       images_.end_task(task);
       if (!made.ok())
         return images_.failed(name, made.error().context(std::string(cpio::file_name(format))));

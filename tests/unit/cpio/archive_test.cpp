@@ -19,6 +19,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <random>
@@ -28,6 +29,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/unique_fd.h"
 #include "cpio/newc.h"
 #include "cpio/plan.h"
 #include "cpio/segment.h"
@@ -696,9 +698,14 @@ TEST(Segments, GcRemovesOnlyUnusedSegments) {
     const struct timespec old[2] = {{now - 7 * kDay, 0}, {now - 7 * kDay, 0}};
     ASSERT_EQ(::utimensat(AT_FDCWD, e.path().c_str(), old, 0), 0);
   }
+  for (const auto& e : fsys::directory_iterator(env.blobs().root() / "segments" / "plans")) {
+    const struct timespec old[2] = {{now - 7 * kDay, 0}, {now - 7 * kDay, 0}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, e.path().c_str(), old, 0), 0);
+  }
   report = remove_unused_segments(env.blobs().root(), now - 3 * kDay);
   ASSERT_TRUE(report.ok());
   EXPECT_EQ(report->removed, first->stats().segments);
+  EXPECT_EQ(report->plans_removed, 2u);  // the archive's plan and its image part
   EXPECT_GT(report->bytes_freed, 0u);
   EXPECT_TRUE(fsys::exists(dir / "README"));
   auto cached = env.maker().cached(image_digest("img"), options);
@@ -747,6 +754,203 @@ TEST(Segments, ProgressCountsTheSegmentsBuilt) {
   EXPECT_EQ(calls.load(), (*archive)->stats().segments);
   EXPECT_EQ(last_done, last_total);
   EXPECT_EQ(last_raw, (*archive)->stats().raw_bytes);
+}
+
+TEST(Segments, WriteToAFileOrAPipeGivesTheBytesOfRead) {
+  Env env;
+  auto tree = Env::tree({env.layer(base_entries())});
+  auto archive = env.make(image_digest("img"), *tree, ArchiveOptions{});
+  ASSERT_TRUE(archive);
+  const std::string whole = read_whole(*archive);
+  // A file: copied from the segment files inside the kernel, after what the file already holds.
+  const fsys::path file = env.dir() / "out";
+  UniqueFd fd(::open(file.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  ASSERT_TRUE(fd);
+  ASSERT_EQ(::write(fd.get(), "head", 4), 4);
+  Result<void> written = archive->write_to(fd.get(), file);
+  ASSERT_TRUE(written.ok()) << written.error().message;
+  EXPECT_EQ(slurp(file), "head" + whole);
+  // A pipe, which copy_file_range refuses: through read().
+  int ends[2];
+  ASSERT_EQ(::pipe2(ends, O_CLOEXEC), 0);
+  UniqueFd in(ends[0]);
+  UniqueFd out(ends[1]);
+  std::string piped;
+  std::thread reader([&] {
+    char buffer[1 << 16];
+    ssize_t n = 0;
+    while ((n = ::read(in.get(), buffer, sizeof buffer)) > 0)
+      piped.append(buffer, static_cast<size_t>(n));
+  });
+  written = archive->write_to(out.get(), "a pipe");
+  out.reset();
+  reader.join();
+  ASSERT_TRUE(written.ok()) << written.error().message;
+  EXPECT_EQ(piped, whole);
+}
+
+TEST(Segments, IncompressibleIsDecidedByTheBytes) {
+  auto incompressible = [](const std::string& data) {
+    std::vector<uint8_t> scratch(ZSTD_compressBound(data.size()));
+    return detail::looks_incompressible(store::testing::as_bytes(data), scratch);
+  };
+  const std::string random = store::testing::pattern(1 << 20, 3);
+  EXPECT_TRUE(incompressible(random));
+  EXPECT_TRUE(incompressible(std::string(110, '0') + random));  // behind a cpio header
+  // Random, but repeating within deflate's window: deflate halves it and more.
+  std::string repeated;
+  while (repeated.size() < (1u << 20)) repeated += store::testing::pattern(20000, 4);
+  EXPECT_FALSE(incompressible(repeated));
+  // Every byte value equally often, yet in runs a Huffman code or matches shorten.
+  std::string runs;
+  for (int i = 0; i < 4096; ++i) runs += std::string(256, static_cast<char>(i % 256));
+  EXPECT_FALSE(incompressible(runs));
+  // Text; random data after 64 KiB of text; and small segments, which are cheap to deflate.
+  std::string text;
+  while (text.size() < (1u << 20)) text += "the quick brown fox jumps over the lazy dog\n";
+  EXPECT_FALSE(incompressible(text));
+  EXPECT_FALSE(incompressible(text.substr(0, 65536) + random));
+  EXPECT_FALSE(incompressible(random.substr(0, 60000)));
+}
+
+// Random bytes are stored (deflate would find nothing, slowly); bytes as random but repeating
+// within deflate's window are compressed. Both extract to what went in.
+TEST(Segments, IncompressibleContentIsStored) {
+  Env env;
+  const std::string random = store::testing::pattern(1 << 20, 99);
+  std::string repeated;
+  while (repeated.size() < (1u << 20)) repeated += store::testing::pattern(16 << 10, 5);
+  auto archive_of = [&](const std::string& name, const std::string& data) {
+    auto tree = Env::tree({env.layer({File(name, data)})});
+    auto archive = env.make(image_digest(name), *tree, ArchiveOptions{});
+    EXPECT_TRUE(archive);
+    return archive;
+  };
+  auto stored = archive_of("random", random);
+  ASSERT_TRUE(stored);
+  // Stored blocks: the raw bytes, 5 bytes per 64 KiB block, and the members' headers.
+  EXPECT_LE(stored->size(), stored->stats().raw_bytes + 1024);
+  EXPECT_EQ(slurp(extract(env, *stored, Format::gzip, "random").dir / "random"), random);
+  auto compressed = archive_of("repeated", repeated);
+  ASSERT_TRUE(compressed);
+  EXPECT_LT(compressed->size(), compressed->stats().raw_bytes / 4);
+  EXPECT_EQ(slurp(extract(env, *compressed, Format::gzip, "repeated").dir / "repeated"), repeated);
+}
+
+// --- the image part, cached apart from the tail ------------------------------------------------
+
+// An image whose tail depends on the tree: an /init of its own, /dev a symlink (no console), an
+// injected file under a directory the image lacks and one under a directory it has.
+std::vector<TarEntry> tail_entries() {
+  std::vector<TarEntry> out = base_entries();
+  out.push_back(File("init", "#!/bin/sh\n", 0755));
+  out.push_back(Symlink("dev", "run/dev"));
+  return out;
+}
+
+struct Opener {
+  int calls = 0;
+  std::function<Result<std::shared_ptr<overlay::Tree>>()> open;
+};
+
+TEST(ImagePart, ChangedInjectedFileNeedsNoTree) {
+  Env env;
+  auto layer = env.layer(tail_entries());
+  const fsys::path agent = env.dir() / "agent";
+  const fsys::path tool = env.dir() / "tool";
+  spit(agent, "agent v1");
+  spit(tool, "tool");
+  ArchiveOptions options;
+  options.injects.push_back(Inject{agent, "/opt/agent/bin/agent"});
+  options.injects.push_back(Inject{tool, "/usr/lib/tool"});
+  int opened = 0;
+  auto open = [&]() -> Result<std::shared_ptr<overlay::Tree>> {
+    ++opened;
+    return Env::tree({layer});
+  };
+  auto first = env.maker().make(image_digest("img"), open, options);
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  EXPECT_EQ(opened, 1);
+  EXPECT_TRUE((*first)->stats().has_init);
+
+  spit(agent, "agent v2, longer");
+  auto refuse = []() -> Result<std::shared_ptr<overlay::Tree>> {
+    return make_error(EIO, "the tree must not be needed");
+  };
+  auto second = env.maker().make(image_digest("img"), refuse, options);
+  ASSERT_TRUE(second.ok()) << second.error().message;
+  EXPECT_EQ((*second)->stats().segments_built, 1u);
+  EXPECT_EQ((*second)->stats().segments_reused, (*second)->stats().segments - 1);
+  EXPECT_TRUE((*second)->stats().has_init);
+  const std::string bytes = read_whole(**second);
+
+  // The same bytes as a plan made from the tree in a store with nothing cached.
+  Env fresh;
+  auto whole = fresh.make(image_digest("img"), *Env::tree({fresh.layer(tail_entries())}), options);
+  ASSERT_TRUE(whole);
+  EXPECT_EQ(read_whole(*whole), bytes);
+  std::vector<std::string> names;
+  for (const Parsed& p : parse_newc(extract(env, **second, Format::gzip, "tail").raw))
+    names.push_back(p.name);
+  EXPECT_EQ(std::count(names.begin(), names.end(), "opt/agent/bin"), 1);
+  EXPECT_EQ(std::count(names.begin(), names.end(), "usr/lib"), 1);  // the image's, not added
+  EXPECT_EQ(std::count(names.begin(), names.end(), "dev/console"), 0);
+
+  // After a restart, the whole plan is served without the tree too.
+  auto cached = env.new_maker()->cached(image_digest("img"), options);
+  ASSERT_TRUE(cached.ok() && *cached);
+  EXPECT_EQ(read_whole(**cached), bytes);
+
+  // Other guest paths are another image part: the tree is needed again.
+  options.injects.pop_back();
+  auto other = env.maker().make(image_digest("img"), open, options);
+  ASSERT_TRUE(other.ok()) << other.error().message;
+  EXPECT_EQ(opened, 2);
+}
+
+// Plan files that a crash left torn, or that were changed, count as absent: planned again.
+TEST(ImagePart, DamagedPlanFilesArePlannedAgain) {
+  Env env;
+  auto layer = env.layer(base_entries());
+  int opened = 0;
+  auto open = [&]() -> Result<std::shared_ptr<overlay::Tree>> {
+    ++opened;
+    return Env::tree({layer});
+  };
+  ArchiveOptions options;
+  auto first = env.maker().make(image_digest("img"), open, options);
+  ASSERT_TRUE(first.ok());
+  const std::string bytes = read_whole(**first);
+  const fsys::path dir = env.blobs().root() / "segments" / "plans";
+  std::vector<fsys::path> plans;
+  for (const auto& e : fsys::directory_iterator(dir)) plans.push_back(e.path());
+  ASSERT_EQ(plans.size(), 2u);
+
+  for (int damage = 0; damage < 3; ++damage) {
+    for (const fsys::path& plan : plans) {
+      std::string text = slurp(plan);
+      switch (damage) {
+        case 0:  // torn
+          text.resize(text.size() / 2);
+          break;
+        case 1:  // a changed byte in the record: the checksum no longer matches
+          text[text.find("raw_size") + 2] ^= 1;
+          break;
+        default:  // empty, as after a crash before the data reached the disk
+          text.clear();
+          break;
+      }
+      spit(plan, text);
+    }
+    auto cached = env.maker().cached(image_digest("img"), options);
+    ASSERT_TRUE(cached.ok()) << cached.error().message;
+    EXPECT_FALSE(*cached);
+    auto again = env.maker().make(image_digest("img"), open, options);
+    ASSERT_TRUE(again.ok()) << again.error().message;
+    EXPECT_EQ((*again)->stats().segments_built, 0u);
+    EXPECT_EQ(read_whole(**again), bytes);
+    EXPECT_EQ(opened, 2 + damage);
+  }
 }
 
 // --- sizes --------------------------------------------------------------------------------------
