@@ -3,6 +3,7 @@
 import argparse
 import os
 import shutil
+import stat
 import statistics
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-IMAGEFS = os.path.join(ROOT, "build", "imagefs")
+IMAGEFS = os.environ.get("IMAGEFS_BIN") or os.path.join(ROOT, "build", "imagefs")
 FIXTURES = os.path.join(ROOT, "scripts", "fixtures")
 REGISTRY = os.path.join(ROOT, "scripts", "registry")
 
@@ -261,6 +262,316 @@ def bench_build(args):
     print(f"  .cpio.zst         {sizes['zst']:>10}  vs zstd -3 {peer['zstd -3']:>10}  ({100 * sizes['zst'] / peer['zstd -3'] - 100:+.1f}%, target within 3%)")
 
 
+# --- mount -----------------------------------------------------------------------------------
+
+class Mount:
+    """`imagefs mount` in the background (as users run it); stop() unmounts and waits for the
+    daemon to exit. The daemon's pid is found in /proc by its command line."""
+
+    def __init__(self, mnt, cache, log_file, *extra):
+        os.makedirs(mnt, exist_ok=True)
+        self.mnt = mnt
+        subprocess.run([IMAGEFS, "mount", mnt, "--cache-dir", cache, "--log", log_file, *extra], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+        self.pid = daemon_pid(mnt)
+        if not self.pid:
+            raise SystemExit(f"bench: no imagefs daemon serves {mnt}")
+
+    def status_kib(self, field):
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        return 0
+
+    def vm_hwm_kib(self):
+        return self.status_kib("VmHWM")
+
+    def stop(self):
+        subprocess.run(["fusermount3", "-u", self.mnt], check=False, stderr=subprocess.DEVNULL)
+        wait_gone(self.pid)
+
+
+def daemon_pid(mnt):
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            if "imagefs" not in os.readlink(f"/proc/{p}/exe"):
+                continue
+            args = open(f"/proc/{p}/cmdline", "rb").read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "mount" in args and mnt in args:
+            return int(p)
+    return None
+
+
+def wait_gone(pid, seconds=15):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+
+
+def mounted(mnt):
+    with open("/proc/mounts") as f:
+        return any(line.split()[1] == mnt for line in f)
+
+
+class Overlay:
+    """fuse-overlayfs (Debian's) over an image's layers, each unpacked by GNU tar into its own
+    directory, whiteouts converted to what overlayfs reads: `.wh.NAME` -> a 0/0 character device
+    NAME, `.wh..wh..opq` -> trusted.overlay.opaque=y on its directory. Read-only (no upperdir)."""
+
+    def __init__(self, layout, work, mnt):
+        import json
+        blob = lambda d: os.path.join(layout, "blobs", "sha256", d.split(":")[1])
+        idx = json.load(open(os.path.join(layout, "index.json")))
+        manifest = json.load(open(blob(idx["manifests"][0]["digest"])))
+        self.lowers = []
+        for i, d in enumerate(manifest["layers"]):
+            lower = os.path.join(work, f"layer{i}")
+            os.makedirs(lower)
+            subprocess.run(["tar", "-C", lower, "-xpf", blob(d["digest"]), "--numeric-owner", "--xattrs",
+                            "--xattrs-include=*"], check=True)
+            self._convert_whiteouts(lower)
+            self.lowers.append(lower)
+        self.mnt = mnt
+        os.makedirs(mnt, exist_ok=True)
+
+    @staticmethod
+    def _convert_whiteouts(root):
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in filenames + dirnames:
+                if not name.startswith(".wh."):
+                    continue
+                path = os.path.join(dirpath, name)
+                os.remove(path)
+                if name == ".wh..wh..opq":
+                    os.setxattr(dirpath, "trusted.overlay.opaque", b"y")
+                    continue
+                target = os.path.join(dirpath, name[4:])
+                if os.path.lexists(target):  # recreated in this very layer: it hides the lower ones
+                    if os.path.isdir(target) and not os.path.islink(target):
+                        os.setxattr(target, "trusted.overlay.opaque", b"y")
+                    continue
+                os.mknod(target, 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+
+    def start(self):
+        lowerdir = ":".join(reversed(self.lowers))  # the top layer first
+        subprocess.run(["fuse-overlayfs", "-o", f"lowerdir={lowerdir}", self.mnt], check=True,
+                       stderr=subprocess.DEVNULL)
+        self.pid = None
+
+    def stop(self):
+        subprocess.run(["fusermount3", "-u", self.mnt], check=True)
+        for _ in range(100):
+            if not mounted(self.mnt):
+                return
+            time.sleep(0.05)
+
+
+def shell_time(script):
+    start = time.perf_counter()
+    subprocess.run(["bash", "-c", "set -o pipefail; " + script], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def tree_listing(root):
+    """Paths, types, sizes and modes, sorted: what a find/tar over the tree walks."""
+    out = subprocess.run(["find", ".", "-printf", "%P|%y|%m|%U:%G|%s|%l\n"], cwd=root, check=True,
+                         stdout=subprocess.PIPE).stdout.decode(errors="replace").splitlines()
+    # Directory sizes are the file system's own.
+    return sorted(l if l.split("|")[1] != "d" else "|".join(l.split("|")[:4]) for l in out)
+
+
+def bench_mount(args):
+    images = args.images.split(",")
+    need = sorted(set(images) | {"python", args.rss_image})
+    subprocess.run([FIXTURES, "build"] + need, check=True, stdout=subprocess.DEVNULL)
+    med = statistics.median
+    with Registry() as reg, tempfile.TemporaryDirectory(prefix="imagefs-bench.") as tmp:
+        subprocess.run([FIXTURES, "push", "--registry", reg.addr] + need, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cache = os.path.join(tmp, "cache")
+        mnt = os.path.join(tmp, "mnt")
+        mlog = os.path.join(tmp, "mount.log")
+        mounts = []
+
+        def new_mount(*extra):
+            m = Mount(mnt, cache, mlog, *extra)
+            mounts.append(m)
+            return m
+
+        try:
+            # Peak RSS: a daemon on an empty store pulls the image and serves find, tar and an archive.
+            big = args.rss_image
+            m = new_mount()
+            root = f"{mnt}/{reg.addr}/{big}:latest"
+            t_rss = shell_time(f"find {root}/rootfs -ls >/dev/null && tar -C {root}/rootfs -cf - . | cat >/dev/null")
+            rss_tree = m.vm_hwm_kib()
+            t_rss += shell_time(f"cat {root}/initramfs.cpio.gz >/dev/null")
+            rss_cold = m.vm_hwm_kib()
+            anon_after = m.status_kib("RssAnon")
+            m.stop()
+            m = new_mount()
+            t_rss_warm = shell_time(f"find {root}/rootfs -ls >/dev/null && tar -C {root}/rootfs -cf - . | cat >/dev/null "
+                                    f"&& cat {root}/initramfs.cpio.gz >/dev/null")
+            rss_warm = m.vm_hwm_kib()
+            log(f"{big}: pull + find + tar + cat gz {t_rss:.1f}s, peak RSS {rss_cold / 1024:.1f} MiB; "
+                f"fresh daemon on the warm store {t_rss_warm:.1f}s, peak RSS {rss_warm / 1024:.1f} MiB")
+
+            # Warm read of python's initramfs.cpio.gz vs cat of a regular file of the same bytes.
+            py = f"{mnt}/{reg.addr}/python:latest"
+            archive = f"{py}/initramfs.cpio.gz"
+            subprocess.run(["cat", archive], check=True, stdout=subprocess.DEVNULL)
+            regular = os.path.join(tmp, "regular.cpio.gz")
+            shutil.copyfile(archive, regular)
+            size = os.path.getsize(regular)
+            warm_runs = max(args.runs * 3, 9)
+            ours, peer = [], []
+            for _ in range(warm_runs + 1):  # the first of each only warms
+                ours.append(shell_time(f"cat {archive} >/dev/null"))
+                peer.append(shell_time(f"cat {regular} >/dev/null"))
+            ours, peer = ours[1:], peer[1:]
+            log(f"warm read of {size} bytes: mount {med(ours) * 1000:.1f} ms, regular file {med(peer) * 1000:.1f} ms")
+            m.stop()
+
+            # Time to first byte of a cached image's archive on a fresh daemon (open + read 1 byte,
+            # timed in this process), by tag and by digest.
+            ttfb_tag, ttfb_digest, ttfb_second = [], [], []
+            for _ in range(max(args.runs * 2, 5)):
+                m = new_mount()
+                t0 = time.perf_counter()
+                fd = os.open(archive, os.O_RDONLY)
+                os.read(fd, 1)
+                ttfb_tag.append(time.perf_counter() - t0)
+                os.close(fd)
+                t0 = time.perf_counter()
+                fd = os.open(archive, os.O_RDONLY)
+                os.read(fd, 1)
+                ttfb_second.append(time.perf_counter() - t0)
+                os.close(fd)
+                digest = open(f"{py}/digest").read().strip()
+                m.stop()
+                m = new_mount()
+                path = f"{mnt}/{reg.addr}/python@{digest}/initramfs.cpio.gz"
+                t0 = time.perf_counter()
+                fd = os.open(path, os.O_RDONLY)
+                os.read(fd, 1)
+                ttfb_digest.append(time.perf_counter() - t0)
+                os.close(fd)
+                m.stop()
+            log(f"first byte on a fresh daemon: tag {[round(x * 1000, 2) for x in ttfb_tag]} ms, "
+                f"digest {[round(x * 1000, 2) for x in ttfb_digest]} ms")
+
+            # find / tar: imagefs vs fuse-overlayfs over the same layers vs the plain unpacked tree.
+            walks = {
+                "find -ls": "find {root} -ls >/dev/null",
+                "tar -cf /dev/null": "tar -C {root} -cf /dev/null .",
+                "tar -c | cat": "tar -C {root} -cf - . | cat >/dev/null",
+            }
+            rows = []
+            for image in images:
+                work = os.path.join(tmp, f"ovl-{image}")
+                layout = os.path.join(ROOT, "build", "fixtures", "oci", image)
+                ovl = Overlay(layout, work, os.path.join(tmp, f"ovl-mnt-{image}"))
+                gz = os.path.join(tmp, f"gz-{image}")
+                bundle = os.path.join(tmp, f"bundle-{image}")
+                subprocess.run([FIXTURES, "gzip-copy", layout, gz], check=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+                subprocess.run(["umoci", "unpack", "--image", f"{gz}:latest", bundle], check=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                plain = os.path.join(bundle, "rootfs")
+                ours_root = f"{mnt}/{reg.addr}/{image}:latest/rootfs"
+                # The three trees hold the same entries (a check that the comparison is fair).
+                ovl.start()
+                m = new_mount()
+                ref = tree_listing(plain)
+                same = {"imagefs": tree_listing(ours_root) == ref, "fuse-overlayfs": tree_listing(ovl.mnt) == ref}
+                m.stop()
+                ovl.stop()
+                for what, cmd in walks.items():
+                    roots = {"imagefs": ours_root, "fuse-overlayfs": ovl.mnt, "plain": plain}
+                    firsts = {tool: [] for tool in roots}
+                    warm = {tool: [] for tool in roots}
+                    # First walks: each on a fresh mount (page cache of the underlying files warm),
+                    # --runs rounds with both file systems freshly mounted and the tools taking turns
+                    # (the order rotating); then, on the last round's mounts, warm walks taking
+                    # turns too: at least --runs each, more for short walks (up to 1 s of them, 40
+                    # at most). Taking turns spreads the load of a shared machine over all tools.
+                    order = list(roots)
+                    for k in range(args.runs):
+                        m = new_mount()
+                        ovl.start()
+                        turn = order[k % 3:] + order[:k % 3]
+                        for tool in turn:
+                            firsts[tool].append(shell_time(cmd.format(root=roots[tool])))
+                        if k == args.runs - 1:
+                            while any(len(warm[t]) < args.runs or (sum(warm[t]) < 1.0 and len(warm[t]) < 40)
+                                      for t in roots):
+                                for tool in turn:
+                                    warm[tool].append(shell_time(cmd.format(root=roots[tool])))
+                        m.stop()
+                        ovl.stop()
+                    res = {tool: (med(firsts[tool]), med(warm[tool])) for tool in roots}
+                    log(f"{image} {what}: " + ", ".join(f"{k} {v[0]:.3f}s first, {v[1]:.3f}s warm" for k, v in res.items()))
+                    rows.append((image, what, res))
+                rows.append((image, "same tree", same))
+                shutil.rmtree(work, ignore_errors=True)
+                shutil.rmtree(bundle, ignore_errors=True)
+                shutil.rmtree(gz, ignore_errors=True)
+        finally:
+            for m in mounts:
+                if mounted(m.mnt):
+                    subprocess.run(["fusermount3", "-u", "-z", m.mnt], check=False, stderr=subprocess.DEVNULL)
+                if daemon_pid(m.mnt):
+                    wait_gone(m.pid, 5)
+            for image in images:
+                d = os.path.join(tmp, f"ovl-mnt-{image}")
+                if os.path.isdir(d) and mounted(d):
+                    subprocess.run(["fusermount3", "-u", "-z", d], check=False, stderr=subprocess.DEVNULL)
+
+    mib = size / 2**20
+    print(f"mount: imagefs mount vs cat of a regular file, fuse-overlayfs and the plain unpacked tree (same run)")
+    print(f"warm read of python's initramfs.cpio.gz ({size} bytes), median of {warm_runs}:")
+    print(f"  through the mount   {med(ours) * 1000:8.2f} ms  {mib / med(ours):8.0f} MiB/s")
+    print(f"  cat of a file       {med(peer) * 1000:8.2f} ms  {mib / med(peer):8.0f} MiB/s")
+    print(f"  -> {med(peer) / med(ours):.2f} of cat's speed (target >= 0.5)")
+    print(f"time to first byte (open + read 1 byte) of python's cached initramfs.cpio.gz, fresh daemon, "
+          f"median of {len(ttfb_tag)}:")
+    print(f"  by tag     {med(ttfb_tag) * 1000:7.2f} ms (max {max(ttfb_tag) * 1000:.2f})  (target < 10 ms)")
+    print(f"  by digest  {med(ttfb_digest) * 1000:7.2f} ms (max {max(ttfb_digest) * 1000:.2f})  (target < 10 ms)")
+    print(f"  a second open on the same daemon {med(ttfb_second) * 1000:.3f} ms")
+    print(f"tree walks, seconds (first = on a fresh mount, page cache of the underlying files warm, median of "
+          f"{args.runs} mounts; warm = median of {args.runs} or more runs on one mount, up to 1 s of them):")
+    print(f"{'image':7} {'walk':24} {'imagefs':>9} {'fuse-overlayfs':>15} {'plain dir':>9} "
+          f"{'vs overlayfs':>13} {'vs plain':>9}")
+    for image, what, res in rows:
+        if what == "same tree":
+            print(f"{image:7} same entries as umoci unpack: "
+                  + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in res.items()))
+            continue
+        o, f, p = res["imagefs"], res["fuse-overlayfs"], res["plain"]
+        for label, i in (("first", 0), ("warm", 1)):
+            print(f"{image:7} {what + ' ' + label:24} {o[i]:9.3f} {f[i]:15.3f} {p[1]:9.3f} "
+                  f"{f[i] / o[i]:12.2f}x {p[1] / o[i]:8.2f}x")
+    print("  (ratios: the other's time / imagefs' time; >= 1 means imagefs is at least as fast. "
+          "target: >= 1 vs fuse-overlayfs; vs plain is reported. tar -cf /dev/null reads no file data "
+          "(GNU tar skips it); tar -c | cat reads everything)")
+    print(f"daemon peak RSS (VmHWM) serving {big}:")
+    print(f"  empty store: pull, find -ls and tar -c of rootfs   {rss_tree / 1024:7.1f} MiB")
+    print(f"  then cat initramfs.cpio.gz (made on this read)     {rss_cold / 1024:7.1f} MiB "
+          f"(anonymous memory still held after it: {anon_after / 1024:.1f} MiB)")
+    print(f"  a fresh daemon on the warm store: find, tar, cat   {rss_warm / 1024:7.1f} MiB")
+
+
 def main():
     p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
     sub = p.add_subparsers(dest="what", required=True)
@@ -277,6 +588,11 @@ def main():
     build.add_argument("--image", default="python")
     build.add_argument("--runs", type=int, default=3)
     build.set_defaults(func=bench_build)
+    mount = sub.add_parser("mount", help="imagefs mount: warm reads vs cat, first byte, find/tar vs fuse-overlayfs, RSS")
+    mount.add_argument("--images", default="python,rust", help="images for the find/tar walks")
+    mount.add_argument("--rss-image", default="rust", help="the image served while peak RSS is measured")
+    mount.add_argument("--runs", type=int, default=3)
+    mount.set_defaults(func=bench_mount)
     args = p.parse_args()
     args.func(args)
 
