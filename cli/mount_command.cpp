@@ -5,6 +5,7 @@
 // whose reason it prints), like other FUSE file systems; the daemon then logs to a file. The
 // store is opened only in the daemon: LMDB environments must not cross a fork.
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -145,6 +146,10 @@ Result<void> prepare_mountpoint(const fsys::path& mountpoint, Io& io) {
 
 // Everything the daemon does, in the process that serves. `ready` runs once the mount is up.
 Result<void> run_daemon(MountSetup setup, Log& log, const std::function<void()>& ready) {
+  // A long-lived daemon compresses files of any size, each alone in one buffer: with glibc's
+  // sliding mmap threshold, buffers up to 32 MB would come from the heap and stay there after
+  // they are freed. Anything of 1 MiB or more is mapped on its own and given back when freed.
+  ::mallopt(M_MMAP_THRESHOLD, 1 << 20);
   IMAGEFS_TRY(blobs, store::BlobStore::open(setup.cache_dir));
   IMAGEFS_TRY(catalog, store::Catalog::open(store::Catalog::file_in(setup.cache_dir)));
   std::string mountpoint = setup.mountpoint.string();
