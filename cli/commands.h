@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cli/args.h"
+#include "cpio/archive.h"
 #include "overlay/tree.h"
 #include "registry/options.h"
 #include "registry/progress.h"
@@ -84,6 +85,9 @@ int run_gc(const Args& args, Io& io);
 int run_verify(const Args& args, Io& io);
 int run_export(const Args& args, Io& io);  // cli/export_command.cpp
 int run_build(const Args& args, Io& io);   // cli/build_command.cpp
+// The archive options of `build` (and `mount`): --format, --inject, --init, --exec, --level
+// (cli/build_command.cpp). EINVAL or ENOENT with a message naming the option.
 std::vector<OptionSpec> archive_option_specs();
+Result<cpio::ArchiveOptions> archive_options(const Args& args);
 
 }  // namespace imagefs::cli

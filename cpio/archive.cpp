@@ -22,6 +22,9 @@
 #include "common/unique_fd.h"
 #include "cpio/plan.h"
 #include "cpio/segment.h"
+#include "init/default_init.h"
+#include "init/image_config.h"
+#include "init/init_config.h"
 
 namespace imagefs::cpio {
 
@@ -68,6 +71,29 @@ Result<struct stat> stat_host(const fs::path& host, std::string_view what) {
   return st;
 }
 
+// EINVAL for an `exec` the default /init cannot use.
+Result<void> check_exec(const ArchiveOptions& options) {
+  if (!options.exec) return {};
+  if (options.init)
+    return make_error(EINVAL,
+                      "--exec replaces the image's command for imagefs' default /init: it cannot "
+                      "be used with --init");
+  if (options.exec->empty() || options.exec->front().empty())
+    return make_error(EINVAL, "--exec names no program");
+  return {};
+}
+
+// The default /init as a host file: the same bytes, mtime and so segment in every archive.
+const std::shared_ptr<const HostFile>& default_init_file() {
+  static const std::shared_ptr<const HostFile> file = [] {
+    const std::span<const uint8_t> binary = init::default_init_binary();
+    std::string bytes(reinterpret_cast<const char*>(binary.data()), binary.size());
+    store::Digest digest = store::Digest::of(bytes);
+    return std::make_shared<const HostFile>(HostFile{"/init", std::move(bytes), std::move(digest)});
+  }();
+  return file;
+}
+
 struct HostFileOption {
   fs::path host;
   std::string guest;
@@ -92,7 +118,19 @@ std::string plan_key(const store::Digest& image, const ArchiveOptions& options, 
   std::string text(kPlannerVersion);
   text += '\n';
   text += std::to_string(level) + '\n';
-  if (options.init) text += "init\n";
+  if (options.init) {
+    text += "init\n";
+  } else {
+    // The default /init: its program (another imagefs may embed another) and the command
+    // override. "config 1" names how config.json is read into /.imagefs/init.conf: change it
+    // when that changes.
+    text += "default init " + std::string(default_init_file()->digest.hex()) + " config 1\n";
+    if (options.exec) {
+      text += "exec";
+      for (const std::string& arg : *options.exec) text += '\0' + arg;
+      text += '\n';
+    }
+  }
   const auto files = host_files(options);
   for (size_t i = 0; i < files.size(); ++i) {
     const struct stat& st = stats[i];
@@ -248,6 +286,7 @@ class ArchiveMakerImpl final : public ArchiveMaker {
   Result<std::shared_ptr<const Archive>> cached(const store::Digest& image,
                                                 const ArchiveOptions& options) override {
     IMAGEFS_TRY(level, level_of(options));
+    IMAGEFS_CHECK(check_exec(options));
     std::vector<struct stat> stats;
     for (const HostFileOption& file : host_files(options)) {
       IMAGEFS_TRY(st, stat_host(file.host, file.what));
@@ -278,6 +317,11 @@ class ArchiveMakerImpl final : public ArchiveMaker {
       } else {
         inputs.injects.push_back(std::move(file));
       }
+    }
+    if (!options.init) {
+      IMAGEFS_TRY(config, default_init_config(image, options));
+      inputs.init = default_init_file();
+      inputs.injects.insert(inputs.injects.begin(), std::move(config));
     }
     const std::string key = plan_key(image, options, level, stats);
     IMAGEFS_TRY(plan, detail::make_plan(tree, inputs));
@@ -342,6 +386,25 @@ class ArchiveMakerImpl final : public ArchiveMaker {
     stats.has_init = plan->has_init;
     return std::shared_ptr<const Archive>(
         std::make_shared<ArchiveImpl>(std::move(paths), plan->segments, stats));
+  }
+
+  // /.imagefs/init.conf for the default /init: the image's config (through the catalog's record
+  // of `image`) and the exec override, as init/init_config.h encodes them.
+  Result<std::shared_ptr<const HostFile>> default_init_config(const store::Digest& image,
+                                                              const ArchiveOptions& options) {
+    IMAGEFS_TRY(record, catalog_->image(image));
+    if (!record)
+      return make_error(ENOENT, "image " + image.str() +
+                                    " is not in the store's catalog: the default /init needs "
+                                    "its config");
+    IMAGEFS_TRY(json, blobs_->read(record->config));
+    Result<init::InitConfig> config = init::init_config_from_image(json);
+    if (!config.ok()) return config.error().context("image " + image.str());
+    config->exec = options.exec;
+    std::string bytes = init::encode_config(*config);
+    store::Digest digest = store::Digest::of(bytes);
+    return std::make_shared<const HostFile>(
+        HostFile{std::string(init::kConfigPath), std::move(bytes), std::move(digest), 0, 0644});
   }
 
   static Result<std::shared_ptr<const HostFile>> read_host(const HostFileOption& option,
