@@ -39,9 +39,10 @@ Result<std::string> find_program(const std::string& name, std::string_view path,
   size_t at = 0;
   while (true) {
     const size_t end = path.find(':', at);
-    std::string dir(path.substr(at, end == std::string_view::npos ? end : end - at));
-    if (dir.empty()) dir = ".";
-    std::string candidate = dir + "/" + name;
+    std::string candidate(path.substr(at, end == std::string_view::npos ? end : end - at));
+    if (candidate.empty()) candidate = ".";
+    candidate += '/';
+    candidate += name;
     if (is_executable(candidate)) return candidate;
     if (end == std::string_view::npos) break;
     at = end + 1;

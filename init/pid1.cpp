@@ -96,7 +96,7 @@ bool is_empty_dir(const char* path) {
   DIR* dir = ::opendir(path);
   if (dir == nullptr) return false;
   bool empty = true;
-  while (const dirent* e = ::readdir(dir)) {
+  while (const dirent* e = ::readdir(dir)) {  // NOLINT(concurrency-mt-unsafe): one thread
     if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) {
       empty = false;
       break;
@@ -190,7 +190,7 @@ void bring_up_loopback() {
 std::string set_hostname() {
   utsname u{};
   (void)::uname(&u);
-  const std::string name = choose_hostname(u.nodename, read_file("/etc/hostname"));
+  std::string name = choose_hostname(u.nodename, read_file("/etc/hostname"));
   if (name != u.nodename && ::sethostname(name.data(), name.size()) != 0)
     say("cannot set the hostname " + name + ": " + error_text(errno));
   return name;
@@ -222,7 +222,7 @@ std::vector<char*> c_strings(std::vector<std::string>& strings) {
 // when possible, so that ^C reaches it), the user, the working directory, exec. Reports and exits
 // 126/127 on failure, as a shell would.
 [[noreturn]] void exec_command(Launch& launch, const sigset_t& mask) {
-  (void)::sigprocmask(SIG_SETMASK, &mask, nullptr);
+  (void)::pthread_sigmask(SIG_SETMASK, &mask, nullptr);
   for (int sig : kForwarded) (void)::signal(sig, SIG_DFL);
   (void)::signal(SIGCHLD, SIG_DFL);
   (void)::setsid();
@@ -340,7 +340,7 @@ int run() {
   sigaddset(&waited, SIGCHLD);
   for (int sig : kForwarded) sigaddset(&waited, sig);
   sigset_t old_mask;
-  (void)::sigprocmask(SIG_BLOCK, &waited, &old_mask);
+  (void)::pthread_sigmask(SIG_BLOCK, &waited, &old_mask);
   struct sigaction noop {};
   noop.sa_handler = [](int) {};
   for (int sig : kForwarded) (void)::sigaction(sig, &noop, nullptr);

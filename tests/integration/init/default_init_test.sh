@@ -13,7 +13,8 @@
 #   - errors, each a clear console line, a status line, and a VM that powers off: a missing program,
 #     a User not in /etc/passwd, a missing WorkingDir, an image with no command at all (edge);
 #   - --init FILE still replaces the default; --exec runs an injected agent;
-#   - the archive's /init is the imagefs-init of this build, and /.imagefs/init.conf is there.
+#   - the archive's /init is the imagefs-init of this build, and /.imagefs/init.conf is there;
+#   - an image of another architecture builds with a warning (the default /init is the host's).
 # Every boot must end by itself (the init powers the VM off: "reboot: Power down", QEMU exits 0)
 # without a kernel panic; one boot goes without panic=-1, so that nothing but a power-off ends it.
 set -euo pipefail
@@ -24,7 +25,7 @@ require_cmd docker-registry skopeo jq qemu-system-x86_64 cpio gcc
 [ "$(id -u)" = 0 ] || skip "needs root: /boot/vmlinuz-* is root-only"
 boot_kernel >/dev/null
 
-images=(tiny edge cmd-both cmd-entrypoint cmd-cmd cmd-baduser cmd-badwd noshell)
+images=(tiny edge multiarch cmd-both cmd-entrypoint cmd-cmd cmd-baduser cmd-badwd noshell)
 "$FIXTURES" build --out "$FIXTURES_OUT" "${images[@]}" >/dev/null 2>&1 || fail "fixtures build failed"
 start_registry open
 push_fixtures "${images[@]}"
@@ -244,4 +245,13 @@ env=PATH=$PATH_DEFAULT
 cwd=/
 uid=0 gid=0 groups=
 ppid=1" "command exited with status 0"
+# The default /init is a program of this machine: an image of another architecture gets a warning.
+out=$(imagefs build --cache-dir "$CACHE" --platform linux/arm64 "$IMAGEFS_REGISTRY/multiarch" \
+  -o "$TEST_TMPDIR/arm64.gz" 2>&1) || fail "building the arm64 image failed: $out"
+assert_contains "$out" "is for linux/arm64/v8, but imagefs' default /init is built for linux/amd64" \
+  "the warning for an arm64 image"
+out=$(imagefs build --cache-dir "$CACHE" "$IMAGEFS_REGISTRY/multiarch" -o "$TEST_TMPDIR/amd64.gz" 2>&1) ||
+  fail "building the amd64 image failed: $out"
+assert_not_contains "$out" "warning" "building an amd64 image"
+log "  another architecture: warned"
 log "pass"
