@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <ostream>
 #include <system_error>
 #include <vector>
@@ -13,6 +14,8 @@
 #include "cli/commands.h"
 #include "cli/progress.h"
 #include "cpio/archive.h"
+#include "init/command.h"
+#include "registry/platform.h"
 
 namespace imagefs::cli {
 namespace {
@@ -26,6 +29,34 @@ Result<int> parse_level(const std::string& text, int lo, int hi, const std::stri
     return make_error(EINVAL, what + " must be a number from " + std::to_string(lo) + " to " +
                                   std::to_string(hi) + ", not \"" + text + "\"");
   return static_cast<int>(n);
+}
+
+// --exec's value: the words of a command line split at spaces ("/usr/bin/agent --port 80"), or,
+// when it starts with '[', a JSON array of strings as in a Dockerfile's exec form
+// ('["/usr/bin/python3", "-c", "print(1 + 1)"]') for arguments with spaces.
+Result<std::vector<std::string>> parse_exec(const std::string& text) {
+  const size_t start = text.find_first_not_of(" \t\n");
+  std::vector<std::string> argv;
+  if (start != std::string::npos && text[start] == '[') {
+    const nlohmann::json doc = nlohmann::json::parse(text, nullptr, false);
+    if (doc.is_discarded() || !doc.is_array())
+      return make_error(EINVAL, "--exec " + text + ": not a JSON array of strings");
+    for (const nlohmann::json& item : doc) {
+      if (!item.is_string())
+        return make_error(EINVAL, "--exec " + text + ": not a JSON array of strings");
+      std::string arg = item.get<std::string>();
+      if (arg.find('\0') != std::string::npos)
+        return make_error(EINVAL, "--exec " + text + ": an argument holds a NUL character");
+      argv.push_back(std::move(arg));
+    }
+  } else {
+    argv = init::split_words(text);
+  }
+  if (argv.empty() || argv.front().empty())
+    return make_error(EINVAL,
+                      "--exec names no program: give one, e.g. --exec \"/usr/bin/agent "
+                      "--port 80\"");
+  return argv;
 }
 
 // Writes the archive to `file` through a temporary file in the same directory, renamed into
@@ -87,6 +118,14 @@ Result<cpio::ArchiveOptions> archive_options(const Args& args) {
       return make_error(ENOENT, "--init " + *init + ": no such regular file");
     options.init = fsys::absolute(*init);
   }
+  if (auto exec = args.get("exec")) {
+    if (options.init)
+      return make_error(EINVAL,
+                        "--exec replaces the command that imagefs' default /init runs: "
+                        "it cannot be used with --init");
+    IMAGEFS_TRY(argv, parse_exec(*exec));
+    options.exec = std::move(argv);
+  }
   if (auto level = args.get("level")) {
     bool zstd = options.format == cpio::Format::zstd;
     IMAGEFS_TRY(n, parse_level(*level, 1, zstd ? 19 : 12, "--level"));
@@ -100,7 +139,14 @@ std::vector<OptionSpec> archive_option_specs() {
       {"format", Arity::value, "gz (default), zst or none", "FORMAT"},
       {"inject", Arity::repeated, "put a host file into the archive at GUEST, mode 0755",
        "HOST:GUEST"},
-      {"init", Arity::value, "a program or script to become /init (mode 0755)", "FILE"},
+      {"init", Arity::value,
+       "a program or script to become /init (mode 0755) instead of imagefs' default /init, "
+       "which runs the image's command",
+       "FILE"},
+      {"exec", Arity::value,
+       "the command the default /init runs instead of the image's Entrypoint and Cmd: words "
+       "split at spaces, or a JSON array of strings",
+       "COMMAND"},
       {"level", Arity::value,
        "compression level: gzip 1-12 (default 6; 12 is smaller than gzip -9), zstd 1-19 "
        "(default 3)",
@@ -135,9 +181,15 @@ int run_build(const Args& args, Io& io) {
       image->image.manifest, [&] { return open_tree(*image); }, *options, &progress);
   if (item) view.end(*item, archive.ok() ? ItemEnd::done : ItemEnd::failed);
   if (!archive.ok()) return report(io, "build " + ref, archive.error());
-  if (!(*archive)->stats().has_init)
-    io.err << "imagefs build: warning: " << ref
-           << " has no /init and no --init was given: the kernel will find nothing to run\n";
+  if (!options->init) {
+    // The default /init is a program of this machine's architecture.
+    auto platform = registry::parse_platform(image->image.platform);
+    const registry::Platform host = registry::host_platform();
+    if (platform.ok() && platform->architecture != host.architecture)
+      io.err << "imagefs build: warning: " << ref << " is for " << image->image.platform
+             << ", but imagefs' default /init is built for " << host.str()
+             << ": it will not run there; give an /init of that platform with --init\n";
+  }
   if (auto written = write_atomically(**archive, *output); !written.ok())
     return report(io, "build " + ref, written.error());
   const cpio::ArchiveStats& s = (*archive)->stats();

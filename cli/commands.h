@@ -92,8 +92,9 @@ int run_gc(const Args& args, Io& io);
 int run_verify(const Args& args, Io& io);
 int run_export(const Args& args, Io& io);  // cli/export_command.cpp
 int run_build(const Args& args, Io& io);   // cli/build_command.cpp
+// The archive options of `build` (and `mount`): --format, --inject, --init, --exec, --level
+// (cli/build_command.cpp). EINVAL or ENOENT with a message naming the option.
 std::vector<OptionSpec> archive_option_specs();
-// --format, --inject, --init, --level as build and mount take them.
 Result<cpio::ArchiveOptions> archive_options(const Args& args);
 int run_mount(const Args& args, Io& io);   // cli/mount_command.cpp
 int run_status(const Args& args, Io& io);  // cli/mount_command.cpp

@@ -23,6 +23,9 @@
 #include "cpio/plan.h"
 #include "cpio/plan_store.h"
 #include "cpio/segment.h"
+#include "init/default_init.h"
+#include "init/image_config.h"
+#include "init/init_config.h"
 
 namespace imagefs::cpio {
 
@@ -70,6 +73,29 @@ Result<struct stat> stat_host(const fs::path& host, std::string_view what) {
   return st;
 }
 
+// EINVAL for an `exec` the default /init cannot use.
+Result<void> check_exec(const ArchiveOptions& options) {
+  if (!options.exec) return {};
+  if (options.init)
+    return make_error(EINVAL,
+                      "--exec replaces the image's command for imagefs' default /init: it cannot "
+                      "be used with --init");
+  if (options.exec->empty() || options.exec->front().empty())
+    return make_error(EINVAL, "--exec names no program");
+  return {};
+}
+
+// The default /init as a host file: the same bytes, mtime and so segment in every archive.
+const std::shared_ptr<const HostFile>& default_init_file() {
+  static const std::shared_ptr<const HostFile> file = [] {
+    const std::span<const uint8_t> binary = init::default_init_binary();
+    std::string bytes(reinterpret_cast<const char*>(binary.data()), binary.size());
+    store::Digest digest = store::Digest::of(bytes);
+    return std::make_shared<const HostFile>(HostFile{"/init", std::move(bytes), std::move(digest)});
+  }();
+  return file;
+}
+
 struct HostFileOption {
   fs::path host;
   std::string guest;
@@ -94,7 +120,19 @@ std::string plan_key(const store::Digest& image, const ArchiveOptions& options, 
   std::string text(kPlannerVersion);
   text += '\n';
   text += std::to_string(level) + '\n';
-  if (options.init) text += "init\n";
+  if (options.init) {
+    text += "init\n";
+  } else {
+    // The default /init: its program (another imagefs may embed another) and the command
+    // override. "config 1" names how config.json is read into /.imagefs/init.conf: change it
+    // when that changes.
+    text += "default init " + std::string(default_init_file()->digest.hex()) + " config 1\n";
+    if (options.exec) {
+      text += "exec";
+      for (const std::string& arg : *options.exec) text += '\0' + arg;
+      text += '\n';
+    }
+  }
   const auto files = host_files(options);
   for (size_t i = 0; i < files.size(); ++i) {
     const struct stat& st = stats[i];
@@ -114,6 +152,9 @@ std::string image_part_key(const store::Digest& image, const ArchiveOptions& opt
   text += '\n';
   text += std::to_string(level) + '\n';
   for (const HostFileOption& file : host_files(options)) text += file.guest + '\n';
+  // The default /init's config file is a tail entry too: the image part records what the image
+  // has at its parent.
+  if (!options.init) text += std::string(init::kConfigPath) + '\n';
   return image.str() + "/" + std::string(detail::format_dir(options.format)) + "/image/" +
          std::string(store::Digest::of(text).hex());
 }
@@ -247,11 +288,13 @@ class ArchiveImpl final : public Archive {
 
 class ArchiveMakerImpl final : public ArchiveMaker {
  public:
-  explicit ArchiveMakerImpl(std::shared_ptr<store::BlobStore> blobs) : blobs_(std::move(blobs)) {}
+  ArchiveMakerImpl(std::shared_ptr<store::BlobStore> blobs, std::shared_ptr<store::Catalog> catalog)
+      : blobs_(std::move(blobs)), catalog_(std::move(catalog)) {}
 
   Result<std::shared_ptr<const Archive>> cached(const store::Digest& image,
                                                 const ArchiveOptions& options) override {
     IMAGEFS_TRY(level, level_of(options));
+    IMAGEFS_CHECK(check_exec(options));
     std::vector<struct stat> stats;
     for (const HostFileOption& file : host_files(options)) {
       IMAGEFS_TRY(st, stat_host(file.host, file.what));
@@ -293,6 +336,11 @@ class ArchiveMakerImpl final : public ArchiveMaker {
       } else {
         inputs.injects.push_back(std::move(file));
       }
+    }
+    if (!options.init) {
+      IMAGEFS_TRY(config, default_init_config(image, options));
+      inputs.init = default_init_file();
+      inputs.injects.insert(inputs.injects.begin(), std::move(config));
     }
     const std::string key = plan_key(image, options, level, stats);
     const std::string part_key = image_part_key(image, options, level);
@@ -395,6 +443,27 @@ class ArchiveMakerImpl final : public ArchiveMaker {
     return part;
   }
 
+  // /.imagefs/init.conf for the default /init: the image's config (through the catalog's record
+  // of `image`) and the exec override, as init/init_config.h encodes them.
+  Result<std::shared_ptr<const HostFile>> default_init_config(const store::Digest& image,
+                                                              const ArchiveOptions& options) {
+    if (!catalog_)
+      return make_error(EINVAL, "the default /init needs the catalog, for the image's config");
+    IMAGEFS_TRY(record, catalog_->image(image));
+    if (!record)
+      return make_error(ENOENT, "image " + image.str() +
+                                    " is not in the store's catalog: the default /init needs "
+                                    "its config");
+    IMAGEFS_TRY(json, blobs_->read(record->config));
+    Result<init::InitConfig> config = init::init_config_from_image(json);
+    if (!config.ok()) return config.error().context("image " + image.str());
+    config->exec = options.exec;
+    std::string bytes = init::encode_config(*config);
+    store::Digest digest = store::Digest::of(bytes);
+    return std::make_shared<const HostFile>(
+        HostFile{std::string(init::kConfigPath), std::move(bytes), std::move(digest), 0, 0644});
+  }
+
   static Result<std::shared_ptr<const HostFile>> read_host(const HostFileOption& option,
                                                            struct stat* st) {
     const fs::path& host = option.host;
@@ -485,6 +554,7 @@ class ArchiveMakerImpl final : public ArchiveMaker {
   }
 
   std::shared_ptr<store::BlobStore> blobs_;
+  std::shared_ptr<store::Catalog> catalog_;  // for the image's config (the default /init)
 };
 
 // "/a//b/./c/" -> "/a/b/c"; nullopt for a ".." component.
@@ -594,10 +664,10 @@ Result<SegmentGcReport> remove_unused_segments(const fs::path& store_root, int64
 // The catalog is not used (plans are files now); the parameter stays so that callers need not
 // change.
 Result<std::shared_ptr<ArchiveMaker>> ArchiveMaker::create(
-    std::shared_ptr<store::BlobStore> blobs,
-    std::shared_ptr<store::Catalog> /*catalog*/) {  // NOLINT(performance-unnecessary-value-param)
+    std::shared_ptr<store::BlobStore> blobs, std::shared_ptr<store::Catalog> catalog) {
   if (!blobs) return make_error(EINVAL, "ArchiveMaker needs a blob store");
-  return std::shared_ptr<ArchiveMaker>(std::make_shared<ArchiveMakerImpl>(std::move(blobs)));
+  return std::shared_ptr<ArchiveMaker>(
+      std::make_shared<ArchiveMakerImpl>(std::move(blobs), std::move(catalog)));
 }
 
 }  // namespace imagefs::cpio

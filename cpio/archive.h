@@ -1,4 +1,5 @@
-// Initramfs archives of an image: newc cpio of the merged tree, then /init and injected files,
+// Initramfs archives of an image: newc cpio of the merged tree, then /init (the given one, or
+// imagefs' default init with the image's config in /.imagefs/init.conf) and injected files,
 // ending with TRAILER!!!, in three formats (gzip, zstd, none). An archive is assembled from
 // cached, independently compressed segments (design decisions 1-3): each segment is a run of
 // whole cpio entries compressed once (a gzip member, a zstd frame, or raw bytes) and kept in the
@@ -45,6 +46,10 @@ struct ArchiveOptions {
   Format format = Format::gzip;
   std::vector<Inject> injects;
   std::optional<std::filesystem::path> init;  // becomes /init (0755), replacing the image's
+  // Without `init`, /init is imagefs' default init (init/default_init.h, design decision 7), with
+  // the image's config for it at /.imagefs/init.conf (init/init_config.h); `exec` then replaces
+  // the image's Entrypoint and Cmd (as `docker run --entrypoint`). Not allowed with `init`.
+  std::optional<std::vector<std::string>> exec;
   // Compression levels: libdeflate 1-12 (6 matches gzip -6's size or better; 12 beats gzip -9),
   // zstd 1-19.
   int gzip_level = 6;
@@ -56,7 +61,7 @@ struct ArchiveStats {
   size_t segments_built = 0;   // compressed by this call
   size_t segments_reused = 0;  // found in the store
   uint64_t raw_bytes = 0;      // the uncompressed cpio stream
-  bool has_init = false;       // /init exists (from --init, or the image's own)
+  bool has_init = false;       // /init exists (from --init or the default init: always)
 };
 
 // A planned archive whose segments are all in the store. Immutable: reads from any number of
@@ -85,8 +90,8 @@ struct BuildProgress {
 // processes (a segment is built once under a lock and appears by rename).
 class ArchiveMaker {
  public:
-  // Plans and segments live in the blob store's directory (docs/STORE_FORMAT.md); `catalog` is no
-  // longer written (plans were kept there before) and may be null.
+  // Plans and segments live in the blob store's directory (docs/STORE_FORMAT.md). `catalog` is
+  // read for an image's config, which the default /init needs (null: only with --init).
   static Result<std::shared_ptr<ArchiveMaker>> create(std::shared_ptr<store::BlobStore> blobs,
                                                       std::shared_ptr<store::Catalog> catalog);
   virtual ~ArchiveMaker() = default;
@@ -94,7 +99,9 @@ class ArchiveMaker {
   // The archive of `tree` (the image whose manifest is `image`) with `options`. Uses the cached
   // plan when the image and options (including injected files' size and mtime) are unchanged;
   // otherwise plans and builds the missing segments (in parallel). Errors: EFBIG naming a file of
-  // 4 GiB or more (newc cannot hold it); errors of the tree or the store.
+  // 4 GiB or more (newc cannot hold it); for the default /init, ENOENT when the catalog has no
+  // record of `image` (its config is needed) and EINVAL for a config it cannot use; EINVAL for
+  // `exec` with `init`, or an empty `exec`; errors of the tree or the store.
   virtual Result<std::shared_ptr<const Archive>> make(const store::Digest& image,
                                                       overlay::Tree& tree,
                                                       const ArchiveOptions& options,
@@ -114,8 +121,8 @@ class ArchiveMaker {
   // The archive when its plan is cached and every segment is in the store (the cheap path of
   // make(): it reads the plan file, stats the host files and the segment files, and needs no
   // tree, so no layer has to be ingested to learn an archive's size); nullptr otherwise. Errors:
-  // EINVAL for bad levels, ENOENT for a missing --init or injected host file, errors of the file
-  // system.
+  // EINVAL for bad levels or `exec`, ENOENT for a missing --init or injected host file, errors of
+  // the file system.
   virtual Result<std::shared_ptr<const Archive>> cached(const store::Digest& image,
                                                         const ArchiveOptions& options) = 0;
 };

@@ -289,9 +289,9 @@ std::optional<uint32_t> recorded_mode(const PathModes& paths, std::string_view p
   return it->second;
 }
 
-// A host file as a 0755 root:root regular file.
+// A host file as a root:root regular file (0755 unless it says otherwise).
 Result<EntryPieces> host_entry(const std::shared_ptr<const HostFile>& file, std::string_view name) {
-  NewcHeader h = basic_header(name, S_IFREG | 0755);
+  NewcHeader h = basic_header(name, S_IFREG | file->mode);
   h.mtime = clamp_mtime(file->mtime_sec);
   h.filesize = file->bytes.size();
   IMAGEFS_TRY(e, make_entry(h, name));

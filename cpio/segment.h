@@ -30,6 +30,7 @@ struct HostFile {
   std::string bytes;
   store::Digest digest;   // of `bytes`
   int64_t mtime_sec = 0;  // the host file's, which the cpio entry carries
+  uint32_t mode = 0755;   // permission bits of the entry (root:root)
 };
 
 // A piece of a segment's raw (uncompressed) bytes, in order.

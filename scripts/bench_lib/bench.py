@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Benchmarks of imagefs against the tools it replaces, measured in the same run (scripts/bench)."""
 import argparse
+import json
 import os
+import shlex
 import shutil
 import stat
 import statistics
@@ -572,6 +574,95 @@ def bench_mount(args):
     print(f"  a fresh daemon on the warm store: find, tar, cat   {rss_warm / 1024:7.1f} MiB")
 
 
+BENCH_LINE = "IMAGEFS-BENCH-FIRST-LINE"
+# The command each image boots into: its first line on the console is what is timed.
+BOOT_COMMANDS = {
+    "tiny": ["/bin/echo", BENCH_LINE],
+    "python": ["/usr/bin/python3", "-c", f"print('{BENCH_LINE}')"],
+}
+
+
+def boot_kernel():
+    kernels = sorted((f for f in os.listdir("/boot") if f.startswith("vmlinuz-")),
+                     key=lambda f: [int(x) if x.isdigit() else x for x in f.replace("-", ".").split(".")])
+    if not kernels:
+        raise SystemExit("bench: no /boot/vmlinuz-* (scripts/setup installs linux-image-amd64)")
+    return os.path.join("/boot", kernels[-1])
+
+
+def boot_once(kernel, initrd, timeout=120):
+    """Boots initrd in QEMU (TCG, as the boot tests do) and reads the serial console as it comes.
+    Returns (seconds from QEMU's start to the first line of the command, seconds until QEMU
+    exited by itself)."""
+    cmd = ["qemu-system-x86_64", "-M", "pc", "-m", "512", "-nographic", "-no-reboot", "-nic", "none",
+           "-kernel", kernel, "-initrd", initrd, "-append", "console=ttyS0 panic=-1 quiet"]
+    start = time.perf_counter()
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    seen, first = b"", None
+    while True:
+        chunk = os.read(p.stdout.fileno(), 65536)
+        if not chunk:
+            break
+        seen += chunk
+        if first is None and BENCH_LINE.encode() + b"\r\n" in seen:
+            first = time.perf_counter() - start
+        if time.perf_counter() - start > timeout:
+            p.kill()
+            break
+    p.wait()
+    total = time.perf_counter() - start
+    if first is None or p.returncode != 0:
+        raise SystemExit(f"bench: booting {initrd} failed (QEMU exit {p.returncode}):\n"
+                         f"{seen.decode(errors='replace')[-3000:]}")
+    return first, total
+
+
+def bench_boot(args):
+    images = args.images.split(",")
+    formats = args.formats.split(",")
+    kernel = boot_kernel()
+    subprocess.run([FIXTURES, "build"] + images, check=True, stdout=subprocess.DEVNULL)
+    rows = []
+    with Registry() as reg, tempfile.TemporaryDirectory(prefix="imagefs-bench.") as tmp:
+        subprocess.run([FIXTURES, "push", "--registry", reg.addr] + images, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cache = os.path.join(tmp, "cache")
+        for image in images:
+            command = BOOT_COMMANDS[image]
+            # The peer: the /init people write by hand, a busybox script that mounts what the
+            # command needs and runs it (both images have busybox at /bin/sh).
+            script = os.path.join(tmp, f"{image}.init")
+            with open(script, "w") as f:
+                f.write("#!/bin/sh\nmount -t proc proc /proc\nmount -t sysfs sys /sys\n"
+                        "mount -t devtmpfs dev /dev\n" + " ".join(shlex.quote(a) for a in command) +
+                        "\npoweroff -f\n")
+            for fmt in formats:
+                ours, peer = os.path.join(tmp, f"{image}.{fmt}"), os.path.join(tmp, f"{image}-sh.{fmt}")
+                for out, extra in ((ours, ["--exec", json.dumps(command)]), (peer, ["--init", script])):
+                    subprocess.run([IMAGEFS, "build", "--cache-dir", cache, f"{reg.addr}/{image}", "-o", out,
+                                    "--format", fmt, *extra], check=True, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+                first, total, sh_first = [], [], []
+                for run in range(args.runs):
+                    a, b = boot_once(kernel, ours)
+                    c, _ = boot_once(kernel, peer)
+                    first.append(a)
+                    total.append(b)
+                    sh_first.append(c)
+                    log(f"{image}.{fmt} run {run + 1}: first line {a:.2f}s, QEMU exited {b:.2f}s; "
+                        f"shell /init first line {c:.2f}s")
+                med = statistics.median
+                rows.append((image, fmt, os.path.getsize(ours), med(first), med(total), med(sh_first)))
+    print(f"boot: QEMU start to the command's first line on the console, median of {args.runs} runs")
+    print(f"(QEMU {subprocess.run(['qemu-system-x86_64', '--version'], capture_output=True, text=True).stdout.split()[3]}, "
+          f"TCG, -M pc -m 512, {os.path.basename(kernel)}, console=ttyS0 quiet)")
+    print(f"{'image':8} {'format':6} {'archive':>10} {'first line':>11} {'QEMU exit':>10} {'shell /init':>12}")
+    for image, fmt, size, first, total, sh_first in rows:
+        print(f"{image:8} {fmt:6} {size / 2**20:8.1f}MB {first:10.2f}s {total:9.2f}s {sh_first:11.2f}s")
+    print("first line: default /init running the command (--exec); QEMU exit: after the command's exit, "
+          "power-off included; shell /init: a busybox script (--init) mounting proc, sys, dev and running it")
+
+
 def main():
     p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
     sub = p.add_subparsers(dest="what", required=True)
@@ -593,6 +684,11 @@ def main():
     mount.add_argument("--rss-image", default="rust", help="the image served while peak RSS is measured")
     mount.add_argument("--runs", type=int, default=3)
     mount.set_defaults(func=bench_mount)
+    boot = sub.add_parser("boot", help="QEMU start to the command's first line, per image and format")
+    boot.add_argument("--images", default="tiny,python")
+    boot.add_argument("--formats", default="gz,zst,none")
+    boot.add_argument("--runs", type=int, default=3)
+    boot.set_defaults(func=bench_boot)
     args = p.parse_args()
     args.func(args)
 

@@ -29,7 +29,7 @@ def code_hash():
     """The builder's own code and the compressors' versions: a change to either rebuilds."""
     h = hashlib.sha256()
     files = [os.path.join(REPO, "scripts", "fixtures")]
-    files += sorted(os.path.join(HERE, f) for f in os.listdir(HERE) if f.endswith(".py"))
+    files += sorted(os.path.join(HERE, f) for f in os.listdir(HERE) if f.endswith((".py", ".c")))
     for p in files:
         with open(p, "rb") as f:
             h.update(p.encode() + b"\0" + f.read())

@@ -390,6 +390,105 @@ class Multiarch(Image):
         return layout.add_index(descs)
 
 
-ALL = [Tiny, Edge, Python, Multiarch, Node, Rust]
+SHOWARGS_C = os.path.join(os.path.dirname(os.path.abspath(__file__)), "showargs.c")
+
+
+def showargs_inputs():
+    """What the static showargs binary depends on besides its source (which code_hash covers):
+    the compiler and the static libc."""
+    gcc = subprocess.run(["gcc", "--version"], check=True, capture_output=True, text=True).stdout
+    libc = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "libc6-dev"], capture_output=True, text=True).stdout
+    return [gcc.splitlines()[0], f"libc6-dev={libc}"]
+
+
+def build_showargs(work):
+    """showargs.c linked statically: it runs in an image with no libc and no shell."""
+    out = os.path.join(work, "showargs")
+    subprocess.run(["gcc", "-static", "-O2", "-s", "-o", out, SHOWARGS_C], check=True)
+    return out
+
+
+class CmdImage(Image):
+    """The default /init's test images: showargs (a static program that prints its argv,
+    environment, working directory and ids) with users and groups, in one layer shared by every
+    variant; each variant is a config, as docker would run it."""
+
+    default = False
+    config: dict = {}
+
+    def inputs(self):
+        return showargs_inputs()
+
+    def build(self, layout):
+        sa = build_showargs(self.ctx.work)
+        entries = sort_entries(
+            base_dirs()
+            + [
+                file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"
+                     "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"),
+                file("etc/group", "root:x:0:\ntty:x:5:\napp:x:1000:\nextra:x:2000:app\nnogroup:x:65534:\n"),
+                file("etc/hostname", "cmdtest\n"),
+                dir_("home/app", 0o755, uid=1000, gid=1000),
+                dir_("work", 0o755, uid=1000, gid=1000),
+                Entry("usr/bin/showargs", "file", 0o755, source=sa),
+            ]
+        )
+        return layout.add_image([(entries, "gzip", "showargs, users and groups")], self.config, AMD64)
+
+
+class CmdBoth(CmdImage):
+    name = "cmd-both"
+    description = "showargs with Entrypoint and Cmd, Env, WorkingDir /work, User app (on demand, init tests)"
+    config = {
+        "Entrypoint": ["/usr/bin/showargs", "from-entrypoint"],
+        "Cmd": ["from-cmd", "two words"],
+        "Env": [PATH_ENV, "GREETING=hello world", "EMPTY="],
+        "WorkingDir": "/work",
+        "User": "app",
+    }
+
+
+class CmdEntrypoint(CmdImage):
+    name = "cmd-entrypoint"
+    description = "showargs as Entrypoint only, User 1000:2000 (on demand, init tests)"
+    config = {"Entrypoint": ["/usr/bin/showargs", "only-entrypoint"], "Env": [PATH_ENV], "User": "1000:2000"}
+
+
+class CmdCmd(CmdImage):
+    name = "cmd-cmd"
+    description = "showargs (found along PATH) as Cmd only, no Env, no User, WorkingDir /work (on demand, init tests)"
+    config = {"Cmd": ["showargs", "only-cmd"], "WorkingDir": "/work"}
+
+
+class CmdBadUser(CmdImage):
+    name = "cmd-baduser"
+    description = "showargs with a User that /etc/passwd lacks (on demand, init tests)"
+    config = {"Cmd": ["/usr/bin/showargs"], "Env": [PATH_ENV], "User": "ghost"}
+
+
+class CmdBadWorkdir(CmdImage):
+    name = "cmd-badwd"
+    description = "showargs with a WorkingDir the image lacks (on demand, init tests)"
+    config = {"Cmd": ["/usr/bin/showargs"], "Env": [PATH_ENV], "WorkingDir": "/nonexistent"}
+
+
+class NoShell(Image):
+    name = "noshell"
+    description = "nothing but one static binary, /showargs: no shell, no libc, no directories (on demand, init tests)"
+    default = False
+
+    def inputs(self):
+        return showargs_inputs()
+
+    def build(self, layout):
+        sa = build_showargs(self.ctx.work)
+        return layout.add_image(
+            [([Entry("showargs", "file", 0o755, source=sa)], "gzip", "one static binary")],
+            {"Entrypoint": ["/showargs"], "Cmd": ["--exit", "3"]},
+            AMD64,
+        )
+
+
+ALL = [Tiny, Edge, Python, Multiarch, Node, Rust, CmdBoth, CmdEntrypoint, CmdCmd, CmdBadUser, CmdBadWorkdir, NoShell]
 BY_NAME = {c.name: c for c in ALL}
 DEFAULT = [c.name for c in ALL if c.default]

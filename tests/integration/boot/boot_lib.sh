@@ -13,7 +13,9 @@
 #                                instead of running an image's /sbin/init that waits at a console. The console
 #                                is in $BOOT_LOG (carriage returns and escapes removed); BOOT_SECONDS is the
 #                                wall time. Returns QEMU's exit status; prints the log when QEMU
-#                                fails or times out.
+#                                fails or times out. BOOT_PANIC= (empty) leaves out panic=-1, so
+#                                that only a guest that powers off ends QEMU (a panic then waits
+#                                for the timeout).
 #   boot_expect_ok INITRD [EXTRA_KERNEL_ARGS]
 #                                boot_initramfs, then fail (printing the console) unless the guest
 #                                printed IMAGEFS-BOOT-OK (tests/integration/boot/check_init.sh) and
@@ -66,7 +68,7 @@ boot_initramfs() {
   timeout --kill-after=10 "$IMAGEFS_BOOT_TIMEOUT" \
     qemu-system-x86_64 -M pc -m 512 -nographic -no-reboot -nic none \
     -kernel "$kernel" -initrd "$initrd" \
-    -append "console=ttyS0 panic=-1 quiet init=/imagefs-boot-no-init${extra:+ $extra}" \
+    -append "console=ttyS0 ${BOOT_PANIC-panic=-1} quiet init=/imagefs-boot-no-init${extra:+ $extra}" \
     </dev/null >"$BOOT_LOG.raw" 2>&1 &
   _boot_pid=$!
   wait "$_boot_pid" || rc=$?

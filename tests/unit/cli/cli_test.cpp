@@ -5,6 +5,8 @@
 
 #include <sstream>
 
+#include "cli/commands.h"
+
 namespace imagefs::cli {
 namespace {
 
@@ -43,6 +45,36 @@ TEST(Cli, VersionNamesEveryLibrary) {
   for (const char* lib : {"imagefs ", "libfuse 3.", "libcurl ", "libarchive ", "zlib ",
                           "libdeflate ", "zstd ", "LMDB ", "OpenSSL "})
     EXPECT_NE(r.out.find(lib), std::string::npos) << lib << " missing from:\n" << r.out;
+}
+
+Result<cpio::ArchiveOptions> options_of(const std::vector<std::string>& argv) {
+  auto args = parse_args(argv, archive_option_specs());
+  EXPECT_TRUE(args.ok());
+  return archive_options(*args);
+}
+
+TEST(ArchiveOptions, ExecAsWordsOrAsAJsonArray) {
+  auto words = options_of({"--exec", " /usr/bin/agent --port  80 "});
+  ASSERT_TRUE(words.ok()) << words.error().message;
+  EXPECT_EQ(words->exec, (std::vector<std::string>{"/usr/bin/agent", "--port", "80"}));
+  auto json = options_of({"--exec", R"j(["/usr/bin/python3", "-c", "print(1 + 1)"])j"});
+  ASSERT_TRUE(json.ok()) << json.error().message;
+  EXPECT_EQ(json->exec, (std::vector<std::string>{"/usr/bin/python3", "-c", "print(1 + 1)"}));
+  auto none = options_of({});
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->exec);
+}
+
+TEST(ArchiveOptions, BadExec) {
+  for (const char* bad : {"", "   ", "[]", "[1]", "[\"/a\", 2]", "[\"/a\"", "[\"\"]"}) {
+    auto r = options_of({"--exec", bad});
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.error().code, EINVAL) << bad;
+    EXPECT_NE(r.error().message.find("--exec"), std::string::npos) << r.error().message;
+  }
+  auto with_init = options_of({"--exec", "/agent", "--init", "/proc/self/exe"});
+  ASSERT_FALSE(with_init.ok());
+  EXPECT_NE(with_init.error().message.find("--init"), std::string::npos);
 }
 
 }  // namespace

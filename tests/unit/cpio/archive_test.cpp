@@ -33,6 +33,8 @@
 #include "cpio/newc.h"
 #include "cpio/plan.h"
 #include "cpio/segment.h"
+#include "init/default_init.h"
+#include "init/init_config.h"
 #include "overlay/layer_index.h"
 #include "overlay/tree.h"
 #include "store/blob_store.h"
@@ -237,6 +239,22 @@ class Env {
     return archive.ok() ? *archive : nullptr;
   }
 
+  // The manifest digest of a made-up image named `name`, recorded in the catalog (once) with
+  // `config_json` as its config: the default /init needs it.
+  store::Digest image(std::string_view name,
+                      std::string_view config_json = R"({"config":{"Cmd":["/bin/sh"]}})") {
+    const store::Digest manifest = store::Digest::of(name);
+    auto known = catalog_->image(manifest);
+    EXPECT_TRUE(known.ok());
+    if (known.ok() && *known) return manifest;
+    const store::Digest config = store::Digest::of(config_json);
+    EXPECT_TRUE(blobs_->put(config, config_json).ok());
+    store::ImageRecord record{
+        manifest, "application/vnd.oci.image.manifest.v1+json", config, "linux/amd64", {}};
+    EXPECT_TRUE(catalog_->put_image(record).ok());
+    return manifest;
+  }
+
   [[nodiscard]] const fsys::path& dir() const { return dir_.path(); }
   ArchiveMaker& maker() { return *maker_; }
   store::BlobStore& blobs() { return *blobs_; }
@@ -248,8 +266,6 @@ class Env {
   std::shared_ptr<overlay::LayerCache> cache_;
   std::shared_ptr<ArchiveMaker> maker_;
 };
-
-store::Digest image_digest(std::string_view name) { return store::Digest::of(name); }
 
 const std::string kBig = store::testing::pattern(9 << 19, 7);  // 4.5 MiB, more than run_limit()
 
@@ -345,7 +361,7 @@ TEST_P(Formats, ReferenceToolsExtractTheMergedTree) {
   options.format = GetParam();
   options.init = init;
   options.injects.push_back(Inject{agent, "/opt/agent/bin/agent"});
-  auto archive = env.make(image_digest("img"), *tree, options);
+  auto archive = env.make(env.image("img"), *tree, options);
   ASSERT_TRUE(archive);
   EXPECT_TRUE(archive->stats().has_init);
   EXPECT_EQ(archive->stats().segments_built, archive->stats().segments);
@@ -466,7 +482,7 @@ TEST(Segments, EndOnEntryBoundaries) {
   for (Format format : {Format::gzip, Format::zstd}) {
     ArchiveOptions options;
     options.format = format;
-    auto archive = env.make(image_digest("img"), *tree, options);
+    auto archive = env.make(env.image("img"), *tree, options);
     ASSERT_TRUE(archive);
     const std::string bytes = read_whole(*archive);
     std::string raw;
@@ -504,7 +520,7 @@ TEST(Segments, StreamedSegmentsAreValidToo) {
     ArchiveOptions options;
     options.format = format;
     options.gzip_level = 12;  // zlib has levels up to 9: the streamed path caps it
-    auto archive = env.make(image_digest("img"), *tree, options);
+    auto archive = env.make(env.image("img"), *tree, options);
     ASSERT_TRUE(archive);
     const std::string bytes = read_whole(*archive);
     std::string raw;
@@ -523,7 +539,7 @@ TEST(Segments, ReadAtRandomOffsetsEqualsTheWhole) {
   Env env;
   auto tree = Env::tree({env.layer(base_entries())});
   ArchiveOptions options;
-  auto archive = env.make(image_digest("img"), *tree, options);
+  auto archive = env.make(env.image("img"), *tree, options);
   ASSERT_TRUE(archive);
   const std::string whole = read_whole(*archive);
   std::mt19937_64 rng(42);
@@ -568,26 +584,26 @@ TEST(Segments, SecondMakeReusesEverythingAndGivesTheSameBytes) {
     ArchiveOptions options;
     options.format = format;
     options.injects.push_back(Inject{agent, "/agent"});
-    auto first = env.make(image_digest("img"), *tree, options);
+    auto first = env.make(env.image("img"), *tree, options);
     ASSERT_TRUE(first);
     const std::string bytes = read_whole(*first);
 
     // The cached plan: no tree needed, every segment reused.
-    auto cached = env.maker().cached(image_digest("img"), options);
+    auto cached = env.maker().cached(env.image("img"), options);
     ASSERT_TRUE(cached.ok() && *cached);
     EXPECT_EQ((*cached)->size(), first->size());
     EXPECT_EQ((*cached)->stats().segments_built, 0u);
 
     // A new maker (as after a restart) with a fresh tree.
-    auto again = env.new_maker()->make(image_digest("img"), *Env::tree({env.layer(base_entries())}),
-                                       options);
+    auto again =
+        env.new_maker()->make(env.image("img"), *Env::tree({env.layer(base_entries())}), options);
     ASSERT_TRUE(again.ok());
     EXPECT_EQ((*again)->stats().segments_built, 0u);
     EXPECT_EQ((*again)->stats().segments_reused, first->stats().segments);
     EXPECT_EQ(read_whole(**again), bytes);
 
     // Another image digest with the same tree: a new plan, but every segment is reused.
-    auto other = env.make(image_digest("other"), *tree, options);
+    auto other = env.make(env.image("other"), *tree, options);
     ASSERT_TRUE(other);
     EXPECT_EQ(other->stats().segments_built, 0u);
     EXPECT_EQ(read_whole(*other), bytes);
@@ -607,15 +623,15 @@ TEST(Segments, ChangedInjectedFileRebuildsOneSegment) {
   ArchiveOptions options;
   options.init = init;
   options.injects.push_back(Inject{agent, "/usr/bin/agent"});
-  auto first = env.make(image_digest("img"), *tree, options);
+  auto first = env.make(env.image("img"), *tree, options);
   ASSERT_TRUE(first);
   const std::string before = read_whole(*first);
 
   spit(agent, "agent v2, longer");
-  auto cached = env.maker().cached(image_digest("img"), options);
+  auto cached = env.maker().cached(env.image("img"), options);
   ASSERT_TRUE(cached.ok());
   EXPECT_FALSE(*cached) << "a changed injected file must not use the old plan";
-  auto second = env.make(image_digest("img"), *tree, options);
+  auto second = env.make(env.image("img"), *tree, options);
   ASSERT_TRUE(second);
   EXPECT_EQ(second->stats().segments_built, 1u);
   EXPECT_EQ(second->stats().segments_reused, second->stats().segments - 1);
@@ -624,7 +640,7 @@ TEST(Segments, ChangedInjectedFileRebuildsOneSegment) {
   EXPECT_NE(read_whole(*second), before);
 
   spit(init, "init v2");
-  auto third = env.make(image_digest("img"), *tree, options);
+  auto third = env.make(env.image("img"), *tree, options);
   ASSERT_TRUE(third);
   EXPECT_EQ(third->stats().segments_built, 1u);
 }
@@ -642,9 +658,9 @@ TEST(Segments, ImagesSharingABaseLayerShareItsSegments) {
   auto l1 = env.layer({File("usr/lib/d2/f15x", "new"), File("usr/lib/d6/f30x", "new too"),
                        File("usr/lib/d9/zzz", "last")});
   ArchiveOptions options;
-  auto a = env.make(image_digest("base"), *Env::tree({l0}), options);
+  auto a = env.make(env.image("base"), *Env::tree({l0}), options);
   ASSERT_TRUE(a);
-  auto b = env.make(image_digest("derived"), *Env::tree({l0, l1}), options);
+  auto b = env.make(env.image("derived"), *Env::tree({l0, l1}), options);
   ASSERT_TRUE(b);
   // Only the segments around the three new files differ.
   EXPECT_GE(a->stats().segments, 16u);
@@ -658,17 +674,17 @@ TEST(Segments, DamagedStoreIsRebuilt) {
   auto tree = Env::tree({env.layer(base_entries())});
   ArchiveOptions options;
   options.format = Format::zstd;
-  auto first = env.make(image_digest("img"), *tree, options);
+  auto first = env.make(env.image("img"), *tree, options);
   ASSERT_TRUE(first);
   const std::string bytes = read_whole(*first);
   // gc (or a person) removes a segment: the cached plan is not used, and the segment is rebuilt.
   auto it = fsys::directory_iterator(env.blobs().root() / "segments" / "zstd");
   ASSERT_NE(it, fsys::directory_iterator());
   fsys::remove(it->path());
-  auto cached = env.maker().cached(image_digest("img"), options);
+  auto cached = env.maker().cached(env.image("img"), options);
   ASSERT_TRUE(cached.ok());
   EXPECT_FALSE(*cached);
-  auto second = env.make(image_digest("img"), *tree, options);
+  auto second = env.make(env.image("img"), *tree, options);
   ASSERT_TRUE(second);
   EXPECT_EQ(second->stats().segments_built, 1u);
   EXPECT_EQ(read_whole(*second), bytes);
@@ -678,7 +694,7 @@ TEST(Segments, GcRemovesOnlyUnusedSegments) {
   Env env;
   auto tree = Env::tree({env.layer(base_entries())});
   ArchiveOptions options;
-  auto first = env.make(image_digest("img"), *tree, options);
+  auto first = env.make(env.image("img"), *tree, options);
   ASSERT_TRUE(first);
   const std::string bytes = read_whole(*first);
   const fsys::path dir = env.blobs().root() / "segments" / "gzip";
@@ -708,10 +724,10 @@ TEST(Segments, GcRemovesOnlyUnusedSegments) {
   EXPECT_EQ(report->plans_removed, 2u);  // the archive's plan and its image part
   EXPECT_GT(report->bytes_freed, 0u);
   EXPECT_TRUE(fsys::exists(dir / "README"));
-  auto cached = env.maker().cached(image_digest("img"), options);
+  auto cached = env.maker().cached(env.image("img"), options);
   ASSERT_TRUE(cached.ok());
   EXPECT_FALSE(*cached);
-  auto second = env.make(image_digest("img"), *tree, options);
+  auto second = env.make(env.image("img"), *tree, options);
   ASSERT_TRUE(second);
   EXPECT_EQ(second->stats().segments_built, second->stats().segments);
   EXPECT_EQ(read_whole(*second), bytes);
@@ -726,7 +742,7 @@ TEST(Segments, ConcurrentMakersAgree) {
   threads.reserve(results.size());
   for (size_t t = 0; t < results.size(); ++t) {
     threads.emplace_back([&, t] {
-      auto archive = env.new_maker()->make(image_digest("img"), *tree, options);
+      auto archive = env.new_maker()->make(env.image("img"), *tree, options);
       if (archive.ok()) results[t] = read_whole(**archive);
     });
   }
@@ -749,7 +765,7 @@ TEST(Segments, ProgressCountsTheSegmentsBuilt) {
     last_total = total;
     last_raw = raw;
   };
-  auto archive = env.maker().make(image_digest("img"), *tree, ArchiveOptions{}, &progress);
+  auto archive = env.maker().make(env.image("img"), *tree, ArchiveOptions{}, &progress);
   ASSERT_TRUE(archive.ok());
   EXPECT_EQ(calls.load(), (*archive)->stats().segments);
   EXPECT_EQ(last_done, last_total);
@@ -759,7 +775,7 @@ TEST(Segments, ProgressCountsTheSegmentsBuilt) {
 TEST(Segments, WriteToAFileOrAPipeGivesTheBytesOfRead) {
   Env env;
   auto tree = Env::tree({env.layer(base_entries())});
-  auto archive = env.make(image_digest("img"), *tree, ArchiveOptions{});
+  auto archive = env.make(env.image("img"), *tree, ArchiveOptions{});
   ASSERT_TRUE(archive);
   const std::string whole = read_whole(*archive);
   // A file: copied from the segment files inside the kernel, after what the file already holds.
@@ -822,7 +838,7 @@ TEST(Segments, IncompressibleContentIsStored) {
   while (repeated.size() < (1u << 20)) repeated += store::testing::pattern(16 << 10, 5);
   auto archive_of = [&](const std::string& name, const std::string& data) {
     auto tree = Env::tree({env.layer({File(name, data)})});
-    auto archive = env.make(image_digest(name), *tree, ArchiveOptions{});
+    auto archive = env.make(env.image(name), *tree, ArchiveOptions{});
     EXPECT_TRUE(archive);
     return archive;
   };
@@ -868,7 +884,7 @@ TEST(ImagePart, ChangedInjectedFileNeedsNoTree) {
     ++opened;
     return Env::tree({layer});
   };
-  auto first = env.maker().make(image_digest("img"), open, options);
+  auto first = env.maker().make(env.image("img"), open, options);
   ASSERT_TRUE(first.ok()) << first.error().message;
   EXPECT_EQ(opened, 1);
   EXPECT_TRUE((*first)->stats().has_init);
@@ -877,7 +893,7 @@ TEST(ImagePart, ChangedInjectedFileNeedsNoTree) {
   auto refuse = []() -> Result<std::shared_ptr<overlay::Tree>> {
     return make_error(EIO, "the tree must not be needed");
   };
-  auto second = env.maker().make(image_digest("img"), refuse, options);
+  auto second = env.maker().make(env.image("img"), refuse, options);
   ASSERT_TRUE(second.ok()) << second.error().message;
   EXPECT_EQ((*second)->stats().segments_built, 1u);
   EXPECT_EQ((*second)->stats().segments_reused, (*second)->stats().segments - 1);
@@ -886,7 +902,7 @@ TEST(ImagePart, ChangedInjectedFileNeedsNoTree) {
 
   // The same bytes as a plan made from the tree in a store with nothing cached.
   Env fresh;
-  auto whole = fresh.make(image_digest("img"), *Env::tree({fresh.layer(tail_entries())}), options);
+  auto whole = fresh.make(fresh.image("img"), *Env::tree({fresh.layer(tail_entries())}), options);
   ASSERT_TRUE(whole);
   EXPECT_EQ(read_whole(*whole), bytes);
   std::vector<std::string> names;
@@ -897,13 +913,13 @@ TEST(ImagePart, ChangedInjectedFileNeedsNoTree) {
   EXPECT_EQ(std::count(names.begin(), names.end(), "dev/console"), 0);
 
   // After a restart, the whole plan is served without the tree too.
-  auto cached = env.new_maker()->cached(image_digest("img"), options);
+  auto cached = env.new_maker()->cached(env.image("img"), options);
   ASSERT_TRUE(cached.ok() && *cached);
   EXPECT_EQ(read_whole(**cached), bytes);
 
   // Other guest paths are another image part: the tree is needed again.
   options.injects.pop_back();
-  auto other = env.maker().make(image_digest("img"), open, options);
+  auto other = env.maker().make(env.image("img"), open, options);
   ASSERT_TRUE(other.ok()) << other.error().message;
   EXPECT_EQ(opened, 2);
 }
@@ -918,7 +934,7 @@ TEST(ImagePart, DamagedPlanFilesArePlannedAgain) {
     return Env::tree({layer});
   };
   ArchiveOptions options;
-  auto first = env.maker().make(image_digest("img"), open, options);
+  auto first = env.maker().make(env.image("img"), open, options);
   ASSERT_TRUE(first.ok());
   const std::string bytes = read_whole(**first);
   const fsys::path dir = env.blobs().root() / "segments" / "plans";
@@ -942,10 +958,10 @@ TEST(ImagePart, DamagedPlanFilesArePlannedAgain) {
       }
       spit(plan, text);
     }
-    auto cached = env.maker().cached(image_digest("img"), options);
+    auto cached = env.maker().cached(env.image("img"), options);
     ASSERT_TRUE(cached.ok()) << cached.error().message;
     EXPECT_FALSE(*cached);
-    auto again = env.maker().make(image_digest("img"), open, options);
+    auto again = env.maker().make(env.image("img"), open, options);
     ASSERT_TRUE(again.ok()) << again.error().message;
     EXPECT_EQ((*again)->stats().segments_built, 0u);
     EXPECT_EQ(read_whole(**again), bytes);
@@ -979,12 +995,12 @@ TEST(Sizes, NoLargerThanGzipAndCloseToZstd) {
     options.format = format;
     options.gzip_level = level;
     options.zstd_level = level;
-    auto archive = env.make(image_digest("img"), *tree, options);
+    auto archive = env.make(env.image("img"), *tree, options);
     return archive ? archive->size() : 0;
   };
   ArchiveOptions raw_options;
   raw_options.format = Format::none;
-  auto raw = env.make(image_digest("img"), *tree, raw_options);
+  auto raw = env.make(env.image("img"), *tree, raw_options);
   ASSERT_TRUE(raw);
   const fsys::path raw_file = env.dir() / "raw.cpio";
   spit(raw_file, read_whole(*raw));
@@ -1039,7 +1055,7 @@ class HugeFileTree final : public overlay::Tree {
 TEST(Errors, FileOf4GiBIsNamed) {
   Env env;
   HugeFileTree tree;
-  auto archive = env.maker().make(image_digest("img"), tree, ArchiveOptions{});
+  auto archive = env.maker().make(env.image("img"), tree, ArchiveOptions{});
   ASSERT_FALSE(archive.ok());
   EXPECT_EQ(archive.error().code, EFBIG);
   EXPECT_NE(archive.error().message.find("/var/disk.img"), std::string::npos)
@@ -1052,16 +1068,16 @@ TEST(Errors, LevelsAndHostFiles) {
   auto tree = Env::tree({env.layer({File("a", "a")})});
   ArchiveOptions options;
   options.gzip_level = 13;
-  auto bad = env.maker().make(image_digest("img"), *tree, options);
+  auto bad = env.maker().make(env.image("img"), *tree, options);
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.error().code, EINVAL);
   options = ArchiveOptions{};
   options.format = Format::zstd;
   options.zstd_level = 0;
-  EXPECT_EQ(env.maker().make(image_digest("img"), *tree, options).error().code, EINVAL);
+  EXPECT_EQ(env.maker().make(env.image("img"), *tree, options).error().code, EINVAL);
   options = ArchiveOptions{};
   options.init = env.dir() / "missing-init";
-  auto missing = env.maker().make(image_digest("img"), *tree, options);
+  auto missing = env.maker().make(env.image("img"), *tree, options);
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.error().code, ENOENT);
   EXPECT_NE(missing.error().message.find("missing-init"), std::string::npos);
@@ -1069,7 +1085,7 @@ TEST(Errors, LevelsAndHostFiles) {
   spit(env.dir() / "x", "x");
   options = ArchiveOptions{};
   options.injects.push_back(Inject{env.dir() / "x", "/a/x"});
-  auto notdir = env.maker().make(image_digest("img"), *tree, options);
+  auto notdir = env.maker().make(env.image("img"), *tree, options);
   ASSERT_FALSE(notdir.ok());
   EXPECT_EQ(notdir.error().code, ENOTDIR);
   EXPECT_NE(notdir.error().message.find("/a/x"), std::string::npos);
@@ -1084,7 +1100,7 @@ TEST(Errors, DevConsoleWithUnusualDev) {
     ArchiveOptions options;
     options.format = Format::none;
     options.injects.push_back(Inject{env.dir() / "tool", "/dev/tool"});
-    auto archive = env.make(image_digest("img"), *tree, options);
+    auto archive = env.make(env.image("img"), *tree, options);
     ASSERT_TRUE(archive);
     std::vector<std::string> names;
     for (const Parsed& p : parse_newc(read_whole(*archive))) names.push_back(p.name);
@@ -1096,10 +1112,132 @@ TEST(Errors, DevConsoleWithUnusualDev) {
     auto tree = Env::tree({env.layer({File("dev", "not a directory")})});
     ArchiveOptions options;
     options.format = Format::none;
-    auto archive = env.make(image_digest("img2"), *tree, options);
+    auto archive = env.make(env.image("img2"), *tree, options);
     ASSERT_TRUE(archive);
     for (const Parsed& p : parse_newc(read_whole(*archive))) EXPECT_NE(p.name, "dev/console");
   }
+}
+
+// --- the default /init ---------------------------------------------------------------------------
+
+std::map<std::string, Parsed> entries_by_name(const Archive& archive) {
+  std::map<std::string, Parsed> out;
+  for (const Parsed& p : parse_newc(read_whole(archive))) {
+    EXPECT_EQ(out.count(p.name), 0u) << p.name << " twice";
+    out[p.name] = p;
+  }
+  return out;
+}
+
+TEST(DefaultInit, ReplacesTheImagesInitAndCarriesItsConfig) {
+  Env env;
+  auto tree = Env::tree(
+      {env.layer({Dir("srv"), File("init", "the image's own"), File("srv/app", "#!app", 0755)})});
+  const store::Digest image = env.image("app", R"({"config": {"Entrypoint": ["/srv/app"],
+      "Cmd": ["--port", "80"], "Env": ["PATH=/bin", "A=a b"], "WorkingDir": "/srv",
+      "User": "1000:1000"}})");
+  ArchiveOptions options;
+  options.format = Format::none;
+  auto archive = env.make(image, *tree, options);
+  ASSERT_TRUE(archive);
+  EXPECT_TRUE(archive->stats().has_init);
+  auto by_name = entries_by_name(*archive);
+
+  const std::span<const uint8_t> binary = init::default_init_binary();
+  const Parsed& init = by_name["init"];
+  EXPECT_EQ(init.mode, S_IFREG | 0755u);
+  EXPECT_EQ(init.uid, 0u);
+  EXPECT_EQ(init.mtime, 0u);
+  EXPECT_EQ(init.data, std::string(reinterpret_cast<const char*>(binary.data()), binary.size()));
+
+  EXPECT_EQ(by_name[".imagefs"].mode, S_IFDIR | 0755u);
+  const Parsed& conf = by_name[".imagefs/init.conf"];
+  EXPECT_EQ(conf.mode, S_IFREG | 0644u);
+  EXPECT_EQ(conf.mtime, 0u);
+  Result<init::InitConfig> config = init::decode_config(conf.data);
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->entrypoint, init::Argv{"/srv/app"});
+  EXPECT_EQ(config->cmd, (init::Argv{"--port", "80"}));
+  EXPECT_EQ(config->env, (init::Argv{"PATH=/bin", "A=a b"}));
+  EXPECT_EQ(config->working_dir, "/srv");
+  EXPECT_EQ(config->user, "1000:1000");
+  EXPECT_FALSE(config->exec);
+}
+
+TEST(DefaultInit, ExecIsInTheConfigAndInThePlanKey) {
+  Env env;
+  auto tree = Env::tree({env.layer({File("a", "a")})});
+  const store::Digest image = env.image("img");
+  ArchiveOptions options;
+  options.format = Format::none;
+  auto plain = env.make(image, *tree, options);
+  ASSERT_TRUE(plain);
+  options.exec = std::vector<std::string>{"/opt/agent", "--port", "80"};
+  auto cached = env.maker().cached(image, options);
+  ASSERT_TRUE(cached.ok());
+  EXPECT_FALSE(*cached) << "the plan without --exec was used for one with it";
+  auto with_exec = env.make(image, *tree, options);
+  ASSERT_TRUE(with_exec);
+  auto config = init::decode_config(entries_by_name(*with_exec)[".imagefs/init.conf"].data);
+  ASSERT_TRUE(config.ok());
+  EXPECT_EQ(config->exec, (init::Argv{"/opt/agent", "--port", "80"}));
+  EXPECT_EQ(config->cmd, init::Argv{"/bin/sh"});
+  // Only the config's segment differs.
+  EXPECT_EQ(with_exec->stats().segments, plain->stats().segments);
+  options.exec = std::vector<std::string>{"/opt/agent", "--port", "81"};
+  auto other = env.maker().make(image, *tree, options);
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ((*other)->stats().segments_built, 1u);
+  // And each is found again as it was.
+  auto again = env.maker().cached(image, options);
+  ASSERT_TRUE(again.ok() && *again);
+  EXPECT_EQ(read_whole(**again), read_whole(**other));
+}
+
+// The program is one segment, the same in every image: built once per format and level.
+TEST(DefaultInit, ItsSegmentIsSharedByEveryImage) {
+  Env env;
+  ArchiveOptions options;
+  auto a = env.make(env.image("a"), *Env::tree({env.layer({File("a", "a")})}), options);
+  ASSERT_TRUE(a);
+  auto b = env.maker().make(env.image("b", R"({"config": {"Cmd": ["/b"]}})"),
+                            *Env::tree({env.layer({File("b", "b")})}), options);
+  ASSERT_TRUE(b.ok());
+  // b's own entries and its config are new; /init and the tail (dev/console, trailer) are a's.
+  EXPECT_EQ((*b)->stats().segments, 4u);
+  EXPECT_EQ((*b)->stats().segments_reused, 2u);
+}
+
+TEST(DefaultInit, Errors) {
+  Env env;
+  auto tree = Env::tree({env.layer({File("a", "a")})});
+  spit(env.dir() / "init", "#!/bin/sh\n");
+  ArchiveOptions options;
+  options.exec = std::vector<std::string>{"/agent"};
+  options.init = env.dir() / "init";
+  auto both = env.maker().make(env.image("img"), *tree, options);
+  ASSERT_FALSE(both.ok());
+  EXPECT_EQ(both.error().code, EINVAL);
+  EXPECT_NE(both.error().message.find("--init"), std::string::npos);
+  options.init.reset();
+  options.exec = std::vector<std::string>{};
+  EXPECT_EQ(env.maker().make(env.image("img"), *tree, options).error().code, EINVAL);
+  options.exec.reset();
+
+  auto unknown = env.maker().make(store::Digest::of("never recorded"), *tree, options);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.error().code, ENOENT);
+  EXPECT_NE(unknown.error().message.find("catalog"), std::string::npos);
+  // ... but with --init, the config is not needed.
+  options.init = env.dir() / "init";
+  EXPECT_TRUE(env.maker().make(store::Digest::of("never recorded"), *tree, options).ok());
+  options.init.reset();
+
+  auto bad =
+      env.maker().make(env.image("bad", R"({"config": {"Cmd": "/bin/sh"}})"), *tree, options);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code, EINVAL);
+  EXPECT_NE(bad.error().message.find("Cmd"), std::string::npos) << bad.error().message;
 }
 
 TEST(Options, ParseFormat) {

@@ -291,6 +291,16 @@ inline std::string reference_archive(const TestImage& image, cpio::ArchiveOption
   }
   auto tree = overlay::Tree::open(std::move(layers));
   EXPECT_TRUE(tree.ok());
+  // The image's record and config, as a pull leaves them: the default /init reads the config.
+  const store::Digest config = store::Digest::of(image.config);
+  EXPECT_TRUE(blobs->put(config, image.config).ok());
+  EXPECT_TRUE(catalog
+                  ->put_image(store::ImageRecord{image.manifest_digest(),
+                                                 "application/vnd.oci.image.manifest.v1+json",
+                                                 config,
+                                                 "linux/amd64",
+                                                 {}})
+                  .ok());
   auto maker = cpio::ArchiveMaker::create(blobs, catalog).value();
   auto archive = maker->make(image.manifest_digest(), **tree, options);
   EXPECT_TRUE(archive.ok()) << archive.error().message;
