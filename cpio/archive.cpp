@@ -129,7 +129,10 @@ std::string plan_key(const store::Digest& image, const ArchiveOptions& options, 
     text += "default init " + std::string(default_init_file()->digest.hex()) + " config 1\n";
     if (options.exec) {
       text += "exec";
-      for (const std::string& arg : *options.exec) text += '\0' + arg;
+      for (const std::string& arg : *options.exec) {
+        text += '\0';
+        text += arg;
+      }
       text += '\n';
     }
   }
