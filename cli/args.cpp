@@ -94,6 +94,15 @@ std::string describe_options(const std::vector<OptionSpec>& specs) {
   return out;
 }
 
+Result<long> parse_number(const std::string& text, long lo, long hi, const std::string& what) {
+  char* end = nullptr;
+  long n = std::strtol(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || n < lo || n > hi)
+    return make_error(EINVAL, what + " must be a number from " + std::to_string(lo) + " to " +
+                                  std::to_string(hi) + ", not \"" + text + "\"");
+  return n;
+}
+
 Result<uint64_t> parse_size(std::string_view text) {
   auto bad = [&] {
     return make_error(EINVAL, "invalid size \"" + std::string(text) +

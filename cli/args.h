@@ -47,6 +47,9 @@ std::string describe_options(const std::vector<OptionSpec>& specs);
 // Parses a size such as "10G", "512MiB", "1.5g", "1000000" (bytes; K/M/G/T are powers of 1024).
 Result<uint64_t> parse_size(std::string_view text);
 
+// A whole number from `lo` to `hi` given to option `what` ("--ttl"); EINVAL saying the range.
+Result<long> parse_number(const std::string& text, long lo, long hi, const std::string& what);
+
 // "1.5 GiB", "312 KiB", "17 B".
 std::string format_size(uint64_t bytes);
 

@@ -22,15 +22,6 @@ namespace {
 
 namespace fsys = std::filesystem;
 
-Result<int> parse_level(const std::string& text, int lo, int hi, const std::string& what) {
-  char* end = nullptr;
-  long n = std::strtol(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || n < lo || n > hi)
-    return make_error(EINVAL, what + " must be a number from " + std::to_string(lo) + " to " +
-                                  std::to_string(hi) + ", not \"" + text + "\"");
-  return static_cast<int>(n);
-}
-
 // --exec's value: the words of a command line split at spaces ("/usr/bin/agent --port 80"), or,
 // when it starts with '[', a JSON array of strings as in a Dockerfile's exec form
 // ('["/usr/bin/python3", "-c", "print(1 + 1)"]') for arguments with spaces.
@@ -128,8 +119,8 @@ Result<cpio::ArchiveOptions> archive_options(const Args& args) {
   }
   if (auto level = args.get("level")) {
     bool zstd = options.format == cpio::Format::zstd;
-    IMAGEFS_TRY(n, parse_level(*level, 1, zstd ? 19 : 12, "--level"));
-    (zstd ? options.zstd_level : options.gzip_level) = n;
+    IMAGEFS_TRY(n, parse_number(*level, 1, zstd ? 19 : 12, "--level"));
+    (zstd ? options.zstd_level : options.gzip_level) = static_cast<int>(n);
   }
   return options;
 }

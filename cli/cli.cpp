@@ -121,10 +121,7 @@ Result<registry::RegistryOptions> registry_options(const Args& args) {
     options.platform = *v;
   }
   if (auto v = args.get("max-parallel")) {
-    char* end = nullptr;
-    long n = std::strtol(v->c_str(), &end, 10);
-    if (v->empty() || *end != '\0' || n < 1 || n > 64)
-      return make_error(EINVAL, "--max-parallel must be a number from 1 to 64, not \"" + *v + "\"");
+    IMAGEFS_TRY(n, parse_number(*v, 1, 64, "--max-parallel"));
     options.max_parallel = static_cast<unsigned>(n);
   }
   return options;

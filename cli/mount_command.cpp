@@ -38,15 +38,6 @@ namespace fsys = std::filesystem;
 
 constexpr int64_t kDefaultTtl = 300;
 
-Result<long> parse_number(const std::string& text, long lo, long hi, const std::string& what) {
-  char* end = nullptr;
-  long n = std::strtol(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || n < lo || n > hi)
-    return make_error(EINVAL, what + " must be a number from " + std::to_string(lo) + " to " +
-                                  std::to_string(hi) + ", not \"" + text + "\"");
-  return n;
-}
-
 // Appends timestamped lines to the daemon's log (a file, or stderr with -f).
 class Log {
  public:
