@@ -140,7 +140,7 @@ Result<void> run_daemon(MountSetup setup, Log& log, const std::function<void()>&
   // A long-lived daemon compresses files of any size, each alone in one buffer: with glibc's
   // sliding mmap threshold, buffers up to 32 MB would come from the heap and stay there after
   // they are freed. Anything of 1 MiB or more is mapped on its own and given back when freed.
-  ::mallopt(M_MMAP_THRESHOLD, 1 << 20);
+  ::mallopt(M_MMAP_THRESHOLD, 1 << 20);  // NOLINT(concurrency-mt-unsafe): no thread exists yet
   IMAGEFS_TRY(blobs, store::BlobStore::open(setup.cache_dir));
   IMAGEFS_TRY(catalog, store::Catalog::open(store::Catalog::file_in(setup.cache_dir)));
   std::string mountpoint = setup.mountpoint.string();
