@@ -30,6 +30,7 @@
 #include "store/catalog.h"
 #include "tests/unit/overlay/tar_builder.h"
 #include "tests/unit/registry/fakes.h"
+#include "tests/unit/store/store_test_util.h"
 
 namespace imagefs::fs::testing {
 
@@ -48,16 +49,9 @@ inline const registry::Platform kArm64{"linux", "arm64", "v8"};
 inline constexpr double kForever = 365.0 * 24 * 3600;
 inline constexpr std::chrono::seconds kTtl{3600};
 
+// Bytes that differ with `seed` (the store tests' pattern).
 inline std::string bytes_of(size_t size, uint32_t seed) {
-  std::string out(size, '\0');
-  uint32_t x = seed * 2654435761u + 1;
-  for (char& c : out) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    c = static_cast<char>(x);
-  }
-  return out;
+  return store::testing::pattern(size, seed);
 }
 
 inline TarEntry with_xattr(TarEntry e, std::string name, std::string value) {
