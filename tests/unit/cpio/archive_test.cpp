@@ -454,15 +454,7 @@ TEST_P(Formats, ReferenceToolsExtractTheMergedTree) {
 }
 
 std::string format_test_name(const ::testing::TestParamInfo<Format>& param) {
-  switch (param.param) {
-    case Format::gzip:
-      return "gzip";
-    case Format::zstd:
-      return "zstd";
-    case Format::none:
-      return "none";
-  }
-  return "unknown";
+  return std::string(detail::format_dir(param.param));
 }
 
 INSTANTIATE_TEST_SUITE_P(All, Formats, ::testing::Values(Format::gzip, Format::zstd, Format::none),
