@@ -26,7 +26,6 @@ class CAPABILITY("mutex") Mutex {
  public:
   void lock() ACQUIRE() { mu_.lock(); }
   void unlock() RELEASE() { mu_.unlock(); }
-  std::mutex& native() { return mu_; }
 
  private:
   std::mutex mu_;

@@ -26,16 +26,6 @@ namespace imagefs::overlay::detail {
 
 namespace fs = std::filesystem;
 
-std::string errno_text(int code) {
-  char buf[256];
-  // The GNU strerror_r (C++ on glibc defines _GNU_SOURCE): returns the text, not always in buf.
-  return ::strerror_r(code, buf, sizeof buf);
-}
-
-Error errno_error(int code, std::string_view what, const fs::path& path) {
-  return make_error(code, std::string(what) + " " + path.string() + ": " + errno_text(code));
-}
-
 namespace {
 
 constexpr size_t kReadChunk = size_t{1} << 20;

@@ -13,6 +13,7 @@
 #include <string>
 #include <utility>
 
+#include "common/errno_error.h"
 #include "common/result.h"
 #include "common/unique_fd.h"
 #include "overlay/layer_index.h"
@@ -67,10 +68,9 @@ void store_le(uint8_t* p, T v) {
 
 using imagefs::UniqueFd;
 
-// strerror(code), without strerror's shared buffer (threads call this).
-std::string errno_text(int code);
-// "<what> <path>: <strerror>" with `code` kept.
-Error errno_error(int code, std::string_view what, const std::filesystem::path& path);
+// common/errno_error.h's, under the names this module's files already use.
+using imagefs::errno_error;
+using imagefs::errno_text;
 
 // Streams the layer blob at `blob` once (media type, digest and size from `layer`) and writes the
 // index and data files into `dir` (which exists and is empty), fsynced. Errors name the layer and,

@@ -8,12 +8,12 @@
 
 #include <utility>
 
+#include "common/errno_error.h"
 #include "store/file_util.h"
 
 namespace imagefs::store {
 
 namespace fs = std::filesystem;
-using detail::errno_error;
 using detail::FileLock;
 using detail::UniqueFd;
 

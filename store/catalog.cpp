@@ -1,5 +1,5 @@
-// The LMDB catalog: one environment file (MDB_NOSUBDIR), named databases `meta`, `refs`, `images`
-// and `table:<name>`, values as versioned JSON. Key layout and schemas: docs/STORE_FORMAT.md.
+// The LMDB catalog: one environment file (MDB_NOSUBDIR), named databases `meta`, `refs` and
+// `images`, values as versioned JSON. Key layout and schemas: docs/STORE_FORMAT.md.
 #include "store/catalog.h"
 
 #include <lmdb.h>
@@ -15,6 +15,7 @@
 #include <tuple>
 #include <utility>
 
+#include "common/errno_error.h"
 #include "store/file_util.h"
 
 namespace imagefs::store {
@@ -26,15 +27,13 @@ namespace {
 
 constexpr int64_t kFormat = 1;  // the "v" of every record this code writes
 constexpr unsigned kMaxDbs = 64;
-constexpr size_t kMaxTableName = 48;
 constexpr uint64_t kMaxMapSize = uint64_t{1} << 40;
-constexpr std::string_view kTablePrefix = "table:";
 
 // LMDB returns errno values for system errors (ENOSPC, EACCES) and negative codes of its own.
 // MDB_MAP_FULL keeps its code so that Catalog::update() can grow the map and retry; it never
 // leaves this file.
 Error lmdb_error(int rc, const std::string& what) {
-  if (rc > 0) return make_error(rc, what + ": " + detail::errno_text(rc));
+  if (rc > 0) return make_error(rc, what + ": " + errno_text(rc));
   if (rc == MDB_MAP_FULL) return make_error(MDB_MAP_FULL, what + ": " + mdb_strerror(rc));
   return make_error(EIO, what + ": " + mdb_strerror(rc));
 }
@@ -289,20 +288,9 @@ Result<ImageRecord> decode_image(std::string_view bytes, std::string_view key) {
   return image;
 }
 
-Result<void> check_table_name(std::string_view name) {
-  bool ok = !name.empty() && name.size() <= kMaxTableName &&
-            std::all_of(name.begin(), name.end(),
-                        [](char c) { return (c >= 'a' && c <= 'z') || c == '_'; });
-  if (!ok)
-    return make_error(EINVAL, "invalid catalog table name \"" + std::string(name) +
-                                  "\": expected 1 to 48 of [a-z_]");
-  return {};
-}
-
 // --- The catalog. ---
 
 enum class TxnKind { read, write };
-enum class Create { no, yes };
 
 class LmdbCatalog final : public Catalog {
  public:
@@ -442,72 +430,6 @@ class LmdbCatalog final : public Catalog {
     });
   }
 
-  Result<void> put(std::string_view table, std::string_view key, std::string_view value) override {
-    std::string what = context("cannot store " + std::string(table) + " record");
-    IMAGEFS_CHECK(check_key(key, what));
-    IMAGEFS_TRY(dbi, table_dbi(table, Create::yes));
-    return update(what, [&](MDB_txn* txn) { return put_raw(txn, *dbi, key, value, what); });
-  }
-
-  [[nodiscard]] Result<std::optional<std::string>> get(std::string_view table,
-                                                       std::string_view key) const override {
-    std::string what = context("cannot read " + std::string(table) + " record");
-    IMAGEFS_CHECK(check_key(key, what));
-    IMAGEFS_TRY(dbi, table_dbi(table, Create::no));
-    if (!dbi) return std::optional<std::string>();
-    IMAGEFS_TRY(txn, begin(TxnKind::read));
-    return get_raw(txn.get(), *dbi, key, what);
-  }
-
-  Result<void> erase(std::string_view table, std::string_view key) override {
-    std::string what = context("cannot erase " + std::string(table) + " record");
-    IMAGEFS_CHECK(check_key(key, what));
-    IMAGEFS_TRY(dbi, table_dbi(table, Create::no));
-    if (!dbi) return {};
-    return update(what, [&](MDB_txn* txn) -> Result<void> {
-      IMAGEFS_TRY(gone, del_raw(txn, *dbi, key, what));
-      (void)gone;
-      return {};
-    });
-  }
-
-  Result<uint64_t> erase_prefix(std::string_view table, std::string_view prefix) override {
-    std::string what = context("cannot erase " + std::string(table) + " records");
-    IMAGEFS_TRY(dbi, table_dbi(table, Create::no));
-    if (!dbi) return uint64_t{0};
-    uint64_t count = 0;
-    Result<void> done = update(what, [&](MDB_txn* txn) -> Result<void> {
-      // Keys first, deletes after: deleting under a cursor that is walking the tree is subtle.
-      std::vector<std::string> keys;
-      IMAGEFS_CHECK(scan(txn, *dbi, prefix, what, [&](std::string_view k, std::string_view) {
-        keys.emplace_back(k);
-        return true;
-      }));
-      for (const std::string& k : keys) IMAGEFS_CHECK(del_raw(txn, *dbi, k, what));
-      count = keys.size();
-      return {};
-    });
-    if (!done.ok()) return done.error();
-    return count;
-  }
-
-  [[nodiscard]] Result<std::vector<std::string>> tables() const override {
-    std::string what = context("cannot list tables");
-    // The main database lists the named ones. Opening it is an mdb_dbi_open, which LMDB allows
-    // in one transaction of the process at a time.
-    std::lock_guard lock(tables_mu_);
-    IMAGEFS_TRY(txn, begin(TxnKind::read));
-    MDB_dbi main = 0;
-    if (int rc = mdb_dbi_open(txn.get(), nullptr, 0, &main); rc != 0) return lmdb_error(rc, what);
-    std::vector<std::string> out;
-    IMAGEFS_CHECK(
-        scan(txn.get(), main, kTablePrefix, what, [&](std::string_view k, std::string_view) {
-          out.emplace_back(k.substr(kTablePrefix.size()));
-          return true;
-        }));
-    return out;
-  }
-
  private:
   [[nodiscard]] std::string context(const std::string& what) const {
     return what + " in catalog " + file_.string();
@@ -586,36 +508,6 @@ class LmdbCatalog final : public Catalog {
     }
   }
 
-  // The handle of a generic table; nullopt if it does not exist and `create` is no.
-  Result<std::optional<MDB_dbi>> table_dbi(std::string_view name, Create create) const {
-    IMAGEFS_CHECK(check_table_name(name));
-    std::lock_guard lock(tables_mu_);
-    if (auto it = tables_.find(name); it != tables_.end())
-      return std::optional<MDB_dbi>(it->second);
-    std::string db_name = std::string(kTablePrefix) + std::string(name);
-    std::string what = context("cannot open table " + std::string(name));
-    // A handle opened in a transaction is valid for every later one only once that transaction
-    // commits, so the open gets a transaction of its own.
-    for (;;) {
-      uint64_t seen = map_size();
-      MDB_dbi dbi = 0;
-      int rc = 0;
-      {
-        IMAGEFS_TRY(txn, begin(create == Create::yes ? TxnKind::write : TxnKind::read));
-        rc = mdb_dbi_open(txn.get(), db_name.c_str(), create == Create::yes ? MDB_CREATE : 0, &dbi);
-        if (rc == 0) rc = txn.commit();
-      }  // the transaction has ended (aborted unless committed): grow() below may run
-      if (rc == MDB_NOTFOUND) return std::optional<MDB_dbi>();
-      if (rc == MDB_MAP_FULL) {
-        IMAGEFS_CHECK(grow(seen));
-        continue;
-      }
-      if (rc != 0) return lmdb_error(rc, what);
-      tables_.emplace(std::string(name), dbi);
-      return std::optional<MDB_dbi>(dbi);
-    }
-  }
-
   fs::path file_;
   EnvPtr env_;
   size_t max_key_ = 511;
@@ -624,9 +516,6 @@ class LmdbCatalog final : public Catalog {
   MDB_dbi images_ = 0;
   // Transactions hold it shared; resizing the map holds it exclusively (see Txn).
   mutable std::shared_mutex map_mu_;
-  // Guards tables_, and makes mdb_dbi_open calls one at a time as LMDB requires.
-  mutable std::mutex tables_mu_;
-  mutable std::map<std::string, MDB_dbi, std::less<>> tables_;  // guarded by tables_mu_
 };
 
 }  // namespace

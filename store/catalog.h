@@ -1,9 +1,10 @@
 // The catalog: what the store knows about images, in LMDB (one writer, many readers, safe across
 // processes, so a running daemon and `imagefs build` share one cache).
 //
-// Records: references resolved to manifest digests (with when), images (one platform-specific
-// manifest each: its config, layers, sizes, last use), and generic tables that later modules use
-// for their own records (layer indexes, archive plans). The key layout is in docs/STORE_FORMAT.md.
+// Records: references resolved to manifest digests (with when), and images (one platform-specific
+// manifest each: its config, layers, sizes, last use). What other modules derive from blobs (layer
+// indexes, archive segments and plans) lives in files beside the blobs (store/derived.h), not
+// here. The key layout is in docs/STORE_FORMAT.md.
 #pragma once
 
 #include <cstdint>
@@ -87,21 +88,6 @@ class Catalog {
   // Sets last_used to `now` (unix seconds) unless it is already later. ENOENT if no such image.
   // Each call that changes it is a durable write (an fsync): callers touch at most once per use.
   virtual Result<void> touch(const Digest& manifest, int64_t now) = 0;
-
-  // Generic tables for other modules' records (table names: [a-z_]+, at most 48 characters; up
-  // to 60 tables). A table is created by its first put(). Keys are 1 to 511 bytes (EINVAL
-  // otherwise); values are the caller's bytes, of any length. Convention: a key that begins with
-  // a digest ("sha256:<hex>") belongs to that image or blob, and gc erases it with them.
-  virtual Result<void> put(std::string_view table, std::string_view key,
-                           std::string_view value) = 0;
-  [[nodiscard]] virtual Result<std::optional<std::string>> get(std::string_view table,
-                                                               std::string_view key) const = 0;
-  // Erasing an absent key (or from a table never created) succeeds.
-  virtual Result<void> erase(std::string_view table, std::string_view key) = 0;
-  // Erases every key of `table` that begins with `prefix`; returns how many.
-  virtual Result<uint64_t> erase_prefix(std::string_view table, std::string_view prefix) = 0;
-  // The names of the generic tables that exist.
-  [[nodiscard]] virtual Result<std::vector<std::string>> tables() const = 0;
 };
 
 }  // namespace imagefs::store

@@ -14,16 +14,6 @@ namespace imagefs::store::detail {
 
 namespace fs = std::filesystem;
 
-std::string errno_text(int code) {
-  char buf[256];
-  // The GNU strerror_r (C++ on glibc defines _GNU_SOURCE): returns the text, not always in buf.
-  return ::strerror_r(code, buf, sizeof buf);
-}
-
-Error errno_error(int code, std::string_view what, const fs::path& path) {
-  return make_error(code, std::string(what) + " " + path.string() + ": " + errno_text(code));
-}
-
 Result<std::vector<std::string>> list_dir(const fs::path& dir) {
   // directory_iterator's operator++ throws on a read error, and no exception may leave the store.
   std::error_code ec;

@@ -1,5 +1,5 @@
-// Internal to store/ (not part of its interface): owned file descriptors, errno errors that name a
-// path, and flock(2) locks that stay correct when their lock file is removed.
+// Internal to store/ (not part of its interface): owned file descriptors, directory helpers, and
+// flock(2) locks that stay correct when their lock file is removed.
 //
 // Why flock: the kernel drops a flock when its holder dies, so a crashed pull or mount leaves no
 // stale lock behind, and two open() calls of one file conflict even inside one process, so the
@@ -16,17 +16,13 @@
 #include <utility>
 #include <vector>
 
+#include "common/errno_error.h"
 #include "common/result.h"
 #include "common/unique_fd.h"
 
 namespace imagefs::store::detail {
 
 using imagefs::UniqueFd;
-
-// strerror(code), without strerror's shared buffer (threads call this).
-std::string errno_text(int code);
-// "<what> <path>: <strerror(code)>" with `code` kept as the error code.
-Error errno_error(int code, std::string_view what, const std::filesystem::path& path);
 
 // The names in `dir` (without "." and ".."), in no particular order. A missing `dir` is ENOENT.
 Result<std::vector<std::string>> list_dir(const std::filesystem::path& dir);

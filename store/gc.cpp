@@ -49,10 +49,8 @@ class Collector {
     IMAGEFS_TRY(images, catalog_.images());
     IMAGEFS_TRY(refs, catalog_.refs());
     IMAGEFS_TRY(present, blobs_.list());
-    IMAGEFS_TRY(tables, catalog_.tables());
     images_ = std::move(images);
     refs_ = std::move(refs);
-    tables_ = std::move(tables);
     for (const ImageRecord& image : images_)
       for (const Digest& d : digests_of(image)) ++uses_[d];
     for (const RefRecord& ref : refs_)
@@ -99,7 +97,6 @@ class Collector {
     images_.erase(it);
     IMAGEFS_TRY(removed_refs, catalog_.remove_image(manifest));
     report_.images_removed.push_back(manifest);
-    IMAGEFS_CHECK(erase_owned_records(manifest));
 
     std::vector<Digest> candidates = digests_of(image);
     for (const Digest& d : candidates) --uses_[d];
@@ -123,7 +120,7 @@ class Collector {
     refs_.erase(it);
   }
 
-  // Removes a blob (if present) and the generic records it owns.
+  // Removes a blob (if present) and what was derived from it.
   Result<void> remove_blob(const Digest& d) {
     auto it = present_.find(d);
     if (it == present_.end()) return {};
@@ -135,22 +132,15 @@ class Collector {
     report_.size_after = total_;
     report_.blobs_removed.push_back(std::move(it->second));
     present_.erase(it);
-    return erase_owned_records(d);
-  }
-
- private:
-  // Generic-table records whose key begins with the digest belong to it (catalog.h).
-  Result<void> erase_owned_records(const Digest& d) {
-    for (const std::string& table : tables_) IMAGEFS_CHECK(catalog_.erase_prefix(table, d.str()));
     return {};
   }
 
+ private:
   BlobStore& blobs_;
   Catalog& catalog_;
   GcReport& report_;
   std::vector<ImageRecord> images_;
   std::vector<RefRecord> refs_;
-  std::vector<std::string> tables_;
   std::map<Digest, int> uses_;  // how many images (each once) and refs (index) name a digest
   std::map<Digest, BlobInfo> present_;
   uint64_t total_ = 0;

@@ -3,8 +3,8 @@
 //
 // Rules (docs/STORE_FORMAT.md has them too):
 //  - An image with an image lease (store/lease.h) is never removed; it is reported as in use.
-//  - Removing an image removes its record, every ref to it, the generic-table records whose keys
-//    begin with its digest, and then each of its blobs (manifest, config, layers, and the index
+//  - Removing an image removes its record, every ref to it, and then each of its blobs (manifest,
+//  config, layers, and the index
 //    of a removed ref) that no remaining image or ref references. Catalog first, blobs after: a
 //    crash in between leaves unreferenced blobs, which the next gc removes, never a record that
 //    names a missing blob.
