@@ -13,6 +13,7 @@
 
 #include "cli/commands.h"
 #include "cli/progress.h"
+#include "common/errno_error.h"
 #include "cpio/archive.h"
 #include "init/command.h"
 #include "registry/platform.h"
@@ -58,7 +59,7 @@ Result<void> write_atomically(const cpio::Archive& archive, const fsys::path& fi
   std::vector<char> name(tmpl.begin(), tmpl.end());
   name.push_back('\0');
   int fd = ::mkostemp(name.data(), O_CLOEXEC);
-  if (fd < 0) return sys_error("cannot create a temporary file in", dir);
+  if (fd < 0) return errno_error(errno, "cannot create a temporary file in", dir);
   fsys::path tmp(name.data());
   auto fail = [&](Error e) {
     ::close(fd);
@@ -69,10 +70,10 @@ Result<void> write_atomically(const cpio::Archive& archive, const fsys::path& fi
     return fail(written.error());
   // No fsync: the rename makes the file appear whole or not at all to readers, which is what a
   // build step needs; durability across a power loss is not worth ~10 ms of every warm build.
-  if (::fchmod(fd, 0644) != 0) return fail(sys_error("cannot write", file));
+  if (::fchmod(fd, 0644) != 0) return fail(errno_error(errno, "cannot write", file));
   if (::close(fd) != 0) {
     ::unlink(tmp.c_str());
-    return sys_error("cannot write", file);
+    return errno_error(errno, "cannot write", file);
   }
   // An existing file is swapped out (RENAME_EXCHANGE) and then removed, rather than renamed over:
   // readers see the same (the old file or the whole new one), but ext4 flushes a file renamed
@@ -86,7 +87,7 @@ Result<void> write_atomically(const cpio::Archive& archive, const fsys::path& fi
   }
   if (::rename(tmp.c_str(), file.c_str()) != 0) {
     ::unlink(tmp.c_str());
-    return sys_error("cannot rename into", file);
+    return errno_error(errno, "cannot rename into", file);
   }
   return {};
 }
@@ -158,8 +159,15 @@ int run_build(const Args& args, Io& io) {
   // options): a changed agent reuses that part without reading the layers.
   auto image = open_image(args, ref, io, TreeWhen::later);
   if (!image.ok()) return report(io, "build " + ref, image.error());
-  auto maker = cpio::ArchiveMaker::create(image->store.blobs, image->store.catalog);
+  auto maker = cpio::ArchiveMaker::create(image->store.blobs);
   if (!maker.ok()) return report(io, "build " + ref, maker.error());
+  cpio::ImageSource source{image->image.manifest, {}};
+  if (!options->init) {
+    // The default /init runs the image's command, from its config.
+    auto config = image->store.blobs->read(image->image.config);
+    if (!config.ok()) return report(io, "build " + ref, config.error());
+    source.config_json = std::move(*config);
+  }
 
   ProgressView view(io.err, io.err_is_terminal);
   std::optional<size_t> item;
@@ -169,7 +177,7 @@ int run_build(const Args& args, Io& io) {
     view.update(*item, raw_bytes);
   }};
   auto archive = (*maker)->make(
-      image->image.manifest, [&] { return open_tree(*image); }, *options, &progress);
+      source, [&] { return open_tree(*image); }, *options, &progress);
   if (item) view.end(*item, archive.ok() ? ItemEnd::done : ItemEnd::failed);
   if (!archive.ok()) return report(io, "build " + ref, archive.error());
   if (!options->init) {

@@ -17,6 +17,7 @@
 #include <system_error>
 
 #include "cli/commands.h"
+#include "common/errno_error.h"
 #include "fs/version.h"
 #include "registry/platform.h"
 #include "store/cache_dir.h"
@@ -109,9 +110,7 @@ Result<registry::RegistryOptions> registry_options(const Args& args) {
   registry::RegistryOptions options;
   options.insecure_registries = args.all("insecure-registry");
   if (auto v = args.get("ca-file")) {
-    if (access(v->c_str(), R_OK) != 0)
-      return make_error(ENOENT, "--ca-file " + *v + ": " +
-                                    std::error_code(errno, std::generic_category()).message());
+    if (access(v->c_str(), R_OK) != 0) return errno_error(errno, "--ca-file " + *v);
     options.ca_file = *v;
   }
   if (auto v = args.get("docker-config")) options.docker_config = *v;
@@ -138,12 +137,6 @@ Result<Store> open_store(const Args& args) {
   IMAGEFS_TRY(blobs, store::BlobStore::open(root));
   IMAGEFS_TRY(catalog, store::Catalog::open(store::Catalog::file_in(root)));
   return Store{blobs, catalog};
-}
-
-Error sys_error(const std::string& what, const std::filesystem::path& path) {
-  int code = errno;
-  return make_error(code, what + " " + path.string() + ": " +
-                              std::error_code(code, std::generic_category()).message());
 }
 
 int report(Io& io, const std::string& what, const Error& error) {

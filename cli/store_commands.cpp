@@ -6,7 +6,7 @@
 
 #include "cli/commands.h"
 #include "cli/progress.h"
-#include "cpio/archive.h"
+#include "cpio/segment_gc.h"
 #include "registry/puller.h"
 #include "registry/reference.h"
 #include "store/gc.h"

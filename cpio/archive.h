@@ -12,56 +12,22 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
-#include <optional>
 #include <span>
 #include <string>
-#include <string_view>
-#include <vector>
 
 #include "common/result.h"
+#include "cpio/options.h"
 #include "overlay/tree.h"
 #include "store/blob_store.h"
-#include "store/catalog.h"
 #include "store/digest.h"
 
 namespace imagefs::cpio {
-
-enum class Format { gzip, zstd, none };
-
-// "gz"/"gzip", "zst"/"zstd", "none"/"cpio". EINVAL names the accepted values.
-Result<Format> parse_format(std::string_view text);
-// The file name of the archive in an image directory: "initramfs.cpio.gz", ".cpio.zst", ".cpio".
-std::string_view file_name(Format format);
-
-// A host file that goes into the archive at `guest` with mode 0755 (root:root).
-struct Inject {
-  std::filesystem::path host;
-  std::string guest;  // absolute, cleaned: "/usr/bin/agent"
-};
-// Parses "HOST:GUEST". EINVAL when GUEST is not absolute or has a ".." component; ENOENT when
-// HOST does not exist or is not a regular file (the message names it).
-Result<Inject> parse_inject(std::string_view spec);
-
-struct ArchiveOptions {
-  Format format = Format::gzip;
-  std::vector<Inject> injects;
-  std::optional<std::filesystem::path> init;  // becomes /init (0755), replacing the image's
-  // Without `init`, /init is imagefs' default init (init/default_init.h, design decision 7), with
-  // the image's config for it at /.imagefs/init.conf (init/init_config.h); `exec` then replaces
-  // the image's Entrypoint and Cmd (as `docker run --entrypoint`). Not allowed with `init`.
-  std::optional<std::vector<std::string>> exec;
-  // Compression levels: libdeflate 1-12 (6 matches gzip -6's size or better; 12 beats gzip -9),
-  // zstd 1-19.
-  int gzip_level = 6;
-  int zstd_level = 3;
-};
 
 struct ArchiveStats {
   size_t segments = 0;
   size_t segments_built = 0;   // compressed by this call
   size_t segments_reused = 0;  // found in the store
   uint64_t raw_bytes = 0;      // the uncompressed cpio stream
-  bool has_init = false;       // /init exists (from --init or the default init: always)
 };
 
 // A planned archive whose segments are all in the store. Immutable: reads from any number of
@@ -86,24 +52,28 @@ struct BuildProgress {
   std::function<void(size_t done, size_t total, uint64_t raw_bytes)> update;
 };
 
+// The image an archive is made of, as the caller found it in the store.
+struct ImageSource {
+  store::Digest manifest;  // the platform-specific manifest: names the image's cached plans
+  // The image's config.json, its bytes as served: the default /init runs the image's Entrypoint,
+  // Cmd, Env, WorkingDir and User from it (/.imagefs/init.conf). Not read with --init.
+  std::string config_json;
+};
+
 // Makes archives, keeping segments and plans in the store. Thread-safe, and safe across
 // processes (a segment is built once under a lock and appears by rename).
 class ArchiveMaker {
  public:
-  // Plans and segments live in the blob store's directory (docs/STORE_FORMAT.md). `catalog` is
-  // read for an image's config, which the default /init needs (null: only with --init).
-  static Result<std::shared_ptr<ArchiveMaker>> create(std::shared_ptr<store::BlobStore> blobs,
-                                                      std::shared_ptr<store::Catalog> catalog);
+  // Plans and segments live in the blob store's directory (docs/STORE_FORMAT.md).
+  static Result<std::shared_ptr<ArchiveMaker>> create(std::shared_ptr<store::BlobStore> blobs);
   virtual ~ArchiveMaker() = default;
 
-  // The archive of `tree` (the image whose manifest is `image`) with `options`. Uses the cached
-  // plan when the image and options (including injected files' size and mtime) are unchanged;
-  // otherwise plans and builds the missing segments (in parallel). Errors: EFBIG naming a file of
-  // 4 GiB or more (newc cannot hold it); for the default /init, ENOENT when the catalog has no
-  // record of `image` (its config is needed) and EINVAL for a config it cannot use; EINVAL for
-  // `exec` with `init`, or an empty `exec`; errors of the tree or the store.
-  virtual Result<std::shared_ptr<const Archive>> make(const store::Digest& image,
-                                                      overlay::Tree& tree,
+  // The archive of `tree` (the image `image`) with `options`. Uses the cached plan when the image
+  // and options (including injected files' size and mtime) are unchanged; otherwise plans and
+  // builds the missing segments (in parallel). Errors: EFBIG naming a file of 4 GiB or more (newc
+  // cannot hold it); for the default /init, EINVAL for a config it cannot use (naming the image);
+  // EINVAL for `exec` with `init`, or an empty `exec`; errors of the tree or the store.
+  virtual Result<std::shared_ptr<const Archive>> make(const ImageSource& image, overlay::Tree& tree,
                                                       const ArchiveOptions& options,
                                                       const BuildProgress* progress = nullptr) = 0;
 
@@ -113,7 +83,7 @@ class ArchiveMaker {
   // own part of the archive is not cached for this format, level and these guest paths. When just
   // a host file changed (a new agent), the cached image part is reused with a new tail: no layer
   // is opened, no directory merged. Errors: those of make(), and of `open_tree`.
-  virtual Result<std::shared_ptr<const Archive>> make(const store::Digest& image,
+  virtual Result<std::shared_ptr<const Archive>> make(const ImageSource& image,
                                                       const TreeOpener& open_tree,
                                                       const ArchiveOptions& options,
                                                       const BuildProgress* progress = nullptr) = 0;
@@ -123,24 +93,8 @@ class ArchiveMaker {
   // tree, so no layer has to be ingested to learn an archive's size); nullptr otherwise. Errors:
   // EINVAL for bad levels or `exec`, ENOENT for a missing --init or injected host file, errors of
   // the file system.
-  virtual Result<std::shared_ptr<const Archive>> cached(const store::Digest& image,
+  virtual Result<std::shared_ptr<const Archive>> cached(const store::Digest& manifest,
                                                         const ArchiveOptions& options) = 0;
 };
-
-struct SegmentGcReport {
-  size_t removed = 0;        // segment files
-  uint64_t bytes_freed = 0;  // by segment and plan files
-  size_t plans_removed = 0;  // plan files
-};
-
-// For gc: removes segment files (ROOT/segments/<format>/<key>) not marked used since
-// `unused_since` (unix seconds; make() and cached() mark the segments of the archive they return,
-// at most once a day, so pass a cutoff of several days), and temporary segment files no builder
-// holds; likewise plan files (ROOT/segments/plans/) not used since then. Archives already returned
-// keep working only for segments they have open: a daemon calls cached() or make() again when it
-// opens an archive. Names that do not fit the layout are left alone. A missing segments/ directory
-// is fine.
-Result<SegmentGcReport> remove_unused_segments(const std::filesystem::path& store_root,
-                                               int64_t unused_since);
 
 }  // namespace imagefs::cpio

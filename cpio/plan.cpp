@@ -420,25 +420,6 @@ Result<Plan> plan_tail(const PathModes& paths, const PlanInputs& inputs) {
     compute_key(s, inputs.format, inputs.level);
     plan.raw_size += s.raw_size;
   }
-  if (inputs.init) {
-    plan.has_init = true;
-  } else {
-    bool injected = false;
-    for (const auto& inject : inputs.injects) injected |= inject->guest == "/init";
-    const std::optional<uint32_t> init = recorded_mode(paths, "init");
-    plan.has_init = injected || (init && !S_ISDIR(*init));
-  }
-  return plan;
-}
-
-Result<Plan> make_plan(overlay::Tree& tree, const PlanInputs& inputs) {
-  IMAGEFS_TRY(part, plan_image(tree, inputs));
-  IMAGEFS_TRY(tail, plan_tail(part.paths, inputs));
-  Plan plan;
-  plan.segments = std::move(part.segments);
-  for (SegmentSpec& s : tail.segments) plan.segments.push_back(std::move(s));
-  plan.raw_size = part.raw_size + tail.raw_size;
-  plan.has_init = tail.has_init;
   return plan;
 }
 

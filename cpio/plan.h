@@ -26,7 +26,6 @@ struct PlanInputs {
 struct Plan {
   std::vector<SegmentSpec> segments;  // in archive order, keys computed
   uint64_t raw_size = 0;
-  bool has_init = false;
 };
 
 // What the image has at a relative path ("dev/console"): its mode with the file type bits, or 0
@@ -40,7 +39,6 @@ using PathModes = std::map<std::string, uint32_t, std::less<>>;
 //  - the tail: /init, injected files (with the parents the image lacks), /dev/console and the
 //    trailer. It depends on the host files and on what the image has at tail_paths(inputs) only:
 //    whatever else the tail comes to depend on in the tree must be added there.
-// make_plan() is the two together.
 struct ImagePart {
   std::vector<SegmentSpec> segments;  // keys computed
   uint64_t raw_size = 0;
@@ -55,16 +53,12 @@ std::vector<std::string> tail_paths(const PlanInputs& inputs);
 Result<ImagePart> plan_image(overlay::Tree& tree, const PlanInputs& inputs);
 
 // The tail, from `paths` (which must hold every one of tail_paths(inputs)): its segments with
-// keys, raw_size and has_init. Errors: ENOTDIR when an injected file's parent is a non-directory in
+// keys and raw_size. Errors: ENOTDIR when an injected file's parent is a non-directory in
 // the image.
 Result<Plan> plan_tail(const PathModes& paths, const PlanInputs& inputs);
 
 // The average distance between natural cut points, in raw bytes (plan.cpp has the rules): an
 // entry larger than this is a segment of its own, and no run exceeds 4 times it.
 uint64_t run_limit(Format format);
-
-// Walks `tree` once. Errors: EFBIG naming a file of 4 GiB or more; ENOTDIR when an injected
-// file's parent is a non-directory in the image; errors of the tree.
-Result<Plan> make_plan(overlay::Tree& tree, const PlanInputs& inputs);
 
 }  // namespace imagefs::cpio::detail

@@ -12,6 +12,7 @@
 #include <system_error>
 #include <utility>
 
+#include "common/errno_error.h"
 #include "common/unique_fd.h"
 #include "cpio/segment.h"
 #include "store/digest.h"
@@ -148,12 +149,12 @@ fs::path plans_dir(const fs::path& store_root) { return store_root / "segments" 
 Result<std::optional<PlanRecord>> read_plan(const fs::path& store_root, std::string_view key) {
   IMAGEFS_TRY(j, read_record(store_root, key));
   if (!j || !j->contains("raw_size") || !(*j)["raw_size"].is_number_unsigned() ||
-      !j->contains("has_init") || !(*j)["has_init"].is_boolean() || !j->contains("segments"))
+      !j->contains("segments"))
     return std::optional<PlanRecord>();
   std::optional<std::vector<SegmentRef>> segments = decode_segments((*j)["segments"]);
   if (!segments) return std::optional<PlanRecord>();
-  return std::optional<PlanRecord>(PlanRecord{
-      std::move(*segments), (*j)["raw_size"].get<uint64_t>(), (*j)["has_init"].get<bool>()});
+  return std::optional<PlanRecord>(
+      PlanRecord{std::move(*segments), (*j)["raw_size"].get<uint64_t>()});
 }
 
 Result<std::optional<ImagePartRecord>> read_image_part(const fs::path& store_root,
@@ -178,7 +179,6 @@ Result<void> write_plan(const fs::path& store_root, std::string_view key,
   return write_record(store_root, key,
                       json{{"v", kRecordVersion},
                            {"raw_size", record.raw_size},
-                           {"has_init", record.has_init},
                            {"segments", encode_segments(record.segments)}});
 }
 

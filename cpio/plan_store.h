@@ -27,7 +27,6 @@ struct SegmentRef {
 struct PlanRecord {
   std::vector<SegmentRef> segments;
   uint64_t raw_size = 0;
-  bool has_init = false;
 };
 
 // The image part of an archive (plan.h), so that a changed host file replans the tail only.

@@ -19,6 +19,8 @@
 #include <system_error>
 #include <utility>
 
+#include "common/errno_error.h"
+
 namespace imagefs::cpio::detail {
 
 namespace fs = std::filesystem;
@@ -291,12 +293,6 @@ std::string_view format_dir(Format format) {
   return "none";
 }
 
-Error errno_error(int code, std::string_view what, const fs::path& path) {
-  char buffer[256];
-  const char* text = ::strerror_r(code, buffer, sizeof buffer);  // GNU: returns the text
-  return make_error(code, std::string(what) + " " + path.string() + ": " + text);
-}
-
 void set_whole_buffer_limit_for_tests(uint64_t bytes) {
   whole_buffer_limit.store(bytes == 0 ? kWholeBufferLimit : bytes);
 }
@@ -337,12 +333,6 @@ void compute_key(SegmentSpec& spec, Format format, int level) {
 
 fs::path segment_path(const fs::path& store_root, Format format, std::string_view key) {
   return store_root / "segments" / std::string(format_dir(format)) / std::string(key);
-}
-
-Result<uint64_t> segment_file_size(const fs::path& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return errno_error(errno, "cannot stat", path);
-  return static_cast<uint64_t>(st.st_size);
 }
 
 Result<Built> build_segment(const fs::path& store_root, Format format, int level,

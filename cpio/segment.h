@@ -80,10 +80,4 @@ bool looks_incompressible(std::span<const uint8_t> raw, std::span<uint8_t> scrat
 // test's own: the same key would get other bytes.
 void set_whole_buffer_limit_for_tests(uint64_t bytes);
 
-// The size of a segment file, ENOENT when it is absent.
-Result<uint64_t> segment_file_size(const std::filesystem::path& path);
-
-// strerror(code) without strerror's shared buffer; "<what> <path>: <strerror>".
-Error errno_error(int code, std::string_view what, const std::filesystem::path& path);
-
 }  // namespace imagefs::cpio::detail

@@ -209,7 +209,10 @@ class ImageImpl : public Image {
       // The tree only if the image's part of the archive is not cached: a changed injected file
       // needs no layer.
       cpio::ArchiveMaker::TreeOpener open_tree = [this] { return this->tree(); };
-      auto made = images_.maker().make(record_.manifest, open_tree, options, &progress);
+      auto config = images_.blobs().read(record_.config);
+      auto made = config.ok() ? images_.maker().make({record_.manifest, std::move(*config)},
+                                                     open_tree, options, &progress)
+                              : Result<std::shared_ptr<const cpio::Archive>>(config.error());
       images_.end_task(task);
       if (!made.ok())
         return images_.failed(name, made.error().context(std::string(cpio::file_name(format))));
@@ -488,7 +491,7 @@ Result<std::shared_ptr<Images>> Images::create(std::shared_ptr<store::BlobStore>
                                                ImagesOptions options) {
   IMAGEFS_TRY(puller, registry::Puller::create(blobs, catalog, options.registry));
   IMAGEFS_TRY(layers, overlay::LayerCache::create(blobs));
-  IMAGEFS_TRY(maker, cpio::ArchiveMaker::create(blobs, catalog));
+  IMAGEFS_TRY(maker, cpio::ArchiveMaker::create(blobs));
   return std::shared_ptr<Images>(std::make_shared<ImagesImpl>(std::move(blobs), std::move(catalog),
                                                               std::move(options), std::move(puller),
                                                               std::move(layers), std::move(maker)));

@@ -33,12 +33,12 @@
 #include "cpio/newc.h"
 #include "cpio/plan.h"
 #include "cpio/segment.h"
+#include "cpio/segment_gc.h"
 #include "init/default_init.h"
 #include "init/init_config.h"
 #include "overlay/layer_index.h"
 #include "overlay/tree.h"
 #include "store/blob_store.h"
-#include "store/catalog.h"
 #include "tests/unit/overlay/tar_builder.h"
 #include "tests/unit/store/store_test_util.h"
 
@@ -195,16 +195,13 @@ std::string read_whole(const Archive& archive) {
   return out;
 }
 
-// A store, catalog, layer cache and archive maker in a temporary directory.
+// A store, layer cache and archive maker in a temporary directory.
 class Env {
  public:
   Env() {
     auto blobs = store::BlobStore::open(dir_.path() / "store");
     EXPECT_TRUE(blobs.ok());
     blobs_ = *blobs;
-    auto catalog = store::Catalog::open(store::Catalog::file_in(blobs_->root()));
-    EXPECT_TRUE(catalog.ok());
-    catalog_ = *catalog;
     auto cache = overlay::LayerCache::create(blobs_);
     EXPECT_TRUE(cache.ok());
     cache_ = *cache;
@@ -212,7 +209,7 @@ class Env {
   }
 
   std::shared_ptr<ArchiveMaker> new_maker() {
-    auto maker = ArchiveMaker::create(blobs_, catalog_);
+    auto maker = ArchiveMaker::create(blobs_);
     EXPECT_TRUE(maker.ok());
     return *maker;
   }
@@ -232,27 +229,18 @@ class Env {
     return *tree;
   }
 
-  std::shared_ptr<const Archive> make(const store::Digest& image, overlay::Tree& tree,
+  std::shared_ptr<const Archive> make(const ImageSource& image, overlay::Tree& tree,
                                       const ArchiveOptions& options) {
     auto archive = maker_->make(image, tree, options);
     EXPECT_TRUE(archive.ok()) << archive.error().message;
     return archive.ok() ? *archive : nullptr;
   }
 
-  // The manifest digest of a made-up image named `name`, recorded in the catalog (once) with
-  // `config_json` as its config: the default /init needs it.
-  store::Digest image(std::string_view name,
-                      std::string_view config_json = R"({"config":{"Cmd":["/bin/sh"]}})") {
-    const store::Digest manifest = store::Digest::of(name);
-    auto known = catalog_->image(manifest);
-    EXPECT_TRUE(known.ok());
-    if (known.ok() && *known) return manifest;
-    const store::Digest config = store::Digest::of(config_json);
-    EXPECT_TRUE(blobs_->put(config, config_json).ok());
-    store::ImageRecord record{
-        manifest, "application/vnd.oci.image.manifest.v1+json", config, "linux/amd64", {}};
-    EXPECT_TRUE(catalog_->put_image(record).ok());
-    return manifest;
+  // A made-up image named `name` (its manifest digest is that of the name) with `config_json` as
+  // its config: the default /init needs it.
+  static ImageSource image(std::string_view name,
+                           std::string_view config_json = R"({"config":{"Cmd":["/bin/sh"]}})") {
+    return ImageSource{store::Digest::of(name), std::string(config_json)};
   }
 
   [[nodiscard]] const fsys::path& dir() const { return dir_.path(); }
@@ -262,7 +250,6 @@ class Env {
  private:
   store::testing::TempDir dir_;
   std::shared_ptr<store::BlobStore> blobs_;
-  std::shared_ptr<store::Catalog> catalog_;
   std::shared_ptr<overlay::LayerCache> cache_;
   std::shared_ptr<ArchiveMaker> maker_;
 };
@@ -363,7 +350,6 @@ TEST_P(Formats, ReferenceToolsExtractTheMergedTree) {
   options.injects.push_back(Inject{agent, "/opt/agent/bin/agent"});
   auto archive = env.make(env.image("img"), *tree, options);
   ASSERT_TRUE(archive);
-  EXPECT_TRUE(archive->stats().has_init);
   EXPECT_EQ(archive->stats().segments_built, archive->stats().segments);
 
   Extracted x = extract(env, *archive, GetParam(), "x");
@@ -581,7 +567,7 @@ TEST(Segments, SecondMakeReusesEverythingAndGivesTheSameBytes) {
     const std::string bytes = read_whole(*first);
 
     // The cached plan: no tree needed, every segment reused.
-    auto cached = env.maker().cached(env.image("img"), options);
+    auto cached = env.maker().cached(env.image("img").manifest, options);
     ASSERT_TRUE(cached.ok() && *cached);
     EXPECT_EQ((*cached)->size(), first->size());
     EXPECT_EQ((*cached)->stats().segments_built, 0u);
@@ -620,7 +606,7 @@ TEST(Segments, ChangedInjectedFileRebuildsOneSegment) {
   const std::string before = read_whole(*first);
 
   spit(agent, "agent v2, longer");
-  auto cached = env.maker().cached(env.image("img"), options);
+  auto cached = env.maker().cached(env.image("img").manifest, options);
   ASSERT_TRUE(cached.ok());
   EXPECT_FALSE(*cached) << "a changed injected file must not use the old plan";
   auto second = env.make(env.image("img"), *tree, options);
@@ -673,7 +659,7 @@ TEST(Segments, DamagedStoreIsRebuilt) {
   auto it = fsys::directory_iterator(env.blobs().root() / "segments" / "zstd");
   ASSERT_NE(it, fsys::directory_iterator());
   fsys::remove(it->path());
-  auto cached = env.maker().cached(env.image("img"), options);
+  auto cached = env.maker().cached(env.image("img").manifest, options);
   ASSERT_TRUE(cached.ok());
   EXPECT_FALSE(*cached);
   auto second = env.make(env.image("img"), *tree, options);
@@ -716,7 +702,7 @@ TEST(Segments, GcRemovesOnlyUnusedSegments) {
   EXPECT_EQ(report->plans_removed, 2u);  // the archive's plan and its image part
   EXPECT_GT(report->bytes_freed, 0u);
   EXPECT_TRUE(fsys::exists(dir / "README"));
-  auto cached = env.maker().cached(env.image("img"), options);
+  auto cached = env.maker().cached(env.image("img").manifest, options);
   ASSERT_TRUE(cached.ok());
   EXPECT_FALSE(*cached);
   auto second = env.make(env.image("img"), *tree, options);
@@ -879,7 +865,6 @@ TEST(ImagePart, ChangedInjectedFileNeedsNoTree) {
   auto first = env.maker().make(env.image("img"), open, options);
   ASSERT_TRUE(first.ok()) << first.error().message;
   EXPECT_EQ(opened, 1);
-  EXPECT_TRUE((*first)->stats().has_init);
 
   spit(agent, "agent v2, longer");
   auto refuse = []() -> Result<std::shared_ptr<overlay::Tree>> {
@@ -889,7 +874,6 @@ TEST(ImagePart, ChangedInjectedFileNeedsNoTree) {
   ASSERT_TRUE(second.ok()) << second.error().message;
   EXPECT_EQ((*second)->stats().segments_built, 1u);
   EXPECT_EQ((*second)->stats().segments_reused, (*second)->stats().segments - 1);
-  EXPECT_TRUE((*second)->stats().has_init);
   const std::string bytes = read_whole(**second);
 
   // The same bytes as a plan made from the tree in a store with nothing cached.
@@ -905,7 +889,7 @@ TEST(ImagePart, ChangedInjectedFileNeedsNoTree) {
   EXPECT_EQ(std::count(names.begin(), names.end(), "dev/console"), 0);
 
   // After a restart, the whole plan is served without the tree too.
-  auto cached = env.new_maker()->cached(env.image("img"), options);
+  auto cached = env.new_maker()->cached(env.image("img").manifest, options);
   ASSERT_TRUE(cached.ok() && *cached);
   EXPECT_EQ(read_whole(**cached), bytes);
 
@@ -950,7 +934,7 @@ TEST(ImagePart, DamagedPlanFilesArePlannedAgain) {
       }
       spit(plan, text);
     }
-    auto cached = env.maker().cached(env.image("img"), options);
+    auto cached = env.maker().cached(env.image("img").manifest, options);
     ASSERT_TRUE(cached.ok()) << cached.error().message;
     EXPECT_FALSE(*cached);
     auto again = env.maker().make(env.image("img"), open, options);
@@ -1125,14 +1109,13 @@ TEST(DefaultInit, ReplacesTheImagesInitAndCarriesItsConfig) {
   Env env;
   auto tree = Env::tree(
       {env.layer({Dir("srv"), File("init", "the image's own"), File("srv/app", "#!app", 0755)})});
-  const store::Digest image = env.image("app", R"({"config": {"Entrypoint": ["/srv/app"],
+  const ImageSource image = env.image("app", R"({"config": {"Entrypoint": ["/srv/app"],
       "Cmd": ["--port", "80"], "Env": ["PATH=/bin", "A=a b"], "WorkingDir": "/srv",
       "User": "1000:1000"}})");
   ArchiveOptions options;
   options.format = Format::none;
   auto archive = env.make(image, *tree, options);
   ASSERT_TRUE(archive);
-  EXPECT_TRUE(archive->stats().has_init);
   auto by_name = entries_by_name(*archive);
 
   const std::span<const uint8_t> binary = init::default_init_binary();
@@ -1159,13 +1142,13 @@ TEST(DefaultInit, ReplacesTheImagesInitAndCarriesItsConfig) {
 TEST(DefaultInit, ExecIsInTheConfigAndInThePlanKey) {
   Env env;
   auto tree = Env::tree({env.layer({File("a", "a")})});
-  const store::Digest image = env.image("img");
+  const ImageSource image = env.image("img");
   ArchiveOptions options;
   options.format = Format::none;
   auto plain = env.make(image, *tree, options);
   ASSERT_TRUE(plain);
   options.exec = std::vector<std::string>{"/opt/agent", "--port", "80"};
-  auto cached = env.maker().cached(image, options);
+  auto cached = env.maker().cached(image.manifest, options);
   ASSERT_TRUE(cached.ok());
   EXPECT_FALSE(*cached) << "the plan without --exec was used for one with it";
   auto with_exec = env.make(image, *tree, options);
@@ -1181,7 +1164,7 @@ TEST(DefaultInit, ExecIsInTheConfigAndInThePlanKey) {
   ASSERT_TRUE(other.ok());
   EXPECT_EQ((*other)->stats().segments_built, 1u);
   // And each is found again as it was.
-  auto again = env.maker().cached(image, options);
+  auto again = env.maker().cached(image.manifest, options);
   ASSERT_TRUE(again.ok() && *again);
   EXPECT_EQ(read_whole(**again), read_whole(**other));
 }
@@ -1216,13 +1199,15 @@ TEST(DefaultInit, Errors) {
   EXPECT_EQ(env.maker().make(env.image("img"), *tree, options).error().code, EINVAL);
   options.exec.reset();
 
-  auto unknown = env.maker().make(store::Digest::of("never recorded"), *tree, options);
-  ASSERT_FALSE(unknown.ok());
-  EXPECT_EQ(unknown.error().code, ENOENT);
-  EXPECT_NE(unknown.error().message.find("catalog"), std::string::npos);
+  const ImageSource unknown{store::Digest::of("no config"), ""};
+  auto no_config = env.maker().make(unknown, *tree, options);
+  ASSERT_FALSE(no_config.ok());
+  EXPECT_EQ(no_config.error().code, EINVAL);
+  EXPECT_NE(no_config.error().message.find(unknown.manifest.str()), std::string::npos)
+      << no_config.error().message;
   // ... but with --init, the config is not needed.
   options.init = env.dir() / "init";
-  EXPECT_TRUE(env.maker().make(store::Digest::of("never recorded"), *tree, options).ok());
+  EXPECT_TRUE(env.maker().make(unknown, *tree, options).ok());
   options.init.reset();
 
   auto bad =

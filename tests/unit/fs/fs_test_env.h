@@ -295,8 +295,8 @@ inline std::string reference_archive(const TestImage& image, cpio::ArchiveOption
                                                  "linux/amd64",
                                                  {}})
                   .ok());
-  auto maker = cpio::ArchiveMaker::create(blobs, catalog).value();
-  auto archive = maker->make(image.manifest_digest(), **tree, options);
+  auto maker = cpio::ArchiveMaker::create(blobs).value();
+  auto archive = maker->make({image.manifest_digest(), image.config}, **tree, options);
   EXPECT_TRUE(archive.ok()) << archive.error().message;
   if (!archive.ok()) return {};
   std::string out((*archive)->size(), '\0');
