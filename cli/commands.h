@@ -9,10 +9,13 @@
 #include <vector>
 
 #include "cli/args.h"
+#include "common/errno_error.h"
 #include "cpio/archive.h"
+#include "fs/open_image.h"
 #include "overlay/tree.h"
 #include "registry/options.h"
 #include "registry/progress.h"
+#include "registry/reference.h"
 #include "store/blob_store.h"
 #include "store/catalog.h"
 #include "store/lease.h"
@@ -54,13 +57,17 @@ struct Store {
 // Opens the store at --cache-dir, or the default cache directory.
 Result<Store> open_store(const Args& args);
 
-// An image ready to read: pulled if missing, its layers ingested, merged lazily, and leased (gc
-// leaves it alone while this is alive).
+// An image ready to read, opened by fs::ImageOpener (fs/open_image.h): resolved (or pulled) if
+// missing, leased (gc leaves it alone while this is alive), its layers fetched and ingested and
+// merged lazily.
 struct OpenImage {
   Store store;
   store::ImageRecord image;
   std::shared_ptr<overlay::Tree> tree;  // null until open_tree() when opened with TreeWhen::later
   std::shared_ptr<store::Lease> lease;
+  std::shared_ptr<fs::ImageOpener> opener;
+  registry::Reference source;  // where missing layers come from
+  Io* io = nullptr;            // where their download's progress is shown
 };
 // When open_image() ingests the layers and opens the tree: `later` is for commands that may not
 // need it (build, when the archive's image part is cached).
@@ -68,8 +75,8 @@ enum class TreeWhen { now, later };
 // A tag the store already resolved is used without asking the registry unless --pull is given.
 Result<OpenImage> open_image(const Args& args, const std::string& reference, Io& io,
                              TreeWhen tree = TreeWhen::now);
-// Ingests the image's layers (the first time the store sees them) and opens its merged tree, once:
-// sets and returns image.tree.
+// Fetches the layers the store lacks, ingests them (the first time the store sees them) and opens
+// the merged tree, once: sets and returns image.tree.
 Result<std::shared_ptr<overlay::Tree>> open_tree(OpenImage& image);
 // The option group of commands that read images: registry options and --pull.
 std::vector<OptionSpec> image_option_specs();
@@ -78,8 +85,11 @@ class ProgressView;
 // Renders a pull's events in `view`, one item per layer (cli/store_commands.cpp).
 std::unique_ptr<registry::ProgressSink> make_pull_progress(ProgressView& view, std::string image);
 
-// An Error for the failed system call that set errno: "WHAT PATH: reason".
-Error sys_error(const std::string& what, const std::filesystem::path& path);
+// errno_error(errno, what, path) (common/errno_error.h), under the name mount_command.cpp still
+// uses; the other commands call errno_error directly. Remove once mount_command.cpp does too.
+inline Error sys_error(const std::string& what, const std::filesystem::path& path) {
+  return errno_error(errno, what, path);
+}
 
 // Prints "imagefs: WHAT: message" and returns kExitFailed.
 int report(Io& io, const std::string& what, const Error& error);

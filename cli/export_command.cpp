@@ -17,6 +17,7 @@
 
 #include "cli/commands.h"
 #include "cli/progress.h"
+#include "common/errno_error.h"
 #include "common/unique_fd.h"
 #include "overlay/layer_index.h"
 #include "overlay/tree.h"
@@ -38,7 +39,7 @@ Result<void> copy_content(overlay::Tree& tree, overlay::Ino ino, int out, const 
   while (left > 0) {
     ssize_t n = ::copy_file_range(source.layer->data_fd(), &in_off, out, nullptr, left, 0);
     if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL)) break;  // read below
-    if (n < 0) return sys_error("cannot write", path);
+    if (n < 0) return errno_error(errno, "cannot write", path);
     if (n == 0) return make_error(EIO, "layer data ended early while writing " + path.string());
     left -= static_cast<uint64_t>(n);
   }
@@ -49,7 +50,7 @@ Result<void> copy_content(overlay::Tree& tree, overlay::Ino ino, int out, const 
         n, tree.read(ino, offset, std::span(buf.data(), std::min<uint64_t>(left, buf.size()))));
     if (n == 0) return make_error(EIO, "content ended early while writing " + path.string());
     if (::write(out, buf.data(), n) != static_cast<ssize_t>(n))
-      return sys_error("cannot write", path);
+      return errno_error(errno, "cannot write", path);
     offset += n;
     left -= n;
   }
@@ -62,18 +63,19 @@ Result<void> apply_metadata(overlay::Tree& tree, const overlay::WalkEntry& e, co
   const overlay::Attr& a = e.attr;
   bool link = S_ISLNK(a.mode);
   if (::lchown(p.c_str(), a.uid, a.gid) != 0 && (root || errno != EPERM))
-    return sys_error("cannot chown", p);
+    return errno_error(errno, "cannot chown", p);
   IMAGEFS_TRY(names, tree.listxattr(a.ino));
   for (const std::string& name : names) {
     IMAGEFS_TRY(value, tree.getxattr(a.ino, name));
     if (::lsetxattr(p.c_str(), name.c_str(), value.data(), value.size(), 0) != 0 &&
         (root || (errno != EPERM && errno != ENOTSUP)))
-      return sys_error("cannot set xattr " + name + " on", p);
+      return errno_error(errno, "cannot set xattr " + name + " on", p);
   }
-  if (!link && ::chmod(p.c_str(), a.mode & 07777) != 0) return sys_error("cannot chmod", p);
+  if (!link && ::chmod(p.c_str(), a.mode & 07777) != 0)
+    return errno_error(errno, "cannot chmod", p);
   struct timespec times[2] = {{a.mtime_sec, a.mtime_nsec}, {a.mtime_sec, a.mtime_nsec}};
   if (::utimensat(AT_FDCWD, p.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0)
-    return sys_error("cannot set times of", p);
+    return errno_error(errno, "cannot set times of", p);
   return {};
 }
 
@@ -94,23 +96,25 @@ Result<void> export_dir(overlay::Tree& tree, const fsys::path& dir) {
     const overlay::Attr& a = e.attr;
     if (!e.hardlink_first.empty()) {
       if (::link((dir / e.hardlink_first).c_str(), p.c_str()) != 0)
-        return sys_error("cannot hardlink", p);
+        return errno_error(errno, "cannot hardlink", p);
       return {};
     }
     switch (a.mode & S_IFMT) {
       case S_IFDIR:
-        if (!e.path.empty() && ::mkdir(p.c_str(), 0700) != 0) return sys_error("cannot create", p);
+        if (!e.path.empty() && ::mkdir(p.c_str(), 0700) != 0)
+          return errno_error(errno, "cannot create", p);
         dirs.push_back(e);
         return {};
       case S_IFREG: {
         UniqueFd fd(::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-        if (!fd) return sys_error("cannot create", p);
+        if (!fd) return errno_error(errno, "cannot create", p);
         IMAGEFS_CHECK(copy_content(tree, a.ino, fd.get(), p));
         break;
       }
       case S_IFLNK: {
         IMAGEFS_TRY(target, tree.readlink(a.ino));
-        if (::symlink(target.c_str(), p.c_str()) != 0) return sys_error("cannot create", p);
+        if (::symlink(target.c_str(), p.c_str()) != 0)
+          return errno_error(errno, "cannot create", p);
         break;
       }
       case S_IFCHR:
@@ -119,7 +123,7 @@ Result<void> export_dir(overlay::Tree& tree, const fsys::path& dir) {
         if (::mknod(p.c_str(), (a.mode & S_IFMT) | 0600, makedev(a.rdev_major, a.rdev_minor)) !=
             0) {
           if (!root && errno == EPERM) return {};  // devices need root; skip them quietly
-          return sys_error("cannot create", p);
+          return errno_error(errno, "cannot create", p);
         }
         break;
       default:
@@ -200,7 +204,7 @@ Result<void> export_tar(overlay::Tree& tree, const fsys::path& file) {
     ::unlink(tmp.c_str());
     return fail("cannot finish");
   }
-  if (::rename(tmp.c_str(), file.c_str()) != 0) return sys_error("cannot rename to", file);
+  if (::rename(tmp.c_str(), file.c_str()) != 0) return errno_error(errno, "cannot rename to", file);
   return {};
 }
 
@@ -208,13 +212,13 @@ Result<void> export_tar(overlay::Tree& tree, const fsys::path& file) {
 
 Result<std::shared_ptr<overlay::Tree>> open_tree(OpenImage& image) {
   if (image.tree) return image.tree;
-  IMAGEFS_TRY(cache, overlay::LayerCache::create(image.store.blobs));
-  std::vector<std::shared_ptr<const overlay::LayerIndex>> layers;
-  for (const store::LayerRecord& layer : image.image.layers) {
-    IMAGEFS_TRY(index, cache->get(layer));
-    layers.push_back(std::move(index));
+  if (!image.opener->has_layers(image.image)) {
+    ProgressView view(image.io->err, image.io->err_is_terminal);
+    std::unique_ptr<registry::ProgressSink> progress =
+        make_pull_progress(view, image.source.familiar());
+    IMAGEFS_CHECK(image.opener->fetch_layers(image.image, image.source, progress.get()));
   }
-  IMAGEFS_TRY(tree, overlay::Tree::open(std::move(layers)));
+  IMAGEFS_TRY(tree, image.opener->open_tree(image.image));
   image.tree = std::move(tree);
   return image.tree;
 }
@@ -224,40 +228,26 @@ Result<OpenImage> open_image(const Args& args, const std::string& text, Io& io, 
   IMAGEFS_TRY(options, registry_options(args));
   IMAGEFS_TRY(store, open_store(args));
   IMAGEFS_TRY(puller, registry::Puller::create(store.blobs, store.catalog, options));
+  const registry::Platform platform = puller->default_platform();
+  IMAGEFS_TRY(layers, overlay::LayerCache::create(store.blobs));
+  auto opener = std::make_shared<fs::ImageOpener>(store.blobs, store.catalog, std::move(puller),
+                                                  std::move(layers));
   // A tag the store has already resolved is used as it is (no network), as `docker run` uses a
   // local image; --pull asks the registry again. Digest references never need to.
-  std::optional<store::Lease> lease;
-  std::optional<store::ImageRecord> image;
-  if (!args.has("pull") && ref.digest.empty()) {
-    IMAGEFS_TRY(known, store.catalog->ref(ref.str(), puller->default_platform().str()));
-    if (known) {
-      // The lease first, then the records: gc cannot remove the image between the two.
-      IMAGEFS_TRY(held, store::Lease::image(store.blobs->root(), known->manifest));
-      lease.emplace(std::move(held));
-      IMAGEFS_TRY(record, store.catalog->image(known->manifest));
-      bool complete = record.has_value() && store.blobs->contains(record->config);
-      for (size_t i = 0; complete && i < record->layers.size(); ++i)
-        complete = store.blobs->contains(record->layers[i].digest);
-      if (complete) image = std::move(*record);
-    }
-  }
-  if (!image) {
+  const fs::Resolve resolve = args.has("pull") ? fs::Resolve::registry : fs::Resolve::stored;
+  Result<fs::LeasedImage> leased = [&] {
     ProgressView view(io.err, io.err_is_terminal);
     std::unique_ptr<registry::ProgressSink> progress = make_pull_progress(view, ref.familiar());
-    IMAGEFS_TRY(resolved, puller->pull(ref, progress.get()));
-    if (!lease) {
-      IMAGEFS_TRY(held, store::Lease::image(store.blobs->root(), resolved.image.manifest));
-      lease.emplace(std::move(held));
-    }
-    image = std::move(resolved.image);
-  }
-  // Last use, for gc's order and `imagefs images`: a touch is an fsynced catalog write, so it is
-  // skipped when the record is already at most a minute old (the unit `images` shows).
-  constexpr int64_t kTouchInterval = 60;
-  const auto now = static_cast<int64_t>(::time(nullptr));
-  if (image->last_used + kTouchInterval <= now) (void)store.catalog->touch(image->manifest, now);
-  OpenImage open{std::move(store), std::move(*image), nullptr,
-                 std::make_shared<store::Lease>(std::move(*lease))};
+    return opener->open(ref, platform, resolve, progress.get());
+  }();
+  if (!leased.ok()) return leased.error();
+  OpenImage open{std::move(store),
+                 std::move(leased->record),
+                 nullptr,
+                 std::make_shared<store::Lease>(std::move(leased->lease)),
+                 std::move(opener),
+                 std::move(ref),
+                 &io};
   if (when == TreeWhen::now) {
     IMAGEFS_TRY(tree, open_tree(open));
     (void)tree;

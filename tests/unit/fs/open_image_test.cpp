@@ -1,0 +1,129 @@
+// ImageOpener: the one sequence that opens an image (reference -> manifest -> lease -> record ->
+// layers -> tree), against registry/'s FakeRegistry through the real Puller and a real store.
+// The lease must name the image that is returned: a lease left on the image a tag used to name
+// would leave the new one to gc while it is in use.
+#include "fs/open_image.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/unit/fs/fs_test_env.h"
+
+namespace imagefs::fs {
+namespace {
+
+using testing::FsEnv;
+
+class OpenImageTest : public FsEnv {
+ protected:
+  void SetUp() override {
+    FsEnv::SetUp();
+    old_image = registry::testing::make_image(
+        "amd64", {make_tar({Dir("etc"), File("etc/version", "old\n")}, Filter::gzip)});
+    new_image = registry::testing::make_image(
+        "amd64", {make_tar({Dir("etc"), File("etc/version", "new\n")}, Filter::gzip)});
+    fake = std::make_shared<registry::testing::FakeRegistry>(clock);
+    fake->host = "localhost:5000";
+    registry::testing::push(*fake, "demo/app", "1", old_image);
+    auto puller = registry::Puller::create(blobs, catalog, registry_options, fake, clock);
+    ASSERT_TRUE(puller.ok()) << puller.error().message;
+    auto layers = overlay::LayerCache::create(blobs);
+    ASSERT_TRUE(layers.ok());
+    opener = std::make_unique<ImageOpener>(blobs, catalog, std::move(*puller), *layers);
+    reference = registry::parse_reference("localhost:5000/demo/app:1").value();
+  }
+
+  // The tag now names another image.
+  void move_tag() { registry::testing::push(*fake, "demo/app", "1", new_image); }
+
+  // The contents of etc/version in `tree`.
+  static std::string version_in(overlay::Tree& tree) {
+    auto etc = tree.lookup(overlay::kRootIno, "etc");
+    EXPECT_TRUE(etc.ok());
+    auto file = tree.lookup(etc->ino, "version");
+    EXPECT_TRUE(file.ok());
+    std::string out(16, '\0');
+    auto n = tree.read(file->ino, 0, {reinterpret_cast<uint8_t*>(out.data()), out.size()});
+    EXPECT_TRUE(n.ok());
+    out.resize(n.ok() ? *n : 0);
+    return out;
+  }
+
+  registry::testing::TestImage old_image, new_image;
+  std::shared_ptr<registry::testing::FakeRegistry> fake;
+  std::unique_ptr<ImageOpener> opener;
+  registry::Reference reference;
+};
+
+TEST_F(OpenImageTest, ResolvesLeasesFetchesLayersAndOpensTheTree) {
+  auto image = opener->open(reference, kAmd64, Resolve::stored);
+  ASSERT_TRUE(image.ok()) << image.error().message;
+  EXPECT_EQ(image->record.manifest, old_image.manifest_digest());
+  EXPECT_TRUE(store::in_use(store_root, old_image.manifest_digest()));
+  EXPECT_FALSE(opener->has_layers(image->record)) << "open() downloads no layer";
+  registry::testing::RecordingProgress progress;
+  auto tree = opener->tree(image->record, reference, &progress);
+  ASSERT_TRUE(tree.ok()) << tree.error().message;
+  EXPECT_TRUE(opener->has_layers(image->record));
+  EXPECT_EQ(version_in(**tree), "old\n");
+  EXPECT_EQ(progress.count("finished 0"), 1u) << "the download reports its layer";
+}
+
+TEST_F(OpenImageTest, StoredTagsNeedNoRegistryUnlessAsked) {
+  ASSERT_TRUE(opener->open(reference, kAmd64, Resolve::stored).ok());
+  move_tag();
+  const size_t before = fake->requests().size();
+  auto stored = opener->open(reference, kAmd64, Resolve::stored);
+  ASSERT_TRUE(stored.ok()) << stored.error().message;
+  EXPECT_EQ(stored->record.manifest, old_image.manifest_digest());
+  EXPECT_EQ(fake->requests().size(), before) << "a stored tag was asked of the registry";
+
+  auto asked = opener->open(reference, kAmd64, Resolve::registry);
+  ASSERT_TRUE(asked.ok()) << asked.error().message;
+  EXPECT_EQ(asked->record.manifest, new_image.manifest_digest());
+}
+
+// The bug this fixes: `imagefs build` of a stored tag whose image was incomplete took a lease on
+// that image, then pulled the tag, which had moved: the image it went on to use was unleased, so
+// a concurrent gc could remove its blobs, and the old one was kept for nothing.
+TEST_F(OpenImageTest, TheLeaseFollowsATagThatMovedWhileTheStoredImageWasIncomplete) {
+  {
+    auto first = opener->open(reference, kAmd64, Resolve::stored);
+    ASSERT_TRUE(first.ok()) << first.error().message;
+  }
+  // The stored image lost its config (a crash, a user's rm of one blob): it must be asked again.
+  ASSERT_TRUE(blobs->remove(store::Digest::of(old_image.config)).ok());
+  move_tag();
+
+  auto image = opener->open(reference, kAmd64, Resolve::stored);
+  ASSERT_TRUE(image.ok()) << image.error().message;
+  EXPECT_EQ(image->record.manifest, new_image.manifest_digest());
+  EXPECT_TRUE(store::in_use(store_root, new_image.manifest_digest()))
+      << "the image being used has no lease";
+  EXPECT_FALSE(store::in_use(store_root, old_image.manifest_digest()))
+      << "a lease is still held on the image the tag used to name";
+  auto tree = opener->tree(image->record, reference);
+  ASSERT_TRUE(tree.ok()) << tree.error().message;
+  EXPECT_EQ(version_in(**tree), "new\n");
+}
+
+TEST_F(OpenImageTest, LeaseOfAResolvedManifest) {
+  auto resolved = opener->open(reference, kAmd64, Resolve::stored);
+  ASSERT_TRUE(resolved.ok());
+  const store::Digest manifest = resolved->record.manifest;
+  resolved = Error{};  // releases the lease
+  EXPECT_FALSE(store::in_use(store_root, manifest));
+
+  auto leased = opener->lease(manifest);
+  ASSERT_TRUE(leased.ok()) << leased.error().message;
+  EXPECT_EQ(leased->record.manifest, manifest);
+  EXPECT_TRUE(store::in_use(store_root, manifest));
+
+  auto unknown = opener->lease(store::Digest::of("never pulled"));
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.error().code, EIO);
+  EXPECT_FALSE(store::in_use(store_root, store::Digest::of("never pulled")))
+      << "a failed open keeps no lease";
+}
+
+}  // namespace
+}  // namespace imagefs::fs
