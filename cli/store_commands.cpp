@@ -6,7 +6,6 @@
 
 #include "cli/commands.h"
 #include "cli/progress.h"
-#include "cpio/segment_gc.h"
 #include "registry/puller.h"
 #include "registry/reference.h"
 #include "store/gc.h"
@@ -70,8 +69,8 @@ void print_gc_report(Io& io, const store::GcReport& r) {
   for (const store::Digest& d : r.images_in_use)
     io.out << "kept " << d.str() << ": in use by a running mount or build\n";
   io.out << "freed " << format_size(r.bytes_freed()) << " (" << r.blobs_removed.size() << " blobs, "
-         << r.partials_removed.size() << " partial downloads); the store holds "
-         << format_size(r.size_after) << "\n";
+         << r.partials_removed.size() << " partial downloads, " << r.shared_removed.size()
+         << " archive segments and plans); the store holds " << format_size(r.size_after) << "\n";
 }
 
 }  // namespace
@@ -193,15 +192,8 @@ int run_gc(const Args& args, Io& io) {
   if (!store.ok()) return report(io, "gc", store.error());
   auto report_or = store::collect(*store->blobs, *store->catalog, *max_size, now_seconds());
   if (!report_or.ok()) return report(io, "gc", report_or.error());
+  // Archive segments and plans are counted and removed by last use with the images.
   print_gc_report(io, *report_or);
-  // Archive segments no archive has used for a week: any still wanted are rebuilt on demand.
-  constexpr int64_t kSegmentIdleSeconds = int64_t{7} * 24 * 60 * 60;
-  auto segments =
-      cpio::remove_unused_segments(store->blobs->root(), now_seconds() - kSegmentIdleSeconds);
-  if (!segments.ok()) return report(io, "gc", segments.error());
-  if (segments->removed > 0)
-    io.out << "removed " << segments->removed << " archive segments unused for a week ("
-           << format_size(segments->bytes_freed) << ")\n";
   if (report_or->size_after > *max_size)
     io.err << "imagefs gc: the store is still " << format_size(report_or->size_after)
            << ": the rest is in use\n";

@@ -26,6 +26,7 @@
 #include "cpio/segment.h"
 #include "init/image_config.h"
 #include "init/init_config.h"
+#include "store/derived.h"
 
 namespace imagefs::cpio {
 
@@ -45,18 +46,9 @@ using detail::stat_host;
 
 namespace {
 
-// Segment files are marked used (their mtime set) at most this often; gc may take segments that
-// no archive was made from for much longer (docs/STORE_FORMAT.md).
-constexpr int64_t kTouchInterval = int64_t{24} * 60 * 60;
 constexpr unsigned kMaxThreads = 8;
 
 int64_t now_seconds() { return static_cast<int64_t>(::time(nullptr)); }
-
-// Marks a segment file as used (for gc), at most once per kTouchInterval.
-void touch_if_stale(const fs::path& path, const struct stat& st, int64_t now) {
-  if (st.st_mtim.tv_sec + kTouchInterval < now)
-    (void)::utimensat(AT_FDCWD, path.c_str(), nullptr, 0);
-}
 
 class ArchiveMakerImpl final : public ArchiveMaker {
  public:
@@ -145,7 +137,7 @@ class ArchiveMakerImpl final : public ArchiveMaker {
         if (again == detail::Built::now) ++built;
         if (::stat(path.c_str(), &st) != 0) return errno_error(errno, "cannot stat", path);
       }
-      touch_if_stale(path, st, now);
+      store::mark_used(path, st, now);  // for gc's order of last use
       planned_refs.push_back(SegmentRef{s.key, static_cast<uint64_t>(st.st_size), s.raw_size});
     }
     if (part_planned) {
@@ -188,7 +180,7 @@ class ArchiveMakerImpl final : public ArchiveMaker {
       struct stat st {};
       if (::stat(path.c_str(), &st) != 0 || static_cast<uint64_t>(st.st_size) != s.compressed)
         return false;
-      touch_if_stale(path, st, now);
+      store::mark_used(path, st, now);  // for gc's order of last use
     }
     return true;
   }

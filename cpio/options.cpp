@@ -137,7 +137,7 @@ Result<Inject> parse_inject(std::string_view spec) {
                                   std::string(guest) + " has a \"..\" component");
   if (clean->empty())
     return make_error(EINVAL, "--inject " + std::string(spec) + ": the guest path is the root");
-  IMAGEFS_TRY(st, stat_host(fs::path(host), "injected file"));
+  IMAGEFS_TRY(st, detail::stat_host(fs::path(host), "injected file"));
   (void)st;
   return Inject{fs::path(host), std::move(*clean)};
 }

@@ -1,5 +1,6 @@
-// Plan files: ROOT/segments/plans/<SHA-256 of the key>, holding the key, the record as JSON and a
-// checksum of both (docs/STORE_FORMAT.md, "Archive plans").
+// Plan files: shared derived files (store/derived.h) ROOT/segments/plans/<SHA-256 of the key>,
+// holding the key, the record as JSON and a checksum of both (docs/STORE_FORMAT.md, "Archive
+// plans").
 #include "cpio/plan_store.h"
 
 #include <fcntl.h>
@@ -15,6 +16,7 @@
 #include "common/errno_error.h"
 #include "common/unique_fd.h"
 #include "cpio/segment.h"
+#include "store/derived.h"
 #include "store/digest.h"
 
 namespace imagefs::cpio::detail {
@@ -25,12 +27,11 @@ using json = nlohmann::json;
 namespace {
 
 constexpr int kRecordVersion = 1;
-// Plan files are marked used (their mtime set) at most this often, as segments are.
-constexpr int64_t kTouchInterval = int64_t{24} * 60 * 60;
+// Plans are shared derived files (store/derived.h) of this kind.
+constexpr std::string_view kPlansKind = "plans";
 // Far larger than any plan (an image of a million files has a few thousand segments).
 constexpr off_t kMaxPlanFile = off_t{64} << 20;
 constexpr size_t kHexDigits = 64;
-constexpr std::string_view kTmpInfix = ".tmp.";
 
 bool is_hex_name(std::string_view name) {
   return name.size() == kHexDigits &&
@@ -38,7 +39,7 @@ bool is_hex_name(std::string_view name) {
 }
 
 fs::path plan_path(const fs::path& store_root, std::string_view key) {
-  return plans_dir(store_root) / std::string(store::Digest::of(key).hex());
+  return store::shared_path(store_root, kPlansKind, store::Digest::of(key).hex());
 }
 
 // The checksum line: SHA-256 of the key line and the JSON line.
@@ -79,46 +80,21 @@ Result<std::optional<json>> read_record(const fs::path& store_root, std::string_
   if (j.is_discarded() || !j.is_object() || !j.contains("v") || !j["v"].is_number_integer() ||
       j["v"].get<int>() > kRecordVersion)
     return std::optional<json>();
-  // Marks the plan used, for remove_unused_plans().
-  if (st.st_mtim.tv_sec + kTouchInterval < static_cast<int64_t>(::time(nullptr)))
-    (void)::futimens(fd.get(), nullptr);
+  // Marks the plan used, for gc (store/gc.h).
+  store::mark_used(path, st, static_cast<int64_t>(::time(nullptr)));
   return std::optional<json>(std::move(j));
 }
 
 Result<void> write_record(const fs::path& store_root, std::string_view key, const json& record) {
-  const fs::path path = plan_path(store_root, key);
   std::string text(key);
   text += '\n';
   text += record.dump();
   text += '\n';
   text += checksum(text);
   text += '\n';
-
-  const fs::path dir = path.parent_path();
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) return errno_error(ec.value(), "cannot create", dir);
-  std::string tmpl = path.string() + std::string(kTmpInfix) + "XXXXXX";
-  UniqueFd fd(::mkostemp(tmpl.data(), O_CLOEXEC));
-  if (fd.get() < 0) return errno_error(errno, "cannot create a temporary file in", dir);
-  const fs::path tmp(tmpl);
-  auto fail = [&](Error e) {
-    (void)::unlink(tmp.c_str());
-    return e;
-  };
-  for (size_t done = 0; done < text.size();) {
-    ssize_t n = ::write(fd.get(), text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return fail(errno_error(errno, "cannot write", tmp));
-    done += static_cast<size_t>(n);
-  }
   // No fsync (the point of keeping plans out of the catalog): a crash may leave this file empty
   // or torn under its name, which the checksum turns into "no plan".
-  if (::fchmod(fd.get(), 0644) != 0) return fail(errno_error(errno, "cannot chmod", tmp));
-  if (::close(fd.release()) != 0) return fail(errno_error(errno, "cannot write", tmp));
-  if (::rename(tmp.c_str(), path.c_str()) != 0)
-    return fail(errno_error(errno, "cannot rename", tmp));
-  return {};
+  return store::replace_shared(store_root, kPlansKind, store::Digest::of(key).hex(), text);
 }
 
 json encode_segments(const std::vector<SegmentRef>& segments) {
@@ -143,8 +119,6 @@ std::optional<std::vector<SegmentRef>> decode_segments(const json& j) {
 }
 
 }  // namespace
-
-fs::path plans_dir(const fs::path& store_root) { return store_root / "segments" / "plans"; }
 
 Result<std::optional<PlanRecord>> read_plan(const fs::path& store_root, std::string_view key) {
   IMAGEFS_TRY(j, read_record(store_root, key));
@@ -191,35 +165,6 @@ Result<void> write_image_part(const fs::path& store_root, std::string_view key,
                            {"raw_size", record.raw_size},
                            {"segments", encode_segments(record.segments)},
                            {"paths", std::move(paths)}});
-}
-
-Result<PlanGcReport> remove_unused_plans(const fs::path& store_root, int64_t unused_since) {
-  PlanGcReport report;
-  const fs::path dir = plans_dir(store_root);
-  std::error_code ec;
-  fs::directory_iterator it(dir, ec);
-  if (ec) {
-    if (ec.value() == ENOENT) return report;
-    return errno_error(ec.value(), "cannot list", dir);
-  }
-  for (const fs::directory_entry& entry : it) {
-    const std::string name = entry.path().filename().string();
-    const std::string_view hex = std::string_view(name).substr(0, kHexDigits);
-    const bool tmp = name.size() == kHexDigits + kTmpInfix.size() + 6 &&
-                     std::string_view(name).substr(kHexDigits, kTmpInfix.size()) == kTmpInfix;
-    if (!is_hex_name(hex) || (name.size() != kHexDigits && !tmp)) continue;  // not ours
-    struct stat st {};
-    if (::lstat(entry.path().c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
-        st.st_mtim.tv_sec >= unused_since)
-      continue;
-    if (::unlink(entry.path().c_str()) != 0) {
-      if (errno == ENOENT) continue;
-      return errno_error(errno, "cannot remove", entry.path());
-    }
-    ++report.removed;
-    report.bytes_freed += static_cast<uint64_t>(st.st_size);
-  }
-  return report;
 }
 
 }  // namespace imagefs::cpio::detail

@@ -1,5 +1,6 @@
 // Internal to cpio/ (not part of its interface): archive plans kept in the store, as small files
-// under ROOT/segments/plans/ (docs/STORE_FORMAT.md, "Archive plans"). Plans are derived data:
+// under ROOT/segments/plans/, shared derived files of the store (store/derived.h; docs/
+// STORE_FORMAT.md, "Archive plans"). Plans are derived data:
 // each file carries a checksum and is written without fsync, so that recording a plan costs a
 // rename rather than two LMDB fsyncs; a file that a crash left empty or torn fails its checksum
 // and counts as absent, and the archive is planned again.
@@ -36,12 +37,9 @@ struct ImagePartRecord {
   PathModes paths;
 };
 
-// ROOT/segments/plans.
-std::filesystem::path plans_dir(const std::filesystem::path& store_root);
-
 // The record stored under `key`, or nullopt when there is none, or it is damaged, or it was
 // written by a newer imagefs (all mean: plan again). A record read is marked used (its mtime) at
-// most once a day, for remove_unused_segments(). Errors: only of the file system (EIO, EACCES).
+// most once a day, for gc (store/gc.h). Errors: only of the file system (EIO, EACCES).
 Result<std::optional<PlanRecord>> read_plan(const std::filesystem::path& store_root,
                                             std::string_view key);
 Result<std::optional<ImagePartRecord>> read_image_part(const std::filesystem::path& store_root,
@@ -53,14 +51,5 @@ Result<void> write_plan(const std::filesystem::path& store_root, std::string_vie
                         const PlanRecord& record);
 Result<void> write_image_part(const std::filesystem::path& store_root, std::string_view key,
                               const ImagePartRecord& record);
-
-struct PlanGcReport {
-  size_t removed = 0;
-  uint64_t bytes_freed = 0;
-};
-// Removes plan files not used since `unused_since` (unix seconds), and temporary ones older than
-// that (a writer holds one for microseconds). A missing directory is fine.
-Result<PlanGcReport> remove_unused_plans(const std::filesystem::path& store_root,
-                                         int64_t unused_since);
 
 }  // namespace imagefs::cpio::detail

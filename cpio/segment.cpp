@@ -20,6 +20,7 @@
 #include <utility>
 
 #include "common/errno_error.h"
+#include "store/derived.h"
 
 namespace imagefs::cpio::detail {
 
@@ -332,76 +333,34 @@ void compute_key(SegmentSpec& spec, Format format, int level) {
 }
 
 fs::path segment_path(const fs::path& store_root, Format format, std::string_view key) {
-  return store_root / "segments" / std::string(format_dir(format)) / std::string(key);
+  return store::shared_path(store_root, format_dir(format), key);
 }
 
 Result<Built> build_segment(const fs::path& store_root, Format format, int level,
                             const SegmentSpec& spec) {
-  const fs::path final_path = segment_path(store_root, format, spec.key);
-  const fs::path tmp_path = fs::path(final_path).concat(".tmp");
-  const fs::path dir = final_path.parent_path();
-  struct stat st {};
-  if (::stat(final_path.c_str(), &st) == 0) return Built::already;
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) return errno_error(ec.value(), "cannot create", dir);
-
-  auto context = [&](const Error& e) {
-    return e.context("segment starting at /" + spec.first_name);
-  };
-  while (true) {
-    // The temporary file is its own lock: a builder holds flock(LOCK_EX) on it from creation to
-    // rename, so a second builder waits, then finds the segment in place.
-    UniqueFd fd(::open(tmp_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-    if (fd.get() < 0) return errno_error(errno, "cannot create", tmp_path);
-    int rc = 0;
-    do {
-      rc = ::flock(fd.get(), LOCK_EX);
-    } while (rc != 0 && errno == EINTR);
-    if (rc != 0) return errno_error(errno, "cannot lock", tmp_path);
-    if (::stat(final_path.c_str(), &st) == 0) return Built::already;
-    // The file we locked may have been renamed into place (and the segment then removed by gc)
-    // or replaced: only a lock on the file the temporary name still names counts.
-    struct stat mine {};
-    if (::fstat(fd.get(), &mine) != 0) return errno_error(errno, "cannot stat", tmp_path);
-    if (::stat(tmp_path.c_str(), &st) != 0 || st.st_ino != mine.st_ino || st.st_dev != mine.st_dev)
-      continue;
-    // A leftover of a builder that died: its content is unknown.
-    if (::ftruncate(fd.get(), 0) != 0) return errno_error(errno, "cannot truncate", tmp_path);
-
+  // A segment is a shared derived file of the store (store/derived.h): built once under a lock,
+  // fsynced and renamed into place, counted and removed by gc by last use.
+  auto write = [&](int fd, const fs::path& tmp_path) -> Result<void> {
     Result<void> written;
     switch (format) {
       case Format::gzip:
         written = spec.raw_size <= whole_buffer_limit.load()
-                      ? write_gzip_whole(spec, level, fd.get(), tmp_path)
-                      : write_gzip_stream(spec, level, fd.get(), tmp_path);
+                      ? write_gzip_whole(spec, level, fd, tmp_path)
+                      : write_gzip_stream(spec, level, fd, tmp_path);
         break;
       case Format::zstd:
-        written = write_zstd(spec, level, fd.get(), tmp_path);
+        written = write_zstd(spec, level, fd, tmp_path);
         break;
       case Format::none:
-        written = write_raw(spec, fd.get(), tmp_path);
+        written = write_raw(spec, fd, tmp_path);
         break;
     }
-    if (!written.ok()) {
-      (void)::unlink(tmp_path.c_str());
-      return context(written.error());
-    }
-    if (::fsync(fd.get()) != 0) {
-      Error e = errno_error(errno, "cannot fsync", tmp_path);
-      (void)::unlink(tmp_path.c_str());
-      return e;
-    }
-    if (::rename(tmp_path.c_str(), final_path.c_str()) != 0) {
-      Error e = errno_error(errno, "cannot rename", tmp_path);
-      (void)::unlink(tmp_path.c_str());
-      return e;
-    }
-    // No fsync of the directory: a rename lost in a crash leaves the segment missing, which every
-    // reader handles by building it again (nothing durable names a segment); its content, once
-    // it has the name, is whole, since it was fsynced first.
-    return Built::now;
-  }
+    if (!written.ok()) return written.error().context("segment starting at /" + spec.first_name);
+    return {};
+  };
+  IMAGEFS_TRY(built, store::build_shared(store_root, format_dir(format), spec.key, store::Sync::yes,
+                                         write));
+  return built == store::Built::now ? Built::now : Built::already;
 }
 
 }  // namespace imagefs::cpio::detail

@@ -57,15 +57,15 @@ struct SegmentSpec {
 // Fills `spec.key` for `format` at `level` (the level that applies to the format; 0 for none).
 void compute_key(SegmentSpec& spec, Format format, int level);
 
-// ROOT/segments/<gzip|zstd|none>/<key>.
+// ROOT/segments/<gzip|zstd|none>/<key>: a shared derived file of the store (store/derived.h).
 std::filesystem::path segment_path(const std::filesystem::path& store_root, Format format,
                                    std::string_view key);
 
 enum class Built { now, already };
 
 // Makes the segment file unless it exists: the raw bytes are gathered from the pieces, compressed
-// as one gzip member, one zstd frame or left raw, written to <key>.tmp under an flock on that
-// file, fsynced and renamed into place. Another thread or process building the same segment is
+// as one gzip member, one zstd frame or left raw, and written by store::build_shared() (under a
+// lock, fsynced, renamed into place). Another thread or process building the same segment is
 // waited for. Errors name the segment's first entry and the path.
 Result<Built> build_segment(const std::filesystem::path& store_root, Format format, int level,
                             const SegmentSpec& spec);

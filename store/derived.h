@@ -1,7 +1,9 @@
-// Products that other modules derive from a blob and keep beside it (a layer's index and data
-// files): built in a temporary directory under a per-product lock, then renamed into place whole,
+// Products that other modules derive from blobs: per blob (a layer's index and data files),
+// built in a temporary directory under a per-product lock, then renamed into place whole,
 // so that no reader ever sees half a product and a crash leaves only a temporary directory that
-// the next builder or gc removes. gc removes a blob's products with the blob.
+// the next builder or gc removes. gc removes a blob's products with the blob. And shared files,
+// derived from several blobs at once (archive segments and plans, below), which gc counts and
+// removes by last use.
 //
 // Layout (docs/STORE_FORMAT.md):
 //   ROOT/derived/<hex>/<name>/       a complete product of blob <hex>; never changed in place
@@ -10,7 +12,11 @@
 // `name` is 1 to 32 of [a-z0-9_-] ("layer").
 #pragma once
 
+#include <sys/stat.h>
+
+#include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string_view>
 #include <vector>
@@ -60,5 +66,62 @@ Result<void> remove_derived(const BlobStore& blobs, const Digest& blob);
 // no longer in the store; returns the directories removed. Names that do not fit the layout are
 // left alone.
 Result<std::vector<std::filesystem::path>> remove_stale_derived(const BlobStore& blobs);
+
+// --- Shared derived files ---
+//
+// Products derived from several blobs at once, so that no one blob owns them: an archive segment
+// holds entries of many layers and is shared by every image that has them; a plan names segments.
+// Each is one file, named by a key of its module's, never changed in place (a plan is replaced
+// whole, by rename), and counted and removed by gc by last use (store/gc.h):
+//   ROOT/segments/<kind>/<key>           a complete file; its mtime is its last use
+//   ROOT/segments/<kind>/<key>.tmp       being built by build_shared(), the holder of its flock
+//   ROOT/segments/<kind>/<key>.tmp.XXXXXX being written by replace_shared()
+// `kind` is 1 to 32 of [a-z0-9_-]; `key` is 64 lowercase hex digits. (The directory's name is
+// historical: archive segments were the first shared files.)
+
+// Whether build_shared() fsyncs the file before its rename. Without, a crash may leave the file
+// empty or torn under its name: only for files whose readers check them (a plan's checksum).
+enum class Sync { yes, no };
+enum class Built { now, already };
+
+// Writes the whole content of a shared file to `fd` (open on `tmp`, empty, at offset 0).
+using SharedWriter = std::function<Result<void>(int fd, const std::filesystem::path& tmp)>;
+
+// ROOT/segments/<kind>/<key>. `store_root` is BlobStore::root().
+std::filesystem::path shared_path(const std::filesystem::path& store_root, std::string_view kind,
+                                  std::string_view key);
+
+// Makes the file unless it exists: opens <key>.tmp (created if missing) and takes flock(LOCK_EX)
+// on it, so a second builder in any thread or process waits and then finds the file in place;
+// then `write`, fsync (Sync::yes) and rename. On an error the temporary file is removed. The
+// directory is not fsynced: a rename that a crash undoes leaves the file missing, which its
+// readers must handle by building it again. EINVAL for a bad kind or key.
+Result<Built> build_shared(const std::filesystem::path& store_root, std::string_view kind,
+                           std::string_view key, Sync sync, const SharedWriter& write);
+
+// Replaces the file with `bytes`: written to a temporary file of a unique name (mode 0644) and
+// renamed, without fsync, so readers in any process see the old file or the new one, whole (or,
+// after a crash, possibly a torn one: for small records that carry a checksum).
+Result<void> replace_shared(const std::filesystem::path& store_root, std::string_view kind,
+                            std::string_view key, std::string_view bytes);
+
+// Shared files are marked used (their mtime set) at most this often: gc's notion of last use has
+// this resolution, and a file used within it is never removed by size.
+inline constexpr int64_t kMarkUsedInterval = int64_t{24} * 60 * 60;
+// Marks the file at `path` used at `now` (unix seconds) unless `st` (its stat) says it was marked
+// less than kMarkUsedInterval ago. Best effort: a file gc removed meanwhile is not recreated.
+void mark_used(const std::filesystem::path& path, const struct stat& st, int64_t now);
+
+struct SharedFile {
+  std::filesystem::path path;
+  uint64_t size = 0;
+  int64_t last_used = 0;  // mtime, unix seconds
+};
+
+// For gc: every complete shared file (names that do not fit the layout are left out), after
+// removing temporary files no builder holds (<key>.tmp not locked; <key>.tmp.XXXXXX older than
+// `stale_before`, unix seconds). A missing directory is an empty list.
+Result<std::vector<SharedFile>> list_shared(const std::filesystem::path& store_root,
+                                            int64_t stale_before);
 
 }  // namespace imagefs::store

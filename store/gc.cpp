@@ -2,6 +2,8 @@
 // disk, then remove it catalog first, blobs after.
 #include "store/gc.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <map>
@@ -9,6 +11,7 @@
 #include <string>
 #include <tuple>
 
+#include "common/errno_error.h"
 #include "store/derived.h"
 #include "store/file_util.h"
 #include "store/lease.h"
@@ -64,6 +67,22 @@ class Collector {
     }
     report_.size_before = total_;
     report_.size_after = total_;
+    return {};
+  }
+
+  // Counts the shared derived files in the store's size.
+  void add_shared(const std::vector<SharedFile>& files) {
+    for (const SharedFile& f : files) total_ += f.size;
+    report_.size_before = total_;
+    report_.size_after = total_;
+  }
+
+  Result<void> remove_shared(const SharedFile& file) {
+    if (::unlink(file.path.c_str()) != 0 && errno != ENOENT)
+      return errno_error(errno, "cannot remove", file.path);
+    total_ -= file.size;
+    report_.size_after = total_;
+    report_.shared_removed.push_back(file);
     return {};
   }
 
@@ -152,6 +171,7 @@ uint64_t GcReport::bytes_freed() const {
   uint64_t n = 0;
   for (const BlobInfo& b : blobs_removed) n += b.size;
   for (const PartialInfo& p : partials_removed) n += p.size;
+  for (const SharedFile& f : shared_removed) n += f.size;
   return n;
 }
 
@@ -167,8 +187,12 @@ Result<GcReport> collect(BlobStore& blobs, Catalog& catalog, uint64_t max_size, 
   // Lease files of holders that died (their flocks are gone with them).
   IMAGEFS_CHECK(detail::sweep_lock_dir(blobs.root() / "leases"));
 
+  // Temporary shared files nobody holds go now (replace_shared() holds one for microseconds).
+  IMAGEFS_TRY(shared, list_shared(blobs.root(), now - 3600));
+
   Collector c(blobs, catalog, report);
   IMAGEFS_CHECK(c.load());
+  c.add_shared(shared);
 
   std::vector<Digest> unnamed;
   for (const ImageRecord& image : c.images())
@@ -180,18 +204,40 @@ Result<GcReport> collect(BlobStore& blobs, Catalog& catalog, uint64_t max_size, 
     if (!c.referenced(digest) && blob.modified < keep_after) orphans.push_back(digest);
   for (const Digest& d : orphans) IMAGEFS_CHECK(c.remove_blob(d));
 
-  std::vector<const ImageRecord*> by_use;
-  for (const ImageRecord& image : c.images()) by_use.push_back(&image);
-  std::sort(by_use.begin(), by_use.end(), [](const ImageRecord* a, const ImageRecord* b) {
-    return std::tie(a->last_used, a->pulled_at, a->manifest) <
-           std::tie(b->last_used, b->pulled_at, b->manifest);
+  std::vector<SharedFile> by_size;  // shared files that stay unless the size demands
+  for (const SharedFile& file : shared) {
+    if (file.last_used < now - kKeepUnusedSharedSeconds) {
+      IMAGEFS_CHECK(c.remove_shared(file));
+    } else if (file.last_used < now - kMarkUsedInterval) {
+      by_size.push_back(file);
+    }
+  }
+
+  // One order of last use for images and shared files.
+  struct Candidate {
+    int64_t when = 0;
+    int kind = 0;  // 0: a shared file (first on a tie), 1: an image
+    int64_t pulled_at = 0;
+    std::string name;  // a shared file's path, an image's digest
+    size_t index = 0;  // in by_size
+  };
+  std::vector<Candidate> by_use;
+  for (size_t i = 0; i < by_size.size(); ++i)
+    by_use.push_back({by_size[i].last_used, 0, 0, by_size[i].path.string(), i});
+  for (const ImageRecord& image : c.images())
+    by_use.push_back({image.last_used, 1, image.pulled_at, image.manifest.str(), 0});
+  std::sort(by_use.begin(), by_use.end(), [](const Candidate& a, const Candidate& b) {
+    return std::tie(a.when, a.kind, a.pulled_at, a.name) <
+           std::tie(b.when, b.kind, b.pulled_at, b.name);
   });
-  std::vector<Digest> lru;  // copied: remove_image changes c.images()
-  lru.reserve(by_use.size());
-  for (const ImageRecord* image : by_use) lru.push_back(image->manifest);
-  for (const Digest& manifest : lru) {
+  for (const Candidate& candidate : by_use) {
     if (c.total() <= max_size) break;
-    IMAGEFS_CHECK(c.remove_image(manifest));
+    if (candidate.kind == 0) {
+      IMAGEFS_CHECK(c.remove_shared(by_size[candidate.index]));
+    } else {
+      IMAGEFS_TRY(manifest, Digest::parse(candidate.name));
+      IMAGEFS_CHECK(c.remove_image(manifest));
+    }
   }
   return report;
 }

@@ -19,12 +19,16 @@
 #include "common/result.h"
 #include "store/blob_store.h"
 #include "store/catalog.h"
+#include "store/derived.h"
 
 namespace imagefs::store {
 
 // Partial downloads and unreferenced blobs younger than this are kept: most likely a pull will
 // resume them.
 inline constexpr int64_t kKeepUnreferencedSeconds = 24 * 60 * 60;
+// Shared derived files (archive segments and plans, store/derived.h) unused for this long are
+// removed whatever the store's size: an archive still wanted rebuilds them on demand.
+inline constexpr int64_t kKeepUnusedSharedSeconds = 7 * 24 * 60 * 60;
 
 struct GcReport {
   std::vector<RefRecord> refs_removed;
@@ -32,22 +36,29 @@ struct GcReport {
   std::vector<BlobInfo> blobs_removed;        // blobs of removed images, and unreferenced blobs
   std::vector<PartialInfo> partials_removed;  // stale partial downloads
   std::vector<Digest> images_in_use;          // would have been removed, but a lease holds them
-  uint64_t size_before = 0;  // blobs and what was derived from them (derived/), in bytes
+  std::vector<SharedFile> shared_removed;     // archive segments and plans (collect() only)
+  // Blobs, what was derived from them (derived/) and, for collect(), shared files (segments/).
+  uint64_t size_before = 0;  // in bytes
   uint64_t size_after = 0;
 
-  // Bytes given back: removed blobs and partials.
+  // Bytes given back: removed blobs, partials and shared files.
   [[nodiscard]] uint64_t bytes_freed() const;
 };
 
-// Brings the store's size (verified blobs and their derived products) down to `max_size` bytes,
-// if the images in use allow.
+// Brings the store's size (verified blobs, their derived products and the shared derived files)
+// down to `max_size` bytes, if the images in use allow.
 // In order:
 //  1. partial downloads not being written and last written before now - kKeepUnreferencedSeconds;
+//     temporary shared files that no builder holds;
 //  2. images that no ref names (their last name was removed while they were in use, or a pull
 //     died between recording the image and its ref);
 //  3. blobs that no image or ref references, last written before now - kKeepUnreferencedSeconds;
-//  4. while the total exceeds max_size: images by least recent use (ImageRecord::last_used, then
-//     pulled_at, then digest, so the order is deterministic).
+//     shared files unused since now - kKeepUnusedSharedSeconds;
+//  4. while the total exceeds max_size: images and shared files by least recent use, oldest first
+//     (an image's ImageRecord::last_used, a shared file's mtime; on a tie shared files first,
+//     which cost CPU to remake where images cost a download; then pulled_at, then digest or
+//     path, so the order is deterministic). Shared files used within kMarkUsedInterval stay:
+//     their mtime cannot tell whether an archive being served needs them.
 // `now` is unix seconds (a parameter so that tests and the daemon's clock decide). Errors stop the
 // collection where it is; what was done is consistent (see the rules above).
 Result<GcReport> collect(BlobStore& blobs, Catalog& catalog, uint64_t max_size, int64_t now);

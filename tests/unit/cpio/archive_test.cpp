@@ -33,12 +33,13 @@
 #include "cpio/newc.h"
 #include "cpio/plan.h"
 #include "cpio/segment.h"
-#include "cpio/segment_gc.h"
 #include "init/default_init.h"
 #include "init/init_config.h"
 #include "overlay/layer_index.h"
 #include "overlay/tree.h"
 #include "store/blob_store.h"
+#include "store/catalog.h"
+#include "store/gc.h"
 #include "tests/unit/overlay/tar_builder.h"
 #include "tests/unit/store/store_test_util.h"
 
@@ -668,6 +669,8 @@ TEST(Segments, DamagedStoreIsRebuilt) {
   EXPECT_EQ(read_whole(*second), bytes);
 }
 
+// Segments and plans are shared derived files of the store: its gc counts them and removes them
+// by last use (store/gc.h), the same gc that removes images.
 TEST(Segments, GcRemovesOnlyUnusedSegments) {
   Env env;
   auto tree = Env::tree({env.layer(base_entries())});
@@ -679,28 +682,35 @@ TEST(Segments, GcRemovesOnlyUnusedSegments) {
   spit(dir / (std::string(64, 'a') + ".tmp"), "left by a crashed builder");
   spit(dir / "README", "not ours");
   const int64_t now = ::time(nullptr);
+  auto catalog = store::Catalog::open(store::Catalog::file_in(env.blobs().root()));
+  ASSERT_TRUE(catalog.ok());
+  const uint64_t kNoLimit = UINT64_MAX;
 
-  // Everything was just used: only the abandoned temporary file goes.
-  auto report = remove_unused_segments(env.blobs().root(), now - 3600);
+  // Everything was just used: only the abandoned temporary file goes; the rest is counted.
+  auto report = store::collect(env.blobs(), **catalog, kNoLimit, now);
   ASSERT_TRUE(report.ok()) << report.error().message;
-  EXPECT_EQ(report->removed, 1u);
+  EXPECT_TRUE(report->shared_removed.empty());
   EXPECT_FALSE(fsys::exists(dir / (std::string(64, 'a') + ".tmp")));
+  EXPECT_GE(report->size_before, first->size()) << "segments count toward the store's size";
+
+  // Even over the size limit, files used within a day stay (an archive may be served from them).
+  report = store::collect(env.blobs(), **catalog, 0, now);
+  ASSERT_TRUE(report.ok()) << report.error().message;
+  EXPECT_TRUE(report->shared_removed.empty());
 
   // Unused for a week: all segments go, the plan is no longer served, and make() rebuilds them.
   constexpr int64_t kDay = 86400;
-  for (const auto& e : fsys::directory_iterator(dir)) {
-    const struct timespec old[2] = {{now - 7 * kDay, 0}, {now - 7 * kDay, 0}};
-    ASSERT_EQ(::utimensat(AT_FDCWD, e.path().c_str(), old, 0), 0);
+  for (const fsys::path& d : {dir, env.blobs().root() / "segments" / "plans"}) {
+    for (const auto& e : fsys::directory_iterator(d)) {
+      const struct timespec old[2] = {{now - 8 * kDay, 0}, {now - 8 * kDay, 0}};
+      ASSERT_EQ(::utimensat(AT_FDCWD, e.path().c_str(), old, 0), 0);
+    }
   }
-  for (const auto& e : fsys::directory_iterator(env.blobs().root() / "segments" / "plans")) {
-    const struct timespec old[2] = {{now - 7 * kDay, 0}, {now - 7 * kDay, 0}};
-    ASSERT_EQ(::utimensat(AT_FDCWD, e.path().c_str(), old, 0), 0);
-  }
-  report = remove_unused_segments(env.blobs().root(), now - 3 * kDay);
+  report = store::collect(env.blobs(), **catalog, kNoLimit, now);
   ASSERT_TRUE(report.ok());
-  EXPECT_EQ(report->removed, first->stats().segments);
-  EXPECT_EQ(report->plans_removed, 2u);  // the archive's plan and its image part
-  EXPECT_GT(report->bytes_freed, 0u);
+  // The archive's segments, its plan and its image part's plan.
+  EXPECT_EQ(report->shared_removed.size(), first->stats().segments + 2);
+  EXPECT_GT(report->bytes_freed(), first->size());
   EXPECT_TRUE(fsys::exists(dir / "README"));
   auto cached = env.maker().cached(env.image("img").manifest, options);
   ASSERT_TRUE(cached.ok());
@@ -709,6 +719,43 @@ TEST(Segments, GcRemovesOnlyUnusedSegments) {
   ASSERT_TRUE(second);
   EXPECT_EQ(second->stats().segments_built, second->stats().segments);
   EXPECT_EQ(read_whole(*second), bytes);
+}
+
+// Over --max-size, segments and plans go by last use, oldest first; those used within a day stay.
+TEST(Segments, GcRemovesSegmentsByLastUseOverTheLimit) {
+  Env env;
+  ArchiveOptions options;
+  options.format = Format::none;
+  auto tree_a = Env::tree({env.layer({File("a", std::string(5000, 'a'))})});
+  auto tree_b = Env::tree({env.layer({File("b", std::string(5000, 'b'))})});
+  ASSERT_TRUE(env.make(env.image("a"), *tree_a, options));
+  ASSERT_TRUE(env.make(env.image("b"), *tree_b, options));
+  // Everything was last used 4 days ago; then b is served again, which marks its files used.
+  constexpr int64_t kDay = 86400;
+  const int64_t now = ::time(nullptr);
+  for (const char* kind : {"none", "plans"})
+    for (const auto& e : fsys::directory_iterator(env.blobs().root() / "segments" / kind)) {
+      const struct timespec t[2] = {{now - 4 * kDay, 0}, {now - 4 * kDay, 0}};
+      ASSERT_EQ(::utimensat(AT_FDCWD, e.path().c_str(), t, 0), 0);
+    }
+  auto b = env.maker().cached(env.image("b").manifest, options);
+  ASSERT_TRUE(b.ok() && *b);
+
+  auto catalog = store::Catalog::open(store::Catalog::file_in(env.blobs().root()));
+  ASSERT_TRUE(catalog.ok());
+  auto report = store::collect(env.blobs(), **catalog, 0, now);
+  ASSERT_TRUE(report.ok()) << report.error().message;
+  // a's own segments (its file) and its two plans; b's files and those it shares with a stay.
+  EXPECT_GE(report->shared_removed.size(), 3u);
+  for (const store::SharedFile& f : report->shared_removed)
+    EXPECT_EQ(f.last_used, now - 4 * kDay) << f.path;
+  auto a = env.maker().cached(env.image("a").manifest, options);
+  ASSERT_TRUE(a.ok());
+  EXPECT_FALSE(*a);
+  b = env.maker().cached(env.image("b").manifest, options);
+  ASSERT_TRUE(b.ok());
+  EXPECT_TRUE(*b) << "gc removed files of an archive used today";
+  EXPECT_EQ(read_whole(**b).size(), (*b)->size());
 }
 
 TEST(Segments, ConcurrentMakersAgree) {

@@ -1,15 +1,19 @@
 // gc and rm over a real BlobStore and Catalog: least recently used first, shared blobs stay,
-// leased images stay, unreferenced blobs and partials go after a day, generic records and derived
-// products go with their owners.
+// leased images stay, unreferenced blobs and partials go after a day, derived products go with
+// their blobs, shared derived files (archive segments and plans) are counted and go by last use.
 #include "store/gc.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <ctime>
 #include <fstream>
+#include <iterator>
 
 #include "store/derived.h"
+#include "store/file_util.h"
 #include "store/lease.h"
 #include "tests/unit/store/store_test_util.h"
 
@@ -196,22 +200,6 @@ TEST_F(Gc, ImagesNoRefNamesAreRemoved) {
   EXPECT_TRUE(has_image(named));
 }
 
-TEST_F(Gc, RecordsKeyedByADigestGoWithIt) {
-  ImageRecord a = add_image("a", 100, {pattern(1000, 1)});
-  ImageRecord b = add_image("b", 200, {pattern(1000, 2)});
-  ASSERT_TRUE(catalog_->put("plans", a.manifest.str() + "/gzip", "plan a").ok());
-  ASSERT_TRUE(catalog_->put("plans", b.manifest.str() + "/gzip", "plan b").ok());
-  ASSERT_TRUE(catalog_->put("layer_index", a.layers[0].digest.str(), "index a").ok());
-  ASSERT_TRUE(catalog_->put("layer_index", "unowned", "stays").ok());
-  auto report = collect(*blobs_, *catalog_, 1500, now());
-  ASSERT_TRUE(report.ok()) << report.error().message;
-  EXPECT_EQ(report->images_removed, std::vector<Digest>{a.manifest});
-  EXPECT_FALSE(catalog_->get("plans", a.manifest.str() + "/gzip")->has_value());
-  EXPECT_FALSE(catalog_->get("layer_index", a.layers[0].digest.str())->has_value());
-  EXPECT_TRUE(catalog_->get("plans", b.manifest.str() + "/gzip")->has_value());
-  EXPECT_TRUE(catalog_->get("layer_index", "unowned")->has_value());
-}
-
 TEST_F(Gc, RemoveReferenceFreesTheImageWithItsLastName) {
   std::string shared = pattern(3000, 9);
   ImageRecord a = add_image("a", 100, {shared, pattern(1000, 1)});
@@ -335,6 +323,99 @@ TEST_F(Gc, DerivedBytesCountTowardTheLimit) {
   EXPECT_EQ(report->size_after, 1200u);
   EXPECT_FALSE(fs::exists(product));
   EXPECT_TRUE(has_image(b));
+}
+
+// A shared derived file of `size` bytes, last used `age` seconds before now.
+SharedFile add_shared(const fs::path& root, std::string_view kind, uint32_t seed, size_t size,
+                      int64_t age) {
+  const std::string key(Digest::of(pattern(8, seed)).hex());
+  auto built = build_shared(root, kind, key, Sync::no, [&](int fd, const fs::path& tmp) {
+    size_t written = 0;
+    const std::string bytes = pattern(size, seed);
+    return detail::write_all(fd, bytes.data(), bytes.size(), tmp, &written);
+  });
+  EXPECT_TRUE(built.ok() && *built == Built::now);
+  const fs::path path = shared_path(root, kind, key);
+  const int64_t when = static_cast<int64_t>(std::time(nullptr)) - age;
+  const struct timespec t[2] = {{when, 0}, {when, 0}};
+  EXPECT_EQ(::utimensat(AT_FDCWD, path.c_str(), t, 0), 0);
+  return SharedFile{path, size, when};
+}
+
+TEST(SharedFiles, BuiltOnceReplacedWholeAndListed) {
+  TempDir dir;
+  const std::string key(64, 'c');
+  int calls = 0;
+  auto write = [&](int fd, const fs::path& tmp) {
+    ++calls;
+    size_t written = 0;
+    return detail::write_all(fd, "bytes", 5, tmp, &written);
+  };
+  auto first = build_shared(dir.path(), "gzip", key, Sync::yes, write);
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  EXPECT_EQ(*first, Built::now);
+  auto second = build_shared(dir.path(), "gzip", key, Sync::yes, write);
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(*second, Built::already);
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(shared_path(dir.path(), "gzip", key), dir.path() / "segments" / "gzip" / key);
+
+  ASSERT_TRUE(replace_shared(dir.path(), "plans", key, "one").ok());
+  ASSERT_TRUE(replace_shared(dir.path(), "plans", key, "two").ok());
+  std::ifstream in(shared_path(dir.path(), "plans", key));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text, "two");
+
+  EXPECT_EQ(build_shared(dir.path(), "Bad/Kind", key, Sync::no, write).error().code, EINVAL);
+  EXPECT_EQ(replace_shared(dir.path(), "plans", "not-hex", "x").error().code, EINVAL);
+
+  // A failed write leaves nothing behind.
+  auto failed = build_shared(
+      dir.path(), "gzip", std::string(64, 'd'), Sync::yes,
+      [](int, const fs::path&) -> Result<void> { return make_error(EIO, "compressor failed"); });
+  ASSERT_FALSE(failed.ok());
+  EXPECT_FALSE(fs::exists(shared_path(dir.path(), "gzip", std::string(64, 'd'))));
+  EXPECT_FALSE(fs::exists(dir.path() / "segments" / "gzip" / (std::string(64, 'd') + ".tmp")));
+
+  // Leftovers of dead writers go; names that are not ours stay.
+  std::ofstream(dir.path() / "segments" / "gzip" / (std::string(64, 'e') + ".tmp")) << "dead";
+  std::ofstream(dir.path() / "segments" / "gzip" / "README") << "not ours";
+  auto listed = list_shared(dir.path(), static_cast<int64_t>(std::time(nullptr)) + 10);
+  ASSERT_TRUE(listed.ok()) << listed.error().message;
+  EXPECT_EQ(listed->size(), 2u);
+  EXPECT_FALSE(fs::exists(dir.path() / "segments" / "gzip" / (std::string(64, 'e') + ".tmp")));
+  EXPECT_TRUE(fs::exists(dir.path() / "segments" / "gzip" / "README"));
+}
+
+// The shared files count toward --max-size, and go in one order of last use with images.
+TEST_F(Gc, SharedFilesCountAndGoByLastUseWithImages) {
+  const int64_t t = now();
+  ImageRecord a = add_image("a", t - 5 * kDay, {pattern(1000, 1)});
+  ImageRecord b = add_image("b", t - 2 * kDay, {pattern(1000, 2)});
+  SharedFile older = add_shared(dir_.path(), "gzip", 10, 3000, 6 * kDay);
+  SharedFile between = add_shared(dir_.path(), "plans", 11, 3000, 3 * kDay);
+  SharedFile today = add_shared(dir_.path(), "zstd", 12, 3000, 3600);
+  SharedFile stale = add_shared(dir_.path(), "gzip", 13, 500, 8 * kDay);
+
+  auto counted = collect(*blobs_, *catalog_, kNoLimit, t);
+  ASSERT_TRUE(counted.ok()) << counted.error().message;
+  EXPECT_EQ(counted->size_before, 2400u + 9500u);
+  ASSERT_EQ(counted->shared_removed.size(), 1u) << "unused for a week goes whatever the size";
+  EXPECT_EQ(counted->shared_removed[0].path, stale.path);
+  EXPECT_EQ(counted->size_after, 2400u + 9000u);
+
+  // 11,400 bytes down to 5,000: the oldest first (older, then image a, then between), and the
+  // file used today stays even though the store is still over the limit afterwards.
+  auto report = collect(*blobs_, *catalog_, 5000, t);
+  ASSERT_TRUE(report.ok()) << report.error().message;
+  ASSERT_EQ(report->shared_removed.size(), 2u);
+  EXPECT_EQ(report->shared_removed[0].path, older.path);
+  EXPECT_EQ(report->shared_removed[1].path, between.path);
+  EXPECT_EQ(report->images_removed, std::vector<Digest>{a.manifest});
+  EXPECT_TRUE(has_image(b));
+  EXPECT_TRUE(fs::exists(today.path));
+  EXPECT_EQ(report->size_after, 1200u + 3000u);
+  EXPECT_EQ(report->bytes_freed(), 6000u + 1200u);
 }
 
 }  // namespace
