@@ -11,7 +11,12 @@
 namespace imagefs::fs {
 namespace {
 
+using testing::Dir;
+using testing::File;
+using testing::Filter;
 using testing::FsEnv;
+using testing::kAmd64;
+using testing::make_tar;
 
 class OpenImageTest : public FsEnv {
  protected:
