@@ -16,11 +16,6 @@ std::optional<std::string> Args::get(std::string_view name) const {
   return it->second.back();
 }
 
-std::string Args::get_or(std::string_view name, std::string fallback) const {
-  auto v = get(name);
-  return v ? *v : std::move(fallback);
-}
-
 std::vector<std::string> Args::all(std::string_view name) const {
   auto it = values_.find(name);
   return it == values_.end() ? std::vector<std::string>{} : it->second;

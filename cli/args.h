@@ -27,7 +27,6 @@ class Args {
  public:
   [[nodiscard]] bool has(std::string_view name) const;
   [[nodiscard]] std::optional<std::string> get(std::string_view name) const;
-  [[nodiscard]] std::string get_or(std::string_view name, std::string fallback) const;
   [[nodiscard]] std::vector<std::string> all(std::string_view name) const;
   [[nodiscard]] const std::vector<std::string>& positional() const { return positional_; }
 

@@ -25,7 +25,7 @@ TEST(Args, ValuesFlagsAndPositionals) {
   EXPECT_TRUE(args->has("foreground"));
   EXPECT_EQ(args->all("inject"), (std::vector<std::string>{"x:/y", "z:/w"}));
   EXPECT_EQ(args->positional(), (std::vector<std::string>{"a", "b", "--not-an-option"}));
-  EXPECT_EQ(args->get_or("missing", "dflt"), "dflt");
+  EXPECT_EQ(args->get("missing"), std::nullopt);
 }
 
 TEST(Args, LastValueWins) {
