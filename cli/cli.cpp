@@ -17,6 +17,7 @@
 #include <system_error>
 
 #include "cli/commands.h"
+#include "common/text.h"
 #include "fs/version.h"
 #include "registry/platform.h"
 #include "store/cache_dir.h"
@@ -147,7 +148,8 @@ Error sys_error(const std::string& what, const std::filesystem::path& path) {
 }
 
 int report(Io& io, const std::string& what, const Error& error) {
-  io.err << "imagefs: " << what << ": " << error.message << "\n";
+  // Messages may quote registries and tar names: printable, so no answer can drive the terminal.
+  io.err << "imagefs: " << what << ": " << printable(error.message) << "\n";
   return kExitFailed;
 }
 
