@@ -228,9 +228,21 @@ Result<void> run_daemon(MountSetup setup, Log& log, const std::function<void()>&
   return served;
 }
 
+// run_daemon, with anything thrown while setting up (before the FUSE loop, whose callbacks are
+// guarded) turned into an Error rather than std::terminate.
+Result<void> run_daemon_guarded(MountSetup setup, Log& log, const std::function<void()>& ready) {
+  try {
+    return run_daemon(std::move(setup), log, ready);
+  } catch (const std::exception& e) {
+    return make_error(EIO, std::string("internal error: ") + e.what());
+  } catch (...) {
+    return make_error(EIO, "internal error (an exception that is not a std::exception)");
+  }
+}
+
 int mount_foreground(MountSetup setup, Io& io) {
   Log log(STDERR_FILENO);
-  Result<void> served = run_daemon(std::move(setup), log, [] {});
+  Result<void> served = run_daemon_guarded(std::move(setup), log, [] {});
   if (!served.ok()) return report(io, "mount", served.error());
   return kExitOk;
 }
@@ -261,13 +273,13 @@ int mount_background(MountSetup setup, Io& io) {
     (void)::chdir("/");
     Log log(log_fd.get());
     int fd = write_end.get();
-    Result<void> served = run_daemon(std::move(setup), log, [fd] {
+    Result<void> served = run_daemon_guarded(std::move(setup), log, [fd] {
       (void)!::write(fd, "ok\n", 3);
       ::close(fd);
     });
     if (!served.ok()) {
       log.write("mount failed: " + served.error().message);
-      std::string message = served.error().message + "\n";
+      std::string message = printable(served.error().message) + "\n";
       (void)!::write(fd, message.data(), message.size());
       ::_exit(kExitFailed);
     }
