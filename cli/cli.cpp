@@ -18,6 +18,7 @@
 
 #include "cli/commands.h"
 #include "common/errno_error.h"
+#include "common/text.h"
 #include "fs/version.h"
 #include "registry/platform.h"
 #include "store/cache_dir.h"
@@ -140,7 +141,8 @@ Result<Store> open_store(const Args& args) {
 }
 
 int report(Io& io, const std::string& what, const Error& error) {
-  io.err << "imagefs: " << what << ": " << error.message << "\n";
+  // Messages may quote registries and tar names: printable, so no answer can drive the terminal.
+  io.err << "imagefs: " << what << ": " << printable(error.message) << "\n";
   return kExitFailed;
 }
 

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -25,10 +26,12 @@
 
 #include "cli/commands.h"
 #include "cli/progress.h"
+#include "common/text.h"
 #include "common/unique_fd.h"
 #include "fs/daemon.h"
 #include "fs/filesystem.h"
 #include "fs/images.h"
+#include "registry/reference.h"
 #include "store/cache_dir.h"
 
 namespace imagefs::cli {
@@ -38,11 +41,14 @@ namespace fsys = std::filesystem;
 
 constexpr int64_t kDefaultTtl = 300;
 
-// Appends timestamped lines to the daemon's log (a file, or stderr with -f).
+// Appends timestamped lines to the daemon's log (a file, or stderr with -f). A line is made
+// printable (common/text.h) here, the one sink every log line goes through: a registry's answer
+// or a tar name can neither break the line nor put escape sequences on a terminal.
 class Log {
  public:
   explicit Log(int fd) : fd_(fd) {}
-  void write(const std::string& line) {
+  void write(const std::string& raw) {
+    std::string line = printable(raw);
     std::time_t t = std::time(nullptr);
     std::tm tm{};
     ::localtime_r(&t, &tm);
@@ -60,6 +66,7 @@ class Log {
 };
 
 struct MountSetup {
+  std::vector<std::string> allowed_registries;  // for other users (--allow-other)
   fsys::path mountpoint;
   fsys::path cache_dir;
   fsys::path log_file;
@@ -67,6 +74,47 @@ struct MountSetup {
   fs::ServeOptions serve;
   bool foreground = false;
 };
+
+// A registry as references name it: "ghcr.io", "127.0.0.1:5000", "docker.io" (Docker Hub's
+// other names are taken as docker.io, as references take them), or "*".
+Result<std::string> registry_domain(std::string host, const std::string& where) {
+  for (char& c : host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (host == "*") return host;
+  if (host.starts_with("https://")) host = host.substr(8);
+  if (host.starts_with("http://")) host = host.substr(7);
+  while (host.ends_with("/")) host.pop_back();
+  if (host == "index.docker.io" || host == "registry-1.docker.io") host = "docker.io";
+  auto ref = registry::parse_reference(host + "/x");
+  if (host.empty() || !ref.ok() || ref->domain != host)
+    return make_error(EINVAL, where + ": \"" + printable(host) +
+                                  "\" is not a registry host (write it as in references: "
+                                  "ghcr.io, 127.0.0.1:5000, docker.io; or * for any)");
+  return host;
+}
+
+// --allow-registry HOST... and the hosts of --allow-registry-file FILE (one a line, '#' starts a
+// comment).
+Result<std::vector<std::string>> allowed_registries(const Args& args) {
+  std::vector<std::string> hosts;
+  for (const std::string& h : args.all("allow-registry")) {
+    IMAGEFS_TRY(domain, registry_domain(h, "--allow-registry"));
+    hosts.push_back(std::move(domain));
+  }
+  if (auto file = args.get("allow-registry-file")) {
+    std::ifstream in(*file);
+    if (!in) return sys_error("cannot read --allow-registry-file", *file);
+    std::string line;
+    for (int n = 1; std::getline(in, line); ++n) {
+      line = line.substr(0, line.find('#'));
+      size_t start = line.find_first_not_of(" \t\r");
+      if (start == std::string::npos) continue;
+      line = line.substr(start, line.find_last_not_of(" \t\r") + 1 - start);
+      IMAGEFS_TRY(domain, registry_domain(line, *file + ":" + std::to_string(n)));
+      hosts.push_back(std::move(domain));
+    }
+  }
+  return hosts;
+}
 
 Result<MountSetup> mount_setup(const Args& args) {
   MountSetup setup;
@@ -97,6 +145,17 @@ Result<MountSetup> mount_setup(const Args& args) {
   }
   setup.serve.mountpoint = setup.mountpoint;
   setup.serve.allow_other = args.has("allow-other");
+  IMAGEFS_TRY(allowed, allowed_registries(args));
+  setup.allowed_registries = std::move(allowed);
+  if (setup.serve.allow_other && setup.allowed_registries.empty())
+    return make_error(EINVAL,
+                      "--allow-other lets other users make this daemon contact registries with "
+                      "your credentials: name the registries they may reach with --allow-registry "
+                      "HOST (repeatable; '*' for any) or --allow-registry-file FILE");
+  if (!setup.serve.allow_other && !setup.allowed_registries.empty())
+    return make_error(EINVAL,
+                      "--allow-registry and --allow-registry-file are for --allow-other (without "
+                      "it, no other user can reach the mount)");
   setup.serve.debug = args.has("debug");
   setup.foreground = args.has("foreground") || setup.serve.debug;
   setup.log_file =
@@ -149,7 +208,10 @@ Result<void> run_daemon(MountSetup setup, Log& log, const std::function<void()>&
   fs::MountInfo info{mountpoint, setup.cache_dir.string(),
                      setup.foreground ? std::string("stderr") : setup.log_file.string(),
                      static_cast<int64_t>(std::time(nullptr))};
-  std::unique_ptr<fs::Filesystem> filesystem = fs::Filesystem::create(images, info);
+  fs::Access access;
+  access.allowed_registries = setup.allowed_registries;
+  setup.serve.log = [&log](const std::string& line) { log.write(line); };
+  std::unique_ptr<fs::Filesystem> filesystem = fs::Filesystem::create(images, info, access);
   setup.serve.on_signal = [&log, mountpoint](int sig) {
     log.write("unmounted " + mountpoint + " on " +
               (sig == SIGINT   ? "SIGINT"
@@ -166,9 +228,21 @@ Result<void> run_daemon(MountSetup setup, Log& log, const std::function<void()>&
   return served;
 }
 
+// run_daemon, with anything thrown while setting up (before the FUSE loop, whose callbacks are
+// guarded) turned into an Error rather than std::terminate.
+Result<void> run_daemon_guarded(MountSetup setup, Log& log, const std::function<void()>& ready) {
+  try {
+    return run_daemon(std::move(setup), log, ready);
+  } catch (const std::exception& e) {
+    return make_error(EIO, std::string("internal error: ") + e.what());
+  } catch (...) {
+    return make_error(EIO, "internal error (an exception that is not a std::exception)");
+  }
+}
+
 int mount_foreground(MountSetup setup, Io& io) {
   Log log(STDERR_FILENO);
-  Result<void> served = run_daemon(std::move(setup), log, [] {});
+  Result<void> served = run_daemon_guarded(std::move(setup), log, [] {});
   if (!served.ok()) return report(io, "mount", served.error());
   return kExitOk;
 }
@@ -199,13 +273,13 @@ int mount_background(MountSetup setup, Io& io) {
     (void)::chdir("/");
     Log log(log_fd.get());
     int fd = write_end.get();
-    Result<void> served = run_daemon(std::move(setup), log, [fd] {
+    Result<void> served = run_daemon_guarded(std::move(setup), log, [fd] {
       (void)!::write(fd, "ok\n", 3);
       ::close(fd);
     });
     if (!served.ok()) {
       log.write("mount failed: " + served.error().message);
-      std::string message = served.error().message + "\n";
+      std::string message = printable(served.error().message) + "\n";
       (void)!::write(fd, message.data(), message.size());
       ::_exit(kExitFailed);
     }
@@ -220,13 +294,14 @@ int mount_background(MountSetup setup, Io& io) {
     if (answer == "ok\n") break;
   }
   if (answer == "ok\n") {
-    io.err << "imagefs: mounted " << setup.mountpoint.string() << " (daemon pid " << pid << ", log "
-           << setup.log_file.string() << ")\n";
+    io.err << "imagefs: mounted " << printable(setup.mountpoint.string()) << " (daemon pid " << pid
+           << ", log " << printable(setup.log_file.string()) << ")\n";
     return kExitOk;
   }
   if (answer.empty()) answer = "the daemon ended while starting; see " + setup.log_file.string();
   while (!answer.empty() && answer.back() == '\n') answer.pop_back();
-  io.err << "imagefs: mount " << setup.mountpoint.string() << ": " << answer << "\n";
+  io.err << "imagefs: mount " << printable(setup.mountpoint.string()) << ": " << printable(answer)
+         << "\n";
   return kExitFailed;
 }
 
@@ -243,30 +318,41 @@ void print_status(const fsys::path& mountpoint, Io& io) {
   std::stringstream text;
   text << in.rdbuf();
   nlohmann::json s = nlohmann::json::parse(text.str(), nullptr, false);
+  // What reaches the terminal is printable(): the mount point's name and every string of the
+  // status may hold any bytes (an older daemon, a registry's text).
+  auto str = [&](const nlohmann::json& j, const char* key) {
+    return printable(j.is_object() && j.contains(key) && j[key].is_string()
+                         ? j[key].get<std::string>()
+                         : std::string());
+  };
   if (!in || s.is_discarded() || !s.is_object()) {
-    io.out << mountpoint.string() << ": not answering (a daemon that died leaves \"Transport "
+    io.out << printable(mountpoint.string())
+           << ": not answering (a daemon that died leaves \"Transport "
            << "endpoint is not connected\"; `imagefs mount` cleans it up, or fusermount3 -u)\n";
     return;
   }
-  io.out << mountpoint.string() << "  pid " << s.value("pid", 0) << "  store "
-         << s.value("cache_dir", "") << "  log " << s.value("log", "") << "\n";
-  io.out << "  platform " << s.value("platform", "") << ", tags re-checked after "
-         << s.value("tag_ttl_seconds", 0) << " s, " << s.value("images_open", 0)
-         << " images open\n";
-  const auto& tasks = s["in_flight"];
+  auto num = [](const nlohmann::json& j, const char* key) -> double {
+    return j.is_object() && j.contains(key) && j[key].is_number() ? j[key].get<double>() : 0;
+  };
+  io.out << printable(mountpoint.string()) << "  pid " << static_cast<int64_t>(num(s, "pid"))
+         << "  store " << str(s, "cache_dir") << "  log " << str(s, "log") << "\n";
+  io.out << "  platform " << str(s, "platform") << ", tags re-checked after "
+         << static_cast<int64_t>(num(s, "tag_ttl_seconds")) << " s, "
+         << static_cast<int64_t>(num(s, "images_open")) << " images open\n";
+  const nlohmann::json tasks = s.contains("in_flight") ? s["in_flight"] : nlohmann::json();
   if (!tasks.is_array() || tasks.empty()) io.out << "  nothing in flight\n";
-  for (const auto& t : tasks) {
-    io.out << "  in flight: " << t.value("image", "") << ": " << t.value("task", "");
-    if (t.contains("total_bytes"))
-      io.out << " " << format_size(t.value("bytes", uint64_t{0})) << " of "
-             << format_size(t.value("total_bytes", uint64_t{0}));
-    io.out << " (" << seconds_text(t.value("seconds", 0.0)) << ")\n";
+  for (const auto& t : tasks.is_array() ? tasks : nlohmann::json::array()) {
+    io.out << "  in flight: " << str(t, "image") << ": " << str(t, "task");
+    if (t.is_object() && t.contains("total_bytes"))
+      io.out << " " << format_size(static_cast<uint64_t>(num(t, "bytes"))) << " of "
+             << format_size(static_cast<uint64_t>(num(t, "total_bytes")));
+    io.out << " (" << seconds_text(num(t, "seconds")) << ")\n";
   }
-  const auto& errors = s["recent_errors"];
+  const nlohmann::json errors = s.contains("recent_errors") ? s["recent_errors"] : nlohmann::json();
   if (errors.is_array() && !errors.empty()) {
     io.out << "  recent errors:\n";
     for (const auto& e : errors)
-      io.out << "    " << e.value("time", "") << "  " << e.value("error", "") << "\n";
+      io.out << "    " << str(e, "time") << "  " << str(e, "error") << "\n";
   }
 }
 
@@ -280,8 +366,14 @@ std::vector<OptionSpec> mount_option_specs() {
       {"threads", Arity::value, "most threads serving requests at once (default: 16)", "N"},
       {"allow-other", Arity::flag,
        "let other users see the mount (for non-root mounts: user_allow_other in "
-       "/etc/fuse.conf)",
+       "/etc/fuse.conf); needs --allow-registry or --allow-registry-file",
        ""},
+      {"allow-registry", Arity::repeated,
+       "with --allow-other: a registry other users may look images up on ('*': any); other "
+       "names are ENOENT for them, with no network traffic",
+       "HOST[:PORT]"},
+      {"allow-registry-file", Arity::value,
+       "with --allow-other: registries other users may reach, one a line ('#' comments)", "FILE"},
       {"log", Arity::value, "the daemon's log (default: CACHE-DIR/mount.log)", "FILE"},
       {"debug", Arity::flag, "trace every FUSE request on stderr (implies -f)", ""},
   };
@@ -315,9 +407,15 @@ int run_status(const Args& args, Io& io) {
     return kExitOk;
   }
   if (args.has("json")) {
+    // One JSON object per mount; a mount that does not answer (or answers no JSON) is one too.
     for (const fsys::path& m : mounts) {
       std::ifstream in(m / std::string(fs::kStatusFile));
-      io.out << in.rdbuf();
+      std::stringstream text;
+      text << in.rdbuf();
+      nlohmann::json s = nlohmann::json::parse(text.str(), nullptr, false);
+      if (!in || s.is_discarded() || !s.is_object())
+        s = nlohmann::json{{"mountpoint", printable(m.string())}, {"answering", false}};
+      io.out << s.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     }
     return kExitOk;
   }

@@ -5,6 +5,7 @@
 #include <ostream>
 
 #include "cli/args.h"
+#include "common/text.h"
 
 namespace imagefs::cli {
 namespace {
@@ -93,7 +94,7 @@ void ProgressView::message(const std::string& text) {
     out_ << "\033[" << drawn_ << "F\033[J";  // up to the first item line, clear below
     drawn_ = 0;
   }
-  out_ << text << "\n";
+  out_ << printable(text) << "\n";  // may quote a registry: no escape sequences through
   if (terminal_) redraw(Clock::now());
   out_.flush();
 }

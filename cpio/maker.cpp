@@ -270,11 +270,21 @@ class ArchiveMakerImpl final : public ArchiveMaker {
     std::atomic<size_t> next{0};
     std::atomic<bool> failed{false};
     const fs::path root = blobs_->root();
+    // No exception leaves a worker (it would end the process): it becomes the build's Error.
+    auto build_one = [&](size_t i) -> Result<detail::Built> {
+      try {
+        return detail::build_segment(root, format, level, *missing[i]);
+      } catch (const std::exception& e) {
+        return make_error(EIO, std::string("compressing a segment failed: ") + e.what());
+      } catch (...) {
+        return make_error(EIO, "compressing a segment failed (an unknown exception)");
+      }
+    };
     auto work = [&] {
       while (!failed.load()) {
         const size_t i = next.fetch_add(1);
         if (i >= missing.size()) return;
-        Result<detail::Built> r = detail::build_segment(root, format, level, *missing[i]);
+        Result<detail::Built> r = build_one(i);
         MutexLock lock(shared.mu);
         if (!r.ok()) {
           if (!shared.error) shared.error = r.error();

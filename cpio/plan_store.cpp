@@ -88,7 +88,14 @@ Result<std::optional<json>> read_record(const fs::path& store_root, std::string_
 Result<void> write_record(const fs::path& store_root, std::string_view key, const json& record) {
   std::string text(key);
   text += '\n';
-  text += record.dump();
+  // A record can hold guest paths (--inject GUEST) that are not UTF-8, on which dump() throws:
+  // such a plan is not cached (the caller gets an error), and nothing throws.
+  try {
+    text += record.dump();
+  } catch (const json::exception& e) {
+    return make_error(EINVAL, "cannot record the plan " + std::string(key) +
+                                  ": a path is not UTF-8 (" + e.what() + ")");
+  }
   text += '\n';
   text += checksum(text);
   text += '\n';

@@ -9,6 +9,7 @@
 
 #include "common/result.h"
 #include "fs/filesystem.h"
+#include "fs/guard.h"
 
 namespace imagefs::fs {
 
@@ -20,13 +21,17 @@ struct ServeOptions {
   unsigned max_threads = 16;
   // Called on SIGINT, SIGTERM or SIGHUP once the mount is gone, just before the process ends.
   std::function<void(int signal)> on_signal;
+  // The daemon's log: a line for each request whose handler threw (answered EIO, fs/guard.h).
+  LogSink log;
 };
 
 // Mounts `fs` at options.mountpoint and serves it until it is unmounted (fusermount3 -u, umount),
-// then returns. On SIGINT, SIGTERM or SIGHUP it unmounts and ends the process (_exit(0), after
-// options.on_signal) without waiting for downloads or builds in flight. Blocks those signals in
-// the calling thread: call it before starting other threads. `ready` runs once the mount is in
-// place. Errors: the mount failed (with libfuse's reason on stderr and ours in the message).
+// then returns. No exception crosses a callback: each request's handler runs under guarded()
+// (fs/guard.h), which answers EIO and logs. On SIGINT, SIGTERM or SIGHUP it unmounts and ends the
+// process (_exit(0), after options.on_signal) without waiting for downloads or builds in flight.
+// Blocks those signals in the calling thread: call it before starting other threads. `ready` runs
+// once the mount is in place. Errors: the mount failed (with libfuse's reason on stderr and ours in
+// the message).
 Result<void> serve(Filesystem& fs, const ServeOptions& options, const std::function<void()>& ready);
 
 // What is at a mount point now. `stale`: an imagefs mount whose daemon is gone (the kernel

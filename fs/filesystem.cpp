@@ -13,6 +13,7 @@
 #include <system_error>
 
 #include "common/mutex.h"
+#include "common/text.h"
 #include "fs/namespace.h"
 
 namespace imagefs::fs {
@@ -68,20 +69,24 @@ bool is_image_file(std::string_view name) {
 
 class FilesystemImpl : public Filesystem {
  public:
-  FilesystemImpl(std::shared_ptr<Images> images, MountInfo info)
-      : images_(std::move(images)), info_(std::move(info)), uid_(::getuid()), gid_(::getgid()) {
+  FilesystemImpl(std::shared_ptr<Images> images, MountInfo info, Access access)
+      : images_(std::move(images)),
+        info_(std::move(info)),
+        access_(std::move(access)),
+        uid_(::getuid()),
+        gid_(::getgid()) {
     MutexLock lock(mu_);
     dirs_.emplace_back();  // 0: not an inode
     dirs_.push_back(NameDir{NameDir::Kind::top, images_->default_platform(), "", {}});
     dirs_.push_back(NameDir{NameDir::Kind::platforms, images_->default_platform(), "", {}});
   }
 
-  Result<Entry> lookup(Ino parent, std::string_view name) override;
+  Result<Entry> lookup(Ino parent, std::string_view name, const Caller& caller) override;
   Result<Entry> getattr(Ino ino) override;
-  Result<std::vector<DirItem>> readdir(Ino ino) override;
+  Result<std::vector<DirItem>> readdir(Ino ino, const Caller& caller) override;
   bool listing_immutable(Ino ino) override { return slot_of(ino) != 0; }
   Result<std::string> readlink(Ino ino) override;
-  Result<std::shared_ptr<OpenFile>> open(Ino ino, int flags) override;
+  Result<std::shared_ptr<OpenFile>> open(Ino ino, int flags, const Caller& caller) override;
   Result<size_t> read(const OpenFile& file, uint64_t offset, std::span<uint8_t> out) override;
   Result<std::vector<std::string>> listxattr(Ino ino) override;
   Result<std::string> getxattr(Ino ino, std::string_view name) override;
@@ -93,15 +98,21 @@ class FilesystemImpl : public Filesystem {
   Entry status_entry() const;
   // The directory entry for reference path `path` on `platform`: an image path is resolved
   // now, so that a name the registry does not know is ENOENT at once.
-  Result<Entry> path_entry(const registry::Platform& platform, std::string path);
+  Result<Entry> path_entry(const registry::Platform& platform, std::string path,
+                           const Caller& caller);
+  // Whether `caller` may reach the registry of reference path `path` (see Caller).
+  [[nodiscard]] bool trusted(const Caller& caller) const;
+  [[nodiscard]] bool may_reach(const Caller& caller, std::string_view path,
+                               const PathInfo& info) const;
   Result<std::shared_ptr<Image>> image_of(Ino ino);
   Result<std::shared_ptr<overlay::Tree>> tree_of(Ino ino, overlay::Ino* tree_ino);
   Result<Entry> image_file(Image& image, Ino local, double entry_timeout);
   Entry tree_entry(uint32_t slot, const overlay::Attr& a) const;
-  std::string status() const;
+  std::string status(const Caller& caller) const;
 
   std::shared_ptr<Images> images_;
   const MountInfo info_;
+  const Access access_;
   const uid_t uid_;
   const gid_t gid_;
 
@@ -175,8 +186,32 @@ Entry FilesystemImpl::tree_entry(uint32_t slot, const overlay::Attr& a) const {
   return e;
 }
 
-Result<Entry> FilesystemImpl::path_entry(const registry::Platform& platform, std::string path) {
+bool FilesystemImpl::trusted(const Caller& caller) const {
+  return !caller.uid || *caller.uid == access_.owner || *caller.uid == 0;
+}
+
+bool FilesystemImpl::may_reach(const Caller& caller, std::string_view path,
+                               const PathInfo& info) const {
+  if (trusted(caller)) return true;
+  std::string domain;
+  if (info.reference) {
+    domain = info.reference->domain;
+  } else {
+    // A level: "ghcr.io", "ghcr.io/org", "org" (docker.io): the registry of names below it.
+    auto below = registry::parse_reference(std::string(path) + "/x");
+    if (!below.ok()) return false;
+    domain = below->domain;
+  }
+  for (const std::string& allowed : access_.allowed_registries)
+    if (allowed == "*" || allowed == domain) return true;
+  return false;
+}
+
+Result<Entry> FilesystemImpl::path_entry(const registry::Platform& platform, std::string path,
+                                         const Caller& caller) {
   IMAGEFS_TRY(info, classify(path));
+  if (!may_reach(caller, path, info))
+    return make_error(ENOENT, "not on a registry other users may reach (--allow-registry)");
   if (info.kind == DirKind::image) IMAGEFS_CHECK(images_->image(*info.reference, platform));
   Ino ino = name_dir_ino(NameDir{NameDir::Kind::path, platform, std::move(path), std::move(info)});
   return dir_entry(ino);
@@ -240,7 +275,7 @@ Ino image_file_local(std::string_view name) {
   return kDigestLocal;
 }
 
-Result<Entry> FilesystemImpl::lookup(Ino parent, std::string_view name) {
+Result<Entry> FilesystemImpl::lookup(Ino parent, std::string_view name, const Caller& caller) {
   if (slot_of(parent) != 0) {
     overlay::Ino dir = 0;
     IMAGEFS_TRY(tree, tree_of(parent, &dir));
@@ -254,7 +289,7 @@ Result<Entry> FilesystemImpl::lookup(Ino parent, std::string_view name) {
       if (parent == kRootIno && name == kStatusFile) return status_entry();
       {
         IMAGEFS_TRY(path, child_path("", name));
-        return path_entry(dir.platform, std::move(path));
+        return path_entry(dir.platform, std::move(path), caller);
       }
     case NameDir::Kind::platforms: {
       IMAGEFS_TRY(platform, parse_platform_dir(name));
@@ -263,6 +298,8 @@ Result<Entry> FilesystemImpl::lookup(Ino parent, std::string_view name) {
     case NameDir::Kind::path:
       break;
   }
+  if (!may_reach(caller, dir.path, dir.info))
+    return make_error(ENOENT, "not on a registry other users may reach (--allow-registry)");
   if (dir.info.kind != DirKind::level && is_image_file(name)) {
     IMAGEFS_TRY(image, images_->image(*dir.info.reference, dir.platform));
     double timeout = dir.info.reference->digest.empty()
@@ -272,7 +309,7 @@ Result<Entry> FilesystemImpl::lookup(Ino parent, std::string_view name) {
   }
   if (dir.info.kind == DirKind::image) return make_error(ENOENT, "no such file");
   IMAGEFS_TRY(path, child_path(dir.path, name));
-  return path_entry(dir.platform, std::move(path));
+  return path_entry(dir.platform, std::move(path), caller);
 }
 
 Result<Entry> FilesystemImpl::getattr(Ino ino) {
@@ -288,7 +325,7 @@ Result<Entry> FilesystemImpl::getattr(Ino ino) {
   return tree_entry(image->slot(), attr);
 }
 
-Result<std::vector<DirItem>> FilesystemImpl::readdir(Ino ino) {
+Result<std::vector<DirItem>> FilesystemImpl::readdir(Ino ino, const Caller& caller) {
   std::vector<DirItem> items;
   Entry self = dir_entry(ino);
   items.push_back({".", self, false});
@@ -326,6 +363,8 @@ Result<std::vector<DirItem>> FilesystemImpl::readdir(Ino ino) {
   IMAGEFS_TRY(refs, images_->refs());
   std::string path = dir.kind == NameDir::Kind::top ? "" : dir.path;
   std::vector<std::string> below = list_level(refs, platform, path);
+  if (dir.kind == NameDir::Kind::path && !may_reach(caller, dir.path, dir.info))
+    return make_error(ENOENT, "not on a registry other users may reach (--allow-registry)");
   if (dir.kind == NameDir::Kind::path && dir.info.kind != DirKind::level) {
     // An image: list its files. A name that is also a level ("org", for "org/app:1") is only
     // taken for the image "org:latest" when the store knows that image or nothing lies below.
@@ -346,7 +385,7 @@ Result<std::vector<DirItem>> FilesystemImpl::readdir(Ino ino) {
     auto child = child_path(path, name);
     if (!child.ok()) continue;
     auto info = classify(*child);
-    if (!info.ok()) continue;
+    if (!info.ok() || !may_reach(caller, *child, *info)) continue;
     Ino child_ino = name_dir_ino(NameDir{NameDir::Kind::path, dir.platform, *child, *info});
     items.push_back({std::move(name), dir_entry(child_ino), true});
   }
@@ -359,13 +398,13 @@ Result<std::string> FilesystemImpl::readlink(Ino ino) {
   return tree->readlink(t);
 }
 
-Result<std::shared_ptr<OpenFile>> FilesystemImpl::open(Ino ino, int flags) {
+Result<std::shared_ptr<OpenFile>> FilesystemImpl::open(Ino ino, int flags, const Caller& caller) {
   if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC) != 0)
     return make_error(EROFS, "read-only file system");
   auto file = std::make_shared<OpenFile>();
   if (slot_of(ino) == 0) {
     if (ino != kStatusLocal) return make_error(EISDIR, "a directory");
-    file->bytes = status();
+    file->bytes = status(caller);
     file->size = file->bytes.size();
     file->direct_io = true;
     file->keep_cache = false;
@@ -442,23 +481,36 @@ Result<std::string> FilesystemImpl::getxattr(Ino ino, std::string_view name) {
   return tree->getxattr(t, name);
 }
 
-std::string FilesystemImpl::status() const {
+std::string FilesystemImpl::status(const Caller& caller) const {
   nlohmann::json status = nlohmann::json::parse(images_->status_json(), nullptr, false);
-  if (status.is_discarded()) status = nlohmann::json::object();
-  status["mountpoint"] = info_.mountpoint;
+  if (status.is_discarded() || !status.is_object()) status = nlohmann::json::object();
+  if (!trusted(caller) && status.contains("recent_errors") && status["recent_errors"].is_array()) {
+    // Another user sees that an image failed and how (the errno class), not why: the text may
+    // quote a registry it was not allowed to reach, fetched with the owner's credentials.
+    for (nlohmann::json& e : status["recent_errors"]) {
+      if (!e.is_object()) continue;
+      e["error"] = e.value("image", std::string("an image")) + ": failed (" +
+                   e.value("errno", std::string("EIO")) +
+                   "); the reason is in the mount's log, for its owner";
+    }
+  }
+  // Paths are bytes: the mount point's own name need not be UTF-8.
+  status["mountpoint"] = printable(info_.mountpoint);
   status["pid"] = ::getpid();
-  status["cache_dir"] = info_.cache_dir;
-  status["log"] = info_.log_file;
+  status["cache_dir"] = printable(info_.cache_dir);
+  status["log"] = printable(info_.log_file);
   status["started"] = info_.started;
-  status["platform"] = images_->default_platform().str();
+  status["platform"] = printable(images_->default_platform().str());
   status["tag_ttl_seconds"] = images_->options().tag_ttl.count();
-  return status.dump(2) + "\n";
+  // Every string is printable() text; `replace` only guards against a slip, and never throws.
+  return status.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 }  // namespace
 
-std::unique_ptr<Filesystem> Filesystem::create(std::shared_ptr<Images> images, MountInfo info) {
-  return std::make_unique<FilesystemImpl>(std::move(images), std::move(info));
+std::unique_ptr<Filesystem> Filesystem::create(std::shared_ptr<Images> images, MountInfo info,
+                                               Access access) {
+  return std::make_unique<FilesystemImpl>(std::move(images), std::move(info), std::move(access));
 }
 
 }  // namespace imagefs::fs

@@ -14,9 +14,11 @@
 #pragma once
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -65,20 +67,40 @@ struct MountInfo {
   int64_t started = 0;  // unix seconds
 };
 
+// Who may make the daemon do what (see Caller).
+struct Access {
+  // The user the daemon serves (its own uid): it and root are trusted callers.
+  uid_t owner = ::getuid();
+  // The registries other users may make the daemon contact (--allow-registry): reference
+  // domains as written in references ("docker.io", "ghcr.io", "127.0.0.1:5000"), or "*" for any.
+  // Others reach the mount only with --allow-other.
+  std::vector<std::string> allowed_registries;
+};
+
+// Who asks, from FUSE's request context (fuse_req_ctx). The mount's owner and root are trusted.
+// Another user (with --allow-other) is held to Access::allowed_registries: any other name is
+// ENOENT, with no network traffic (and hidden from listings), and .status shows it each failure's
+// image and errno class but not the text, which may quote a registry's answer it could not fetch.
+struct Caller {
+  std::optional<uid_t> uid;  // nullopt: the owner (callers outside FUSE, such as tests)
+};
+
 class Filesystem {
  public:
-  static std::unique_ptr<Filesystem> create(std::shared_ptr<Images> images, MountInfo info);
+  static std::unique_ptr<Filesystem> create(std::shared_ptr<Images> images, MountInfo info,
+                                            Access access = {});
   virtual ~Filesystem() = default;
 
-  virtual Result<Entry> lookup(Ino parent, std::string_view name) = 0;
+  virtual Result<Entry> lookup(Ino parent, std::string_view name, const Caller& caller = {}) = 0;
   virtual Result<Entry> getattr(Ino ino) = 0;
   // Every entry of a directory, "." and ".." first. ENOTDIR for files.
-  virtual Result<std::vector<DirItem>> readdir(Ino ino) = 0;
+  virtual Result<std::vector<DirItem>> readdir(Ino ino, const Caller& caller = {}) = 0;
   // Whether the kernel may cache the listing of this directory for good (cache_readdir).
   virtual bool listing_immutable(Ino ino) = 0;
   virtual Result<std::string> readlink(Ino ino) = 0;
-  // EROFS for any access mode but reading; EISDIR for directories.
-  virtual Result<std::shared_ptr<OpenFile>> open(Ino ino, int flags) = 0;
+  // EROFS for any access mode but reading; EISDIR for directories. The status file's content
+  // depends on `caller` (see Caller).
+  virtual Result<std::shared_ptr<OpenFile>> open(Ino ino, int flags, const Caller& caller = {}) = 0;
   // From an OpenFile made by open(): bytes into `out`; fewer only at the end.
   virtual Result<size_t> read(const OpenFile& file, uint64_t offset, std::span<uint8_t> out) = 0;
   virtual Result<std::vector<std::string>> listxattr(Ino ino) = 0;

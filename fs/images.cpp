@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <condition_variable>
+#include <cstring>
 #include <ctime>
 #include <deque>
 #include <map>
@@ -13,6 +14,7 @@
 #include <utility>
 
 #include "common/mutex.h"
+#include "common/text.h"
 #include "overlay/layer_index.h"
 #include "registry/puller.h"
 #include "store/lease.h"
@@ -25,6 +27,16 @@ using SteadyClock = std::chrono::steady_clock;
 // How long one failure of a reference stays quiet in the log after it was written.
 constexpr std::chrono::seconds kLogQuiet{60};
 constexpr size_t kRecentErrors = 20;
+// Distinct failures remembered for the quiet period: a storm of distinct names (random lookups)
+// must not grow the table. When it is full of failures younger than kLogQuiet, further new ones
+// are counted, not logged, and the count is written with the next line that is.
+constexpr size_t kMaxLogged = 1024;
+
+// "ENOENT" for ENOENT: the class of a failure, which any user may see (fs/filesystem.cpp).
+std::string errno_name(int code) {
+  const char* name = ::strerrorname_np(code);
+  return name != nullptr ? name : "E" + std::to_string(code);
+}
 
 std::string now_text() {
   std::time_t t = std::time(nullptr);
@@ -34,6 +46,15 @@ std::string now_text() {
   (void)std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
 }
+
+// A failure kept for status: the image's name, the errno class and the whole line (which may
+// quote a registry: shown only to the mount's owner, fs/filesystem.cpp decides).
+struct RecentError {
+  std::string time;
+  std::string image;
+  int code = EIO;
+  std::string line;
+};
 
 // Work under way, for status: one entry per resolve, download, ingest or archive build.
 struct Task {
@@ -127,9 +148,12 @@ class ImagesImpl : public Images, public std::enable_shared_from_this<ImagesImpl
   std::vector<std::shared_ptr<ImageImpl>> slots_ GUARDED_BY(mu_);             // slot - 1
   std::map<uint64_t, Task> tasks_ GUARDED_BY(mu_);
   uint64_t next_task_ GUARDED_BY(mu_) = 1;
-  std::deque<std::pair<std::string, std::string>> recent_ GUARDED_BY(mu_);  // (time, line)
+  std::deque<RecentError> recent_ GUARDED_BY(mu_);
+  // When each failure line was last logged; at most kMaxLogged, none older than kLogQuiet once
+  // the table is full.
   std::map<std::string, SteadyClock::time_point> logged_ GUARDED_BY(mu_);
-  Mutex log_mu_;  // one log call at a time
+  uint64_t unlogged_ GUARDED_BY(mu_) = 0;  // failures not logged since the table was full
+  Mutex log_mu_;                           // one log call at a time
 };
 
 // The host files an archive is made of, as (size, mtime) pairs: when they change, the archive
@@ -318,21 +342,38 @@ void ImagesImpl::end_task(uint64_t id) {
 }
 
 Error ImagesImpl::failed(const std::string& image, const Error& error) {
-  std::string line = image + ": " + error.message;
+  // Names and messages may hold any bytes (tar names, registry bodies): printable from here on.
+  std::string line = printable(image + ": " + error.message);
   bool quiet = false;
+  uint64_t unlogged = 0;
   {
     MutexLock lock(mu_);
     auto now = SteadyClock::now();
-    auto [it, fresh] = logged_.try_emplace(line, now);
-    quiet = !fresh && now - it->second < kLogQuiet;
-    if (!quiet) it->second = now;
-    if (!quiet || recent_.empty() || recent_.back().second != line) {
-      recent_.emplace_back(now_text(), line);
+    auto it = logged_.find(line);
+    if (it == logged_.end() && logged_.size() >= kMaxLogged) {
+      std::erase_if(logged_, [&](const auto& entry) { return now - entry.second >= kLogQuiet; });
+    }
+    if (it != logged_.end()) {
+      quiet = now - it->second < kLogQuiet;
+      if (!quiet) it->second = now;
+    } else if (logged_.size() < kMaxLogged) {
+      logged_.emplace(line, now);
+    } else {
+      quiet = true;  // a storm of distinct failures: counted, not logged
+      ++unlogged_;
+    }
+    if (!quiet) std::swap(unlogged, unlogged_);
+    if (!quiet || recent_.empty() || recent_.back().line != line) {
+      recent_.push_back(RecentError{now_text(), printable(image), error.code, line});
       while (recent_.size() > kRecentErrors) recent_.pop_front();
     }
   }
   if (!quiet && options_.log) {
     MutexLock lock(log_mu_);
+    if (unlogged > 0)
+      options_.log("(" + std::to_string(unlogged) +
+                   " more failures were not logged: too many distinct ones within " +
+                   std::to_string(kLogQuiet.count()) + " s)");
     options_.log(line);
   }
   return error;
@@ -340,8 +381,9 @@ Error ImagesImpl::failed(const std::string& image, const Error& error) {
 
 void ImagesImpl::note(const std::string& line) {
   if (!options_.log) return;
+  std::string text = printable(line);
   MutexLock lock(log_mu_);
-  options_.log(line);
+  options_.log(text);
 }
 
 std::optional<std::pair<store::Digest, int64_t>> ImagesImpl::stored_ref(
@@ -470,8 +512,8 @@ std::string ImagesImpl::status_json() const {
   nlohmann::json& tasks = status["in_flight"] = nlohmann::json::array();
   auto now = SteadyClock::now();
   for (const auto& [id, task] : tasks_) {
-    nlohmann::json t{{"image", task.image},
-                     {"task", task.what},
+    nlohmann::json t{{"image", printable(task.image)},
+                     {"task", printable(task.what)},
                      {"seconds", std::chrono::duration<double>(now - task.started).count()}};
     if (task.total > 0) {
       t["bytes"] = task.bytes;
@@ -480,8 +522,12 @@ std::string ImagesImpl::status_json() const {
     tasks.push_back(std::move(t));
   }
   nlohmann::json& errors = status["recent_errors"] = nlohmann::json::array();
-  for (const auto& [time, line] : recent_) errors.push_back({{"time", time}, {"error", line}});
-  return status.dump();
+  for (const RecentError& e : recent_) {
+    errors.push_back(
+        {{"time", e.time}, {"image", e.image}, {"errno", errno_name(e.code)}, {"error", e.line}});
+  }
+  // Every string above is printable() (valid UTF-8): dump cannot throw; `replace` is the belt.
+  return status.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace

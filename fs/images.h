@@ -28,7 +28,7 @@ struct ImagesOptions {
   cpio::ArchiveOptions archive;        // every archive's inputs; `format` is chosen per file
   std::chrono::seconds tag_ttl{300};   // a tag resolved longer ago than this is asked again
   // One line per event worth a person's attention (failures, stale tags served); called from
-  // any thread, one call at a time.
+  // any thread, one call at a time, with printable() text (common/text.h).
   std::function<void(const std::string&)> log;
 };
 
@@ -81,7 +81,10 @@ class Images {
   virtual Result<std::vector<store::RefRecord>> refs() const = 0;
 
   // A JSON object: images open, work under way (resolving, downloading with bytes so far,
-  // ingesting, compressing) with how long it has run, and the latest failures.
+  // ingesting, compressing) with how long it has run, and the latest failures, each with its
+  // time, "image", "errno" ("ENOENT") and "error" (the whole line, which may quote a registry).
+  // Every string in it is printable() text (common/text.h): valid UTF-8, whatever bytes the
+  // names and the registries' answers held.
   [[nodiscard]] virtual std::string status_json() const = 0;
 };
 

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <csignal>
@@ -17,9 +18,11 @@
 #include <sstream>
 #include <system_error>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "fs/daemon.h"
+#include "fs/guard.h"
 
 namespace imagefs::fs {
 namespace {
@@ -27,7 +30,20 @@ namespace {
 // Reads as large as the kernel will send (its limit is 256 pages per request).
 constexpr unsigned kMaxRead = 1U << 20;
 
-Filesystem& fs_of(fuse_req_t req) { return *static_cast<Filesystem*>(fuse_req_userdata(req)); }
+// What every callback reaches through fuse_req_userdata.
+struct Session {
+  Filesystem& fs;
+  const ServeOptions& options;
+};
+
+Session& session_of(fuse_req_t req) { return *static_cast<Session*>(fuse_req_userdata(req)); }
+Filesystem& fs_of(fuse_req_t req) { return session_of(req).fs; }
+
+// The user behind a request (other users reach the mount only with --allow-other).
+Caller caller_of(fuse_req_t req) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  return ctx != nullptr ? Caller{ctx->uid} : Caller{};
+}
 
 fuse_entry_param to_param(const Entry& e) {
   fuse_entry_param p{};
@@ -61,7 +77,7 @@ void op_init(void* userdata, fuse_conn_info* conn) {
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  auto e = fs_of(req).lookup(parent, name);
+  auto e = fs_of(req).lookup(parent, name, caller_of(req));
   if (!e.ok()) return reply_error(req, e.error());
   fuse_entry_param p = to_param(*e);
   fuse_reply_entry(req, &p);
@@ -94,7 +110,7 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  auto file = fs_of(req).open(ino, fi->flags);
+  auto file = fs_of(req).open(ino, fi->flags, caller_of(req));
   if (!file.ok()) return reply_error(req, file.error());
   fi->keep_cache = (*file)->keep_cache ? 1 : 0;
   fi->direct_io = (*file)->direct_io ? 1 : 0;
@@ -137,7 +153,7 @@ void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 // A directory's whole listing is taken at opendir, so offsets are plain indexes into it.
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  auto items = fs_of(req).readdir(ino);
+  auto items = fs_of(req).readdir(ino, caller_of(req));
   if (!items.ok()) return reply_error(req, items.error());
   auto* held = new std::vector<DirItem>(std::move(*items));
   fi->fh = reinterpret_cast<uint64_t>(held);
@@ -218,24 +234,58 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   fuse_reply_buf(req, list.data(), list.size());
 }
 
+// Every callback runs inside guarded() (fs/guard.h): an exception from the core (out of memory,
+// a library's throw) answers that request with EIO and writes a log line; the daemon goes on.
+// The contract guarded() relies on: each callback above answers its request as its last step.
+template <size_t N>
+struct OpName {
+  char text[N];
+  constexpr OpName(const char (&s)[N]) {  // NOLINT(google-explicit-constructor)
+    std::copy_n(s, N, text);
+  }
+};
+
+void answer_eio(fuse_req_t req) { fuse_reply_err(req, EIO); }
+void answer_none(fuse_req_t req) { fuse_reply_none(req); }  // forget takes no answer
+
+template <class First, class... Rest>
+uint64_t ino_of(const First& first, const Rest&... /*rest*/) {
+  if constexpr (std::is_same_v<First, fuse_ino_t>) {
+    return first;
+  } else {
+    return 0;
+  }
+}
+
+template <OpName Name, auto Op, void (*Fail)(fuse_req_t) = answer_eio>
+struct Guarded;
+template <OpName Name, class... Args, void (*Op)(fuse_req_t, Args...), void (*Fail)(fuse_req_t)>
+struct Guarded<Name, Op, Fail> {
+  static void call(fuse_req_t req, Args... args) {
+    guarded(
+        Name.text, ino_of(args...), session_of(req).options.log, [&] { Op(req, args...); },
+        [&] { Fail(req); });
+  }
+};
+
 fuse_lowlevel_ops make_ops() {
   fuse_lowlevel_ops ops{};
-  ops.init = op_init;
-  ops.lookup = op_lookup;
-  ops.forget = op_forget;
-  ops.forget_multi = op_forget_multi;
-  ops.getattr = op_getattr;
-  ops.readlink = op_readlink;
-  ops.open = op_open;
-  ops.read = op_read;
-  ops.release = op_release;
-  ops.opendir = op_opendir;
-  ops.readdir = op_readdir;
-  ops.readdirplus = op_readdirplus;
-  ops.releasedir = op_releasedir;
-  ops.statfs = op_statfs;
-  ops.getxattr = op_getxattr;
-  ops.listxattr = op_listxattr;
+  ops.init = op_init;  // sets flags only; no request to answer
+  ops.lookup = Guarded<"lookup", op_lookup>::call;
+  ops.forget = Guarded<"forget", op_forget, answer_none>::call;
+  ops.forget_multi = Guarded<"forget_multi", op_forget_multi, answer_none>::call;
+  ops.getattr = Guarded<"getattr", op_getattr>::call;
+  ops.readlink = Guarded<"readlink", op_readlink>::call;
+  ops.open = Guarded<"open", op_open>::call;
+  ops.read = Guarded<"read", op_read>::call;
+  ops.release = Guarded<"release", op_release>::call;
+  ops.opendir = Guarded<"opendir", op_opendir>::call;
+  ops.readdir = Guarded<"readdir", op_readdir>::call;
+  ops.readdirplus = Guarded<"readdirplus", op_readdirplus>::call;
+  ops.releasedir = Guarded<"releasedir", op_releasedir>::call;
+  ops.statfs = Guarded<"statfs", op_statfs>::call;
+  ops.getxattr = Guarded<"getxattr", op_getxattr>::call;
+  ops.listxattr = Guarded<"listxattr", op_listxattr>::call;
   return ops;
 }
 
@@ -321,7 +371,9 @@ Result<void> serve(Filesystem& fs, const ServeOptions& options,
   for (std::string& a : argv) cargv.push_back(a.data());
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(cargv.size()), cargv.data());
   fuse_lowlevel_ops ops = make_ops();
-  std::unique_ptr<fuse_session, SessionDeleter> se(fuse_session_new(&args, &ops, sizeof ops, &fs));
+  Session session_data{fs, options};
+  std::unique_ptr<fuse_session, SessionDeleter> se(
+      fuse_session_new(&args, &ops, sizeof ops, &session_data));
   if (!se) return make_error(EINVAL, "cannot start a FUSE session (libfuse said why above)");
   if (fuse_session_mount(se.get(), options.mountpoint.c_str()) != 0)
     return make_error(EIO, "cannot mount on " + options.mountpoint.string() +
@@ -339,7 +391,13 @@ Result<void> serve(Filesystem& fs, const ServeOptions& options,
     if (sigwait(&stop_signals, &sig) != 0 || loop_over.load()) return;
     fuse_session_exit(session);
     fuse_session_unmount(session);
-    if (options.on_signal) options.on_signal(sig);
+    // The process ends here whatever on_signal does (its log line is a courtesy).
+    guarded(
+        "the stop-signal thread", 0, options.log,
+        [&] {
+          if (options.on_signal) options.on_signal(sig);
+        },
+        [] {});
     ::_exit(0);
   });
   std::unique_ptr<fuse_loop_config, LoopConfigDeleter> config(fuse_loop_cfg_create());

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <variant>
@@ -301,7 +302,7 @@ Result<void> Puller::fetch_unscrubbed(const Reference& source, const store::Imag
     if (!first_error) first_error = error;
   };
 
-  auto worker = [&] {
+  auto fetch_some = [&] {
     for (;;) {
       if (stop) return;
       size_t i = next++;
@@ -348,13 +349,38 @@ Result<void> Puller::fetch_unscrubbed(const Reference& source, const store::Imag
     }
   };
 
+  // No exception leaves a worker (in a thread it would end the process): it becomes the pull's
+  // Error.
+  auto worker = [&] {
+    std::optional<Error> thrown;
+    try {
+      fetch_some();
+    } catch (const std::exception& e) {
+      thrown = make_error(EIO, std::string("downloading layers failed: ") + e.what());
+    } catch (...) {
+      thrown = make_error(EIO, "downloading layers failed (an unknown exception)");
+    }
+    if (thrown) {
+      stop = true;
+      MutexLock lock(error_mu);
+      if (!first_error) first_error = std::move(thrown);
+    }
+  };
+
   size_t threads = std::min<size_t>(options_.max_parallel, count);
   if (threads <= 1) {
     worker();
   } else {
     std::vector<std::jthread> pool;
     pool.reserve(threads);
-    for (size_t t = 0; t < threads; ++t) pool.emplace_back(worker);
+    for (size_t t = 0; t < threads; ++t) {
+      try {
+        pool.emplace_back(worker);
+      } catch (const std::system_error&) {
+        break;  // fewer threads, same result
+      }
+    }
+    if (pool.empty()) worker();
   }
   MutexLock lock(error_mu);
   if (first_error) return *first_error;

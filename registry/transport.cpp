@@ -135,8 +135,11 @@ Transport::Transport(std::shared_ptr<Http> http, std::shared_ptr<Clock> clock,
     HttpRequest base = request;
     std::string authorization = base.headers.get("Authorization").value_or("");
     base.headers.remove("Authorization");
+    HttpRedirects redirects =
+        allows_http(parts->authority()) ? HttpRedirects::follow : HttpRedirects::refuse;
     IMAGEFS_TRY(reply, with_retries(parts->authority(), nullptr, {}, [&] {
-                  return follow(request.url, base, authorization, parts->origin(), nullptr);
+                  return follow(request.url, base, authorization, parts->origin(), nullptr,
+                                redirects);
                 }));
     return std::move(reply.response);
   };
@@ -265,7 +268,7 @@ Result<Reply> Transport::with_retries(const std::string& host, ResumableSink* si
 
 HttpResponse Transport::follow(std::string url, const HttpRequest& base,
                                const std::string& authorization, const std::string& origin,
-                               ResumableSink* sink) {
+                               ResumableSink* sink, HttpRedirects http) {
   HttpRequest request = base;
   request.url = std::move(url);
   for (int hop = 0; hop <= kMaxRedirects; ++hop) {
@@ -293,6 +296,15 @@ HttpResponse Transport::follow(std::string url, const HttpRequest& base,
       HttpResponse bad;
       bad.failure = HttpFailure::other;
       bad.failure_detail = "redirected to an invalid URL";
+      return bad;
+    }
+    std::optional<UrlParts> next_parts = parse_url(*next);
+    if (next_parts && next_parts->scheme == "http" && http == HttpRedirects::refuse) {
+      HttpResponse bad;
+      bad.failure = HttpFailure::other;
+      bad.failure_detail = "redirected to plain HTTP (" + next_parts->authority() +
+                           "), which is followed only for registries allowed plain HTTP "
+                           "(loopback, --insecure-registry)";
       return bad;
     }
     if (response.status == 303 && request.method == "POST") {
@@ -334,7 +346,8 @@ HttpResponse Transport::exchange(const std::string& host, const RegistryRequest&
     std::string origin_url = schemes[i] + "://" + api;
     std::optional<UrlParts> parts = parse_url(origin_url);
     std::string origin = parts ? parts->origin() : origin_url;
-    response = follow(origin_url + request.path, base, authorization, origin, sink);
+    response = follow(origin_url + request.path, base, authorization, origin, sink,
+                      allows_http(host) ? HttpRedirects::follow : HttpRedirects::refuse);
     bool fall_back =
         response.failure == HttpFailure::tls || response.failure == HttpFailure::unreachable ||
         response.failure == HttpFailure::other || (schemes[i] == "http" && response.status == 400);
@@ -382,9 +395,16 @@ Result<Reply> Transport::get_url(const std::string& url, ResumableSink* sink,
   std::optional<UrlParts> parts = parse_url(url);
   if (!parts || (parts->scheme != "https" && parts->scheme != "http"))
     return make_error(EIO, "cannot download from \"" + url + "\": not an http(s) URL");
+  // A foreign layer's URL comes from the manifest: plain HTTP only where a registry could use it.
+  HttpRedirects http =
+      allows_http(parts->authority()) ? HttpRedirects::follow : HttpRedirects::refuse;
+  if (parts->scheme == "http" && http == HttpRedirects::refuse)
+    return make_error(EIO, "cannot download from \"" + url +
+                               "\": plain HTTP is used only for loopback hosts and "
+                               "--insecure-registry ones");
   HttpRequest base;
   return with_retries(parts->authority(), sink, notice,
-                      [&] { return follow(url, base, "", "", sink); });
+                      [&] { return follow(url, base, "", "", sink, http); });
 }
 
 }  // namespace imagefs::registry

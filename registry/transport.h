@@ -1,7 +1,8 @@
 // How requests reach a registry: which scheme and host (docker.io is registry-1.docker.io; HTTPS,
 // with a plain-HTTP fallback only for loopback and insecure registries), authentication (401 ->
 // token or Basic, once more on a refused token), redirects followed here without leaking the
-// Authorization header to another origin, and retries with backoff (429, 5xx, timeouts, dropped
+// Authorization header to another origin (nor to plain HTTP unless the registry asked is allowed
+// plain HTTP), and retries with backoff (429, 5xx, timeouts, dropped
 // connections, resuming a body with Range). Internal to registry/; the client builds on it.
 #pragma once
 
@@ -80,8 +81,12 @@ class Transport {
     std::string registry;  // reference domain, for messages and the scheme cache
     std::string origin;    // "https://host:port" the Authorization header belongs to
   };
+  // Whether a redirect may lead to a plain-HTTP URL: only for a registry (or foreign-layer or
+  // token host) that is itself allowed plain HTTP (loopback or --insecure-registry), so an
+  // HTTPS registry cannot downgrade a download or point the daemon at plain-HTTP hosts.
+  enum class HttpRedirects { refuse, follow };
   HttpResponse follow(std::string url, const HttpRequest& base, const std::string& authorization,
-                      const std::string& origin, ResumableSink* sink);
+                      const std::string& origin, ResumableSink* sink, HttpRedirects http);
   HttpResponse exchange(const std::string& host, const RegistryRequest& request,
                         const std::string& authorization, ResumableSink* sink);
   template <typename Exchange>

@@ -376,7 +376,7 @@ retag() {
 retag tiny
 MNTB=$T/mntb
 LOGB=$T/mountb.log
-mount_imagefs "$MNTB" --cache-dir "$T/cacheb" --ttl 2 --log "$LOGB" --allow-other
+mount_imagefs "$MNTB" --cache-dir "$T/cacheb" --ttl 2 --log "$LOGB" --allow-other --allow-registry "$REG"
 pidB=$MOUNT_PID
 grep -F " $MNTB " /proc/mounts | grep -q allow_other || fail "--allow-other is not in the mount options: $(grep -F " $MNTB " /proc/mounts)"
 rt=$MNTB/$REG/retag:latest

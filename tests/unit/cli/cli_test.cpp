@@ -79,3 +79,40 @@ TEST(ArchiveOptions, BadExec) {
 
 }  // namespace
 }  // namespace imagefs::cli
+
+namespace imagefs::cli {
+namespace {
+
+// --allow-other (issue 11): other users may reach only registries the owner names, so the option
+// alone is refused, before anything is mounted.
+TEST(MountOptions, AllowOtherNeedsAListOfRegistries) {
+  CliRun r = run_cli(
+      {"mount", "/nonexistent/imagefs-mnt", "--cache-dir", "/nonexistent/cache", "--allow-other"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("--allow-registry HOST"), std::string::npos) << r.err;
+}
+
+TEST(MountOptions, AllowRegistryIsForAllowOther) {
+  CliRun r = run_cli({"mount", "/nonexistent/imagefs-mnt", "--cache-dir", "/nonexistent/cache",
+                      "--allow-registry", "ghcr.io"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("are for --allow-other"), std::string::npos) << r.err;
+}
+
+TEST(MountOptions, AllowRegistryTakesHostsAsReferencesWriteThem) {
+  for (std::string bad : {"myreg", "ghcr.io/org", "", "bad\x1b[31m.io"}) {
+    CliRun r = run_cli({"mount", "/nonexistent/imagefs-mnt", "--cache-dir", "/nonexistent/cache",
+                        "--allow-other", "--allow-registry", bad});
+    EXPECT_EQ(r.status, 1) << bad;
+    EXPECT_NE(r.err.find("is not a registry host"), std::string::npos) << r.err;
+    // What reaches the terminal is printable: no escape sequence from an argument.
+    EXPECT_EQ(r.err.find('\x1b'), std::string::npos) << r.err;
+  }
+  CliRun r = run_cli({"mount", "/nonexistent/imagefs-mnt", "--cache-dir", "/nonexistent/cache",
+                      "--allow-other", "--allow-registry-file", "/nonexistent/allowed"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("--allow-registry-file"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace imagefs::cli

@@ -1114,6 +1114,23 @@ TEST(Errors, LevelsAndHostFiles) {
   EXPECT_NE(notdir.error().message.find("/a/x"), std::string::npos);
 }
 
+// A guest path that is not UTF-8 cannot go into the plan's record (JSON): the archive fails with
+// a clear error instead of an exception ending the daemon (issue 11).
+TEST(Errors, InjectedGuestPathThatIsNotUtf8) {
+  Env env;
+  spit(env.dir() / "tool", "tool");
+  auto tree = Env::tree({env.layer({File("a", "a")})});
+  ArchiveOptions options;
+  options.format = Format::none;
+  options.injects.push_back(Inject{env.dir() / "tool", "/opt\xff/tool"});
+  Result<std::shared_ptr<const Archive>> archive = make_error(EIO, "not made");
+  EXPECT_NO_THROW(archive = env.maker().make(env.image("img"), *tree, options));
+  ASSERT_FALSE(archive.ok());
+  EXPECT_EQ(archive.error().code, EINVAL);
+  EXPECT_NE(archive.error().message.find("not UTF-8"), std::string::npos)
+      << archive.error().message;
+}
+
 TEST(Errors, DevConsoleWithUnusualDev) {
   Env env;
   spit(env.dir() / "tool", "tool");

@@ -172,8 +172,7 @@ TEST_F(TransportTest, ConnectionThatDropsWithoutProgressGivesUp) {
 TEST_F(TransportTest, RedirectToAnotherHostDropsAuthorization) {
   env.registry->auth = FakeRegistry::Auth::token;
   env.registry->redirect_blobs = true;
-  for (std::string cdn :
-       {"https://cdn.example", "https://registry.example:8443", "http://registry.example"}) {
+  for (std::string cdn : {"https://cdn.example", "https://registry.example:8443"}) {
     env.registry->cdn = cdn;
     env.reset_store();
     auto pulled = pull();
@@ -192,6 +191,44 @@ TEST_F(TransportTest, RedirectToAnotherHostDropsAuthorization) {
     EXPECT_EQ(to_cdn, 3) << cdn;  // config + 2 layers
     EXPECT_GE(to_registry_with_token, 3) << cdn;
   }
+}
+
+// Plain HTTP after a redirect only for registries allowed plain HTTP: an HTTPS registry cannot
+// downgrade a download, nor send the daemon to plain-HTTP hosts (issue 11).
+TEST_F(TransportTest, RedirectToPlainHttpIsRefusedForAnHttpsRegistry) {
+  env.registry->redirect_blobs = true;
+  for (std::string cdn :
+       {"http://registry.example", "http://cdn.example", "http://127.0.0.1:8080"}) {
+    env.registry->cdn = cdn;
+    env.reset_store();
+    auto pulled = pull();
+    ASSERT_FALSE(pulled.ok()) << cdn;
+    EXPECT_EQ(pulled.error().code, EIO);
+    EXPECT_NE(pulled.error().message.find("redirected to plain HTTP"), std::string::npos)
+        << pulled.error().message;
+    for (const auto& r : env.registry->requests())
+      EXPECT_FALSE(r.url.starts_with("http://")) << cdn << ": a request went to " << r.url;
+  }
+}
+
+TEST_F(TransportTest, RedirectToPlainHttpIsFollowedForAnInsecureRegistry) {
+  env.registry->redirect_blobs = true;
+  env.registry->cdn = "http://cdn.example";
+  env.options.insecure_registries = {"registry.example"};
+  auto pulled = pull();
+  ASSERT_TRUE(pulled.ok()) << pulled.error().message;
+  EXPECT_EQ(env.registry->count("http://cdn.example/cdn-blobs/"), 3u);  // config + 2 layers
+}
+
+TEST_F(TransportTest, ForeignUrlOverPlainHttpOnlyForLoopbackOrInsecureHosts) {
+  Transport transport(env.registry, env.clock, DockerCredentials::none(), env.options);
+  env.registry->put_cdn("/cdn-blobs/foreign", "foreign bytes");
+  auto refused = transport.get_url("http://cdn.example/cdn-blobs/foreign");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, EIO);
+  EXPECT_NE(refused.error().message.find("plain HTTP"), std::string::npos)
+      << refused.error().message;
+  EXPECT_EQ(env.registry->count("cdn.example"), 0u);
 }
 
 TEST_F(TransportTest, RedirectToTheSameOriginKeepsAuthorization) {
