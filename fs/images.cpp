@@ -29,6 +29,13 @@ constexpr size_t kRecentErrors = 20;
 constexpr size_t kMaxRefs = 4096;
 // Distinct failure lines remembered for the log's quiet period.
 constexpr size_t kMaxLogged = 4096;
+// Registries remembered as not answering (for the negative TTL).
+constexpr size_t kMaxUnanswered = 256;
+
+// Whether `error` says a registry did not answer in time (registry/transport.cpp's words).
+bool is_unanswered(const Error& error) {
+  return error.code == EIO && error.message.find(" did not answer within ") != std::string::npos;
+}
 
 std::string now_text() {
   std::time_t t = std::time(nullptr);
@@ -131,7 +138,16 @@ class ImagesImpl : public Images, public std::enable_shared_from_this<ImagesImpl
 
   ResolveFlights resolves_;  // one registry request per key at a time; failures kept briefly
   mutable Mutex mu_;
-  std::map<std::string, RefState> refs_ GUARDED_BY(mu_);                      // at most kMaxRefs
+  std::map<std::string, RefState> refs_ GUARDED_BY(mu_);  // at most kMaxRefs
+  // Registries (reference domains) that did not answer in time, until when their error is
+  // returned without asking them again: the kernel sends lookups in one directory one at a time
+  // (libfuse does not ask for parallel directory operations), so N tags of a dead registry
+  // looked up at once would otherwise wait N timeouts in a row. At most kMaxUnanswered.
+  struct Unanswered {
+    SteadyClock::time_point until;
+    Error error;
+  };
+  std::map<std::string, Unanswered> unanswered_ GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<ImageImpl>> images_ GUARDED_BY(mu_);  // by manifest
   std::vector<std::shared_ptr<ImageImpl>> slots_ GUARDED_BY(mu_);             // slot - 1
   std::map<uint64_t, Task> tasks_ GUARDED_BY(mu_);
@@ -446,9 +462,33 @@ Result<store::Digest> ImagesImpl::resolve_now(const std::string& key,
     }
   }
   if (!done) {
+    if (options_.negative_ttl.count() > 0) {
+      MutexLock lock(mu_);
+      auto it = unanswered_.find(reference.domain);
+      if (it != unanswered_.end()) {
+        if (SteadyClock::now() < it->second.until) {
+          if (!last) return it->second.error;
+          // Keep serving what the tag meant last time, as when the registry times out now.
+          remember_ref(key, RefState{*last, checked});
+          return *last;
+        }
+        unanswered_.erase(it);
+      }
+    }
     uint64_t task = start_task(name, "resolving");
     auto resolved = puller_->resolve(reference, platform);
     end_task(task);
+    if (!resolved.ok() && is_unanswered(resolved.error()) && options_.negative_ttl.count() > 0) {
+      MutexLock lock(mu_);
+      auto now = SteadyClock::now();
+      if (unanswered_.size() >= kMaxUnanswered && !unanswered_.contains(reference.domain)) {
+        for (auto it = unanswered_.begin(); it != unanswered_.end();)
+          it = it->second.until <= now ? unanswered_.erase(it) : std::next(it);
+        if (unanswered_.size() >= kMaxUnanswered) unanswered_.erase(unanswered_.begin());
+      }
+      unanswered_.insert_or_assign(reference.domain,
+                                   Unanswered{now + options_.negative_ttl, resolved.error()});
+    }
     if (resolved.ok()) {
       result = resolved->image.manifest;
       if (last && *last != resolved->image.manifest)

@@ -92,7 +92,8 @@ class SlowPool {
     {
       MutexLock lock(mu_);
       queue_.push_back(std::move(job));
-      if (idle_ > 0) {
+      // Woken threads count as idle until they run: one idle thread per queued job.
+      if (idle_ >= queue_.size()) {
         work_.notify_one();
         return;
       }

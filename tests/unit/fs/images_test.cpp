@@ -196,6 +196,14 @@ TEST_F(ImagesTest, WaitersOfADeadRegistryShareOneTimeoutAndItsFailureIsRemembere
     EXPECT_EQ(image.error().code, EIO);
   }
   EXPECT_EQ(hole.connections(), 1) << "a storm of lookups within the negative TTL";
+  // So is another tag of the registry that did not answer: the kernel would send such lookups
+  // one at a time, each waiting a timeout.
+  auto other_started = std::chrono::steady_clock::now();
+  auto other = dead->image(registry::parse_reference(hole.host() + "/other:2").value(), kAmd64);
+  ASSERT_FALSE(other.ok());
+  EXPECT_EQ(other.error().message, "registry " + hole.host() + " did not answer within 1 s");
+  EXPECT_LT(std::chrono::steady_clock::now() - other_started, std::chrono::milliseconds(500));
+  EXPECT_EQ(hole.connections(), 1) << "another tag of a registry that did not answer";
   // Logged once, naming the registry.
   size_t lines = 0;
   for (const std::string& line : logged())
