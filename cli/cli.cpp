@@ -97,6 +97,14 @@ std::vector<OptionSpec> registry_option_specs() {
        "~/.docker/config.json)",
        "FILE"},
       {"max-parallel", Arity::value, "layers downloaded at once (default: 3)", "N"},
+      {"registry-timeout", Arity::value,
+       "the most one manifest or token request may take, retries included (default: 30)",
+       "SECONDS"},
+      {"stall-rate", Arity::value,
+       "a layer download moving fewer bytes a second than this over --stall-window is cut "
+       "and resumed (default: 1024)",
+       "BYTES"},
+      {"stall-window", Arity::value, "the window of --stall-rate (default: 30)", "SECONDS"},
   };
 }
 
@@ -123,6 +131,18 @@ Result<registry::RegistryOptions> registry_options(const Args& args) {
   if (auto v = args.get("max-parallel")) {
     IMAGEFS_TRY(n, parse_number(*v, 1, 64, "--max-parallel"));
     options.max_parallel = static_cast<unsigned>(n);
+  }
+  if (auto v = args.get("registry-timeout")) {
+    IMAGEFS_TRY(n, parse_number(*v, 1, 24L * 3600, "--registry-timeout"));
+    options.request_timeout = std::chrono::seconds(n);
+  }
+  if (auto v = args.get("stall-rate")) {
+    IMAGEFS_TRY(n, parse_number(*v, 1, 1L << 30, "--stall-rate"));
+    options.stall_min_rate = static_cast<uint64_t>(n);
+  }
+  if (auto v = args.get("stall-window")) {
+    IMAGEFS_TRY(n, parse_number(*v, 1, 3600, "--stall-window"));
+    options.stall_window = std::chrono::seconds(n);
   }
   return options;
 }

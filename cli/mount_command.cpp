@@ -139,6 +139,10 @@ Result<MountSetup> mount_setup(const Args& args) {
   } else {
     setup.images.tag_ttl = std::chrono::seconds(kDefaultTtl);
   }
+  if (auto ttl = args.get("negative-ttl")) {
+    IMAGEFS_TRY(n, parse_number(*ttl, 0, 3600, "--negative-ttl"));
+    setup.images.negative_ttl = std::chrono::seconds(n);
+  }
   if (auto threads = args.get("threads")) {
     IMAGEFS_TRY(n, parse_number(*threads, 1, 256, "--threads"));
     setup.serve.max_threads = static_cast<unsigned>(n);
@@ -363,6 +367,10 @@ std::vector<OptionSpec> mount_option_specs() {
       {"foreground", Arity::flag, "stay in the foreground, logging to stderr", "", 'f'},
       {"ttl", Arity::value,
        "re-resolve a tag when it was resolved longer ago than this (default: 300)", "SECONDS"},
+      {"negative-ttl", Arity::value,
+       "a failed lookup of a tag is answered again without asking the registry for this long "
+       "(default: 5)",
+       "SECONDS"},
       {"threads", Arity::value, "most threads serving requests at once (default: 16)", "N"},
       {"allow-other", Arity::flag,
        "let other users see the mount (for non-root mounts: user_allow_other in "

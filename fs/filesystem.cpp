@@ -82,6 +82,12 @@ class FilesystemImpl : public Filesystem {
   }
 
   Result<Entry> lookup(Ino parent, std::string_view name, const Caller& caller) override;
+  bool answers_at_once(FsOp op, Ino ino) override {
+    if (slot_of(ino) == 0) return op == FsOp::getattr;  // names: from memory
+    if (local_of(ino) < kTreeBase) return false;        // archives may be made first
+    std::shared_ptr<Image> image = images_->by_slot(slot_of(ino));
+    return image != nullptr && image->tree_ready();
+  }
   Result<Entry> getattr(Ino ino) override;
   Result<std::vector<DirItem>> readdir(Ino ino, const Caller& caller) override;
   bool listing_immutable(Ino ino) override { return slot_of(ino) != 0; }

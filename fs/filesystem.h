@@ -85,6 +85,8 @@ struct Caller {
   std::optional<uid_t> uid;  // nullopt: the owner (callers outside FUSE, such as tests)
 };
 
+enum class FsOp { lookup, getattr, opendir };
+
 class Filesystem {
  public:
   static std::unique_ptr<Filesystem> create(std::shared_ptr<Images> images, MountInfo info,
@@ -92,6 +94,11 @@ class Filesystem {
   virtual ~Filesystem() = default;
 
   virtual Result<Entry> lookup(Ino parent, std::string_view name, const Caller& caller = {}) = 0;
+  // Whether `op` on `ino` (lookup in it, getattr or opendir of it) answers without waiting on a
+  // registry, a download or an archive build: true for the rootfs inodes of an image whose tree
+  // is built, and for getattr of the directories of names. fs/ops.cpp serves the others off
+  // libfuse's threads, so that hung registries cannot take every thread from readers.
+  virtual bool answers_at_once(FsOp op, Ino ino) = 0;
   virtual Result<Entry> getattr(Ino ino) = 0;
   // Every entry of a directory, "." and ".." first. ENOTDIR for files.
   virtual Result<std::vector<DirItem>> readdir(Ino ino, const Caller& caller = {}) = 0;

@@ -5,7 +5,6 @@
 #include <malloc.h>
 #include <sys/stat.h>
 
-#include <condition_variable>
 #include <cstring>
 #include <ctime>
 #include <deque>
@@ -15,6 +14,7 @@
 
 #include "common/mutex.h"
 #include "common/text.h"
+#include "common/single_flight.h"
 #include "overlay/layer_index.h"
 #include "registry/puller.h"
 #include "store/lease.h"
@@ -36,6 +36,16 @@ constexpr size_t kMaxLogged = 1024;
 std::string errno_name(int code) {
   const char* name = ::strerrorname_np(code);
   return name != nullptr ? name : "E" + std::to_string(code);
+}
+
+// Tags remembered in memory (what users type: unbounded otherwise); the store keeps the rest.
+constexpr size_t kMaxRefs = 4096;
+// Registries remembered as not answering (for the negative TTL).
+constexpr size_t kMaxUnanswered = 256;
+
+// Whether `error` says a registry did not answer in time (registry/transport.cpp's words).
+bool is_unanswered(const Error& error) {
+  return error.code == EIO && error.message.find(" did not answer within ") != std::string::npos;
 }
 
 std::string now_text() {
@@ -94,7 +104,8 @@ class ImagesImpl : public Images, public std::enable_shared_from_this<ImagesImpl
         options_(std::move(options)),
         puller_(std::move(puller)),
         layers_(std::move(layers)),
-        maker_(std::move(maker)) {}
+        maker_(std::move(maker)),
+        resolves_(ResolveFlights::Options{options_.negative_ttl, kMaxRefs, {}}) {}
 
   const registry::Platform& default_platform() const override {
     return puller_->default_platform();
@@ -121,13 +132,17 @@ class ImagesImpl : public Images, public std::enable_shared_from_this<ImagesImpl
 
  private:
   struct RefState {
-    std::optional<store::Digest> manifest;
+    store::Digest manifest;
     SteadyClock::time_point checked;  // when the registry (or the store) last vouched for it
-    bool busy = false;                // a resolve is under way
-    bool consulted_store = false;
   };
+  using ResolveFlights = SingleFlight<std::string, store::Digest>;
   Result<store::Digest> resolve(const registry::Reference& reference,
                                 const registry::Platform& platform) EXCLUDES(mu_);
+  // The work of one resolve (one at a time per key, through resolves_).
+  Result<store::Digest> resolve_now(const std::string& key, const registry::Reference& reference,
+                                    const registry::Platform& platform) EXCLUDES(mu_);
+  // Remembers what `key` resolved to, dropping the entry checked longest ago when full.
+  void remember_ref(const std::string& key, RefState state) REQUIRES(mu_);
   Result<std::shared_ptr<Image>> open(const store::Digest& manifest,
                                       const registry::Reference& source) EXCLUDES(mu_);
   // The catalog's record of a tag, when it is complete in the store; its age in seconds.
@@ -141,9 +156,18 @@ class ImagesImpl : public Images, public std::enable_shared_from_this<ImagesImpl
   std::shared_ptr<overlay::LayerCache> layers_;
   std::shared_ptr<cpio::ArchiveMaker> maker_;
 
+  ResolveFlights resolves_;  // one registry request per key at a time; failures kept briefly
   mutable Mutex mu_;
-  std::condition_variable_any resolved_;
-  std::map<std::string, RefState> refs_ GUARDED_BY(mu_);
+  std::map<std::string, RefState> refs_ GUARDED_BY(mu_);  // at most kMaxRefs
+  // Registries (reference domains) that did not answer in time, until when their error is
+  // returned without asking them again: the kernel sends lookups in one directory one at a time
+  // (libfuse does not ask for parallel directory operations), so N tags of a dead registry
+  // looked up at once would otherwise wait N timeouts in a row. At most kMaxUnanswered.
+  struct Unanswered {
+    SteadyClock::time_point until;
+    Error error;
+  };
+  std::map<std::string, Unanswered> unanswered_ GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<ImageImpl>> images_ GUARDED_BY(mu_);  // by manifest
   std::vector<std::shared_ptr<ImageImpl>> slots_ GUARDED_BY(mu_);             // slot - 1
   std::map<uint64_t, Task> tasks_ GUARDED_BY(mu_);
@@ -199,28 +223,55 @@ class ImageImpl : public Image {
   Result<std::shared_ptr<overlay::Tree>> tree() override {
     {
       MutexLock lock(mu_);
-      while (tree_busy_) tree_done_.wait(mu_);
       if (tree_) return tree_;
-      tree_busy_ = true;
     }
-    Result<std::shared_ptr<overlay::Tree>> made = make_tree();
+    // One download and ingest however many callers wait; they all get its outcome.
+    return tree_flight_.run(0, [this]() -> Result<std::shared_ptr<overlay::Tree>> {
+      {
+        MutexLock lock(mu_);
+        if (tree_) return tree_;  // made by a flight that ended just before this one began
+      }
+      IMAGEFS_TRY(made, make_tree());
+      MutexLock lock(mu_);
+      tree_ = made;
+      return made;
+    });
+  }
+
+  bool tree_ready() const override {
     MutexLock lock(mu_);
-    tree_busy_ = false;
-    tree_done_.notify_all();
-    if (!made.ok()) return made.error();
-    tree_ = *made;
-    return tree_;
+    return tree_ != nullptr;
   }
 
   Result<std::shared_ptr<const cpio::Archive>> archive(cpio::Format format,
                                                        bool* changed) override {
     auto& slot = archives_[static_cast<size_t>(format)];
+    {
+      cpio::ArchiveOptions options = images_.options().archive;
+      options.format = format;
+      InputStamp stamp = stamp_inputs(options);
+      MutexLock lock(slot.mu);
+      if (slot.archive && slot.stamp == stamp) return slot.served(changed);
+    }
+    // One maker per format at a time: readers of the same archive share its outcome.
+    IMAGEFS_CHECK(
+        archive_flight_.run(static_cast<int>(format), [&] { return make_archive(format); }));
+    MutexLock lock(slot.mu);
+    return slot.served(changed);
+  }
+
+ private:
+  // Makes (or takes from the store) the archive in `format` for the inputs as they are now, and
+  // keeps it in its slot.
+  Result<std::shared_ptr<const cpio::Archive>> make_archive(cpio::Format format) {
+    auto& slot = archives_[static_cast<size_t>(format)];
     cpio::ArchiveOptions options = images_.options().archive;
     options.format = format;
     InputStamp stamp = stamp_inputs(options);
-    // One maker per format at a time: readers of the same archive wait for the first one.
-    MutexLock lock(slot.mu);
-    if (slot.archive && slot.stamp == stamp) return slot.served(changed);
+    {
+      MutexLock lock(slot.mu);
+      if (slot.archive && slot.stamp == stamp) return slot.archive;
+    }
     std::string name = source_.familiar();
     auto cached = images_.maker().cached(record_.manifest, options);
     if (!cached.ok())
@@ -245,12 +296,12 @@ class ImageImpl : public Image {
       // rather than keep them in malloc's arenas for the life of the daemon.
       ::malloc_trim(0);
     }
+    MutexLock lock(slot.mu);
     slot.archive = archive;
     slot.stamp = std::move(stamp);
-    return slot.served(changed);
+    return archive;
   }
 
- private:
   Result<std::shared_ptr<overlay::Tree>> make_tree() {
     std::string name = source_.familiar();
     bool missing = false;
@@ -302,10 +353,10 @@ class ImageImpl : public Image {
   const uint32_t slot_;
   store::Lease lease_;
 
-  Mutex mu_;
-  std::condition_variable_any tree_done_;
-  bool tree_busy_ GUARDED_BY(mu_) = false;
+  mutable Mutex mu_;
   std::shared_ptr<overlay::Tree> tree_ GUARDED_BY(mu_);
+  SingleFlight<int, std::shared_ptr<overlay::Tree>> tree_flight_;           // one key: 0
+  SingleFlight<int, std::shared_ptr<const cpio::Archive>> archive_flight_;  // by format
   ArchiveSlot archives_[3];
 };
 
@@ -400,33 +451,44 @@ std::optional<std::pair<store::Digest, int64_t>> ImagesImpl::stored_ref(
 
 Result<store::Digest> ImagesImpl::resolve(const registry::Reference& reference,
                                           const registry::Platform& platform) {
-  const std::string key = platform.str() + " " + reference.str();
+  std::string key = platform.str() + " " + reference.str();
+  const bool by_digest = !reference.digest.empty();
+  {
+    MutexLock lock(mu_);
+    auto it = refs_.find(key);
+    if (it != refs_.end() &&
+        (by_digest || SteadyClock::now() - it->second.checked < options_.tag_ttl))
+      return it->second.manifest;
+  }
+  // Concurrent callers for one key wait for one answer, failure included; a failure is
+  // returned again for the negative TTL without asking the registry.
+  return resolves_.run(key, [&] { return resolve_now(key, reference, platform); });
+}
+
+Result<store::Digest> ImagesImpl::resolve_now(const std::string& key,
+                                              const registry::Reference& reference,
+                                              const registry::Platform& platform) {
   const std::string name = reference.familiar();
   const bool by_digest = !reference.digest.empty();
   std::optional<store::Digest> last;
-  bool consult_store = false;
   {
     MutexLock lock(mu_);
-    while (true) {
-      RefState& st = refs_[key];
-      if (st.manifest && (by_digest || SteadyClock::now() - st.checked < options_.tag_ttl))
-        return *st.manifest;
-      if (!st.busy) break;
-      resolved_.wait(mu_);
+    auto it = refs_.find(key);
+    if (it != refs_.end()) {
+      // Resolved by the flight that ended just before this one began?
+      if (by_digest || SteadyClock::now() - it->second.checked < options_.tag_ttl)
+        return it->second.manifest;
+      last = it->second.manifest;
     }
-    RefState& st = refs_[key];
-    st.busy = true;  // this call's turn: others wait for its answer
-    consult_store = !st.consulted_store;
-    st.consulted_store = true;
-    last = st.manifest;
   }
   Result<store::Digest> result = make_error(EIO, "not resolved");
   SteadyClock::time_point checked = SteadyClock::now();
   bool done = false;
-  if (consult_store) {
-    // A fresh daemon trusts what the store resolved less than a TTL ago, as a running one would,
-    // and a digest reference the store has resolved at all (the puller would only redo it from
-    // the stored manifest, writing the catalog again).
+  if (!last) {
+    // A fresh daemon (or one that let this tag go from memory) trusts what the store resolved
+    // less than a TTL ago, as a running one would, and a digest reference the store has resolved
+    // at all (the puller would only redo it from the stored manifest, writing the catalog
+    // again).
     if (auto stored = stored_ref(reference, platform.str())) {
       last = stored->first;
       auto age = std::chrono::seconds(std::max<int64_t>(0, stored->second));
@@ -438,9 +500,33 @@ Result<store::Digest> ImagesImpl::resolve(const registry::Reference& reference,
     }
   }
   if (!done) {
+    if (options_.negative_ttl.count() > 0) {
+      MutexLock lock(mu_);
+      auto it = unanswered_.find(reference.domain);
+      if (it != unanswered_.end()) {
+        if (SteadyClock::now() < it->second.until) {
+          if (!last) return it->second.error;
+          // Keep serving what the tag meant last time, as when the registry times out now.
+          remember_ref(key, RefState{*last, checked});
+          return *last;
+        }
+        unanswered_.erase(it);
+      }
+    }
     uint64_t task = start_task(name, "resolving");
     auto resolved = puller_->resolve(reference, platform);
     end_task(task);
+    if (!resolved.ok() && is_unanswered(resolved.error()) && options_.negative_ttl.count() > 0) {
+      MutexLock lock(mu_);
+      auto now = SteadyClock::now();
+      if (unanswered_.size() >= kMaxUnanswered && !unanswered_.contains(reference.domain)) {
+        for (auto it = unanswered_.begin(); it != unanswered_.end();)
+          it = it->second.until <= now ? unanswered_.erase(it) : std::next(it);
+        if (unanswered_.size() >= kMaxUnanswered) unanswered_.erase(unanswered_.begin());
+      }
+      unanswered_.insert_or_assign(reference.domain,
+                                   Unanswered{now + options_.negative_ttl, resolved.error()});
+    }
     if (resolved.ok()) {
       result = resolved->image.manifest;
       if (last && *last != resolved->image.manifest)
@@ -451,19 +537,22 @@ Result<store::Digest> ImagesImpl::resolve(const registry::Reference& reference,
                                             ", since the registry could not be asked"));
       result = *last;
     } else {
-      result = failed(name, resolved.error());
-      checked = {};
+      return failed(name, resolved.error());
     }
   }
   MutexLock lock(mu_);
-  RefState& st = refs_[key];
-  st.busy = false;
-  if (result.ok()) {
-    st.manifest = *result;
-    st.checked = checked;
-  }
-  resolved_.notify_all();
+  remember_ref(key, RefState{*result, checked});
   return result;
+}
+
+void ImagesImpl::remember_ref(const std::string& key, RefState state) {
+  if (refs_.size() >= kMaxRefs && !refs_.contains(key)) {
+    auto oldest = refs_.begin();
+    for (auto it = refs_.begin(); it != refs_.end(); ++it)
+      if (it->second.checked < oldest->second.checked) oldest = it;
+    refs_.erase(oldest);
+  }
+  refs_.insert_or_assign(key, std::move(state));
 }
 
 Result<std::shared_ptr<Image>> ImagesImpl::image(const registry::Reference& reference,
@@ -487,14 +576,17 @@ Result<std::shared_ptr<Image>> ImagesImpl::open(const store::Digest& manifest,
                   make_error(EIO, "the image " + manifest.str() +
                                       " left the store while it was being opened (gc?); "
                                       "look again"));
-  MutexLock lock(mu_);
-  auto it = images_.find(manifest.str());
-  if (it != images_.end()) return std::shared_ptr<Image>(it->second);
-  auto slot = static_cast<uint32_t>(slots_.size() + 1);
-  auto image =
-      std::make_shared<ImageImpl>(*this, std::move(*record), source, slot, std::move(lease));
-  images_.emplace(manifest.str(), image);
-  slots_.push_back(image);
+  std::shared_ptr<ImageImpl> image;
+  {
+    MutexLock lock(mu_);
+    auto it = images_.find(manifest.str());
+    if (it != images_.end()) return std::shared_ptr<Image>(it->second);
+    auto slot = static_cast<uint32_t>(slots_.size() + 1);
+    image = std::make_shared<ImageImpl>(*this, std::move(*record), source, slot, std::move(lease));
+    images_.emplace(manifest.str(), image);
+    slots_.push_back(image);
+  }
+  // The last-use stamp is an LMDB write (an fsync): never under mu_, which every lookup needs.
   (void)catalog_->touch(manifest, static_cast<int64_t>(std::time(nullptr)));
   return std::shared_ptr<Image>(image);
 }

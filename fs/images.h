@@ -27,6 +27,9 @@ struct ImagesOptions {
   registry::RegistryOptions registry;  // registry.platform: the mount's default platform
   cpio::ArchiveOptions archive;        // every archive's inputs; `format` is chosen per file
   std::chrono::seconds tag_ttl{300};   // a tag resolved longer ago than this is asked again
+  // A failed resolve is returned again, without asking the registry, for this long: a storm of
+  // lookups of a missing tag (or of an unreachable registry) makes one request. 0: not at all.
+  std::chrono::milliseconds negative_ttl{5000};
   // One line per event worth a person's attention (failures, stale tags served); called from
   // any thread, one call at a time, with printable() text (common/text.h).
   std::function<void(const std::string&)> log;
@@ -45,12 +48,16 @@ class Image {
   // The merged tree: downloads missing layers and ingests them the first time (one download
   // however many callers wait; others images are not held up). A failure is returned to every
   // waiter and retried by the next call.
+  // Whether tree() would answer at once (the tree is built): callers that must not block on a
+  // download ask this first.
+  [[nodiscard]] virtual bool tree_ready() const = 0;
   virtual Result<std::shared_ptr<overlay::Tree>> tree() = 0;
   // The archive of this image in `format` with the mount's inputs as they are now: the same
   // archive again while the injected files and --init are unchanged on disk; a new one after
   // they change. Makes it the first time (which needs the tree). With `changed` (open() passes
   // it), says whether the archive differs from the one the previous such caller got, so the
-  // kernel's cached pages of the old one can be dropped.
+  // kernel's cached pages of the old one can be dropped. Concurrent callers for one format
+  // share one build and its outcome, failure included.
   virtual Result<std::shared_ptr<const cpio::Archive>> archive(cpio::Format format,
                                                                bool* changed = nullptr) = 0;
   // Whether the archives can change during the life of the mount (host files are inputs).
@@ -69,10 +76,12 @@ class Images {
 
   // The image `reference` names for `platform`. A digest reference is resolved once; a tag is
   // taken from the store when resolved less than the TTL ago, else asked of the registry
-  // (concurrent callers share one request). When the registry cannot be reached (EIO) and the
-  // tag was resolved before, the last digest keeps serving, with one log line. Errors as
-  // registry::Puller::resolve: ENOENT unknown, EACCES denied, EIO unreachable or broken; each is
-  // logged once a minute per reference at most and kept for status().
+  // (concurrent callers share one request and its outcome, failure included; a failure is
+  // returned again for options().negative_ttl without a new request). When the registry cannot
+  // be reached (EIO) and the tag was resolved before, the last digest keeps serving, with one log
+  // line. Errors as registry::Puller::resolve: ENOENT unknown, EACCES denied, EIO unreachable,
+  // too slow or broken; each is logged once a minute per reference at most and kept for
+  // status(). The tags remembered in memory are capped (the store keeps the rest).
   virtual Result<std::shared_ptr<Image>> image(const registry::Reference& reference,
                                                const registry::Platform& platform) = 0;
   // An image opened earlier by image(), by its slot; nullptr for an unknown slot.

@@ -11,9 +11,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstring>
+#include <deque>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <sstream>
 #include <system_error>
@@ -21,6 +25,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/mutex.h"
 #include "fs/daemon.h"
 #include "fs/guard.h"
 
@@ -76,11 +81,111 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   conn->max_readahead = kMaxRead;
 }
 
-void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  auto e = fs_of(req).lookup(parent, name, caller_of(req));
-  if (!e.ok()) return reply_error(req, e.error());
-  fuse_entry_param p = to_param(*e);
-  fuse_reply_entry(req, &p);
+// Threads for requests that may wait on a registry, a download or an archive build (lookups,
+// getattr and opendir outside open images' trees). They reply from here (libfuse lets any
+// thread answer a request), so libfuse's own threads (--threads) stay free for reads: however
+// many lookups hang on a dead registry, reads of cached images are served. Threads are made on
+// demand up to kMaxSlowThreads (then requests queue) and end after kSlowIdle without work.
+class SlowPool {
+ public:
+  static constexpr unsigned kMaxSlowThreads = 256;
+  static constexpr std::chrono::seconds kSlowIdle{10};
+
+  SlowPool() = default;
+  SlowPool(const SlowPool&) = delete;
+  SlowPool& operator=(const SlowPool&) = delete;
+  // Runs what is queued, then waits for every thread to end (each job is bounded by the
+  // registry deadlines).
+  ~SlowPool() {
+    MutexLock lock(mu_);
+    stopping_ = true;
+    work_.notify_all();
+    while (threads_ > 0) ended_.wait(mu_);
+  }
+
+  // Runs `job` on a pool thread (on this one if no thread can be made).
+  void submit(std::function<void()> job) {
+    {
+      MutexLock lock(mu_);
+      queue_.push_back(std::move(job));
+      // Woken threads count as idle until they run: one idle thread per queued job.
+      if (idle_ >= queue_.size()) {
+        work_.notify_one();
+        return;
+      }
+      if (threads_ < kMaxSlowThreads) {
+        try {
+          std::thread([this] { work(); }).detach();
+          ++threads_;
+          return;
+        } catch (const std::system_error&) {
+          if (threads_ > 0) return;  // a running thread will take it
+        }
+      } else {
+        return;
+      }
+      job = std::move(queue_.back());
+      queue_.pop_back();
+    }
+    job();
+  }
+
+ private:
+  void work() {
+    mu_.lock();
+    for (;;) {
+      if (queue_.empty() && !stopping_) {
+        ++idle_;
+        auto until = std::chrono::steady_clock::now() + kSlowIdle;
+        while (queue_.empty() && !stopping_)
+          if (work_.wait_until(mu_, until) == std::cv_status::timeout) break;
+        --idle_;
+      }
+      if (queue_.empty()) break;  // idle for kSlowIdle, or the pool is closing
+      std::function<void()> job = std::move(queue_.front());
+      queue_.pop_front();
+      mu_.unlock();
+      job();
+      job = nullptr;
+      mu_.lock();
+    }
+    --threads_;
+    ended_.notify_all();
+    mu_.unlock();
+  }
+
+  Mutex mu_;
+  std::condition_variable_any work_;
+  std::condition_variable_any ended_;
+  std::deque<std::function<void()>> queue_ GUARDED_BY(mu_);
+  unsigned threads_ GUARDED_BY(mu_) = 0;
+  unsigned idle_ GUARDED_BY(mu_) = 0;
+  bool stopping_ GUARDED_BY(mu_) = false;
+};
+
+// The pool of the session being served (one per process); null outside serve().
+std::atomic<SlowPool*> slow_pool{nullptr};
+
+// Runs `job` now when `at_once` (under the callback's own guard), else on the slow pool, under a
+// guard of its own: nothing may escape a pool thread. `job` replies to its request itself.
+void dispatch(std::string_view op, uint64_t ino, bool at_once, fuse_req_t req,
+              std::function<void()> job) {
+  SlowPool* pool = slow_pool.load();
+  if (at_once || pool == nullptr) return job();
+  pool->submit([op, ino, req, job = std::move(job)] {
+    guarded(op, ino, session_of(req).options.log, job, [req] { fuse_reply_err(req, EIO); });
+  });
+}
+
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name_in) {
+  // The name lives in libfuse's request buffer, reused once this callback returns.
+  dispatch("lookup", parent, fs_of(req).answers_at_once(FsOp::lookup, parent), req,
+           [req, parent, name = std::string(name_in), caller = caller_of(req)] {
+             auto e = fs_of(req).lookup(parent, name, caller);
+             if (!e.ok()) return reply_error(req, e.error());
+             fuse_entry_param p = to_param(*e);
+             fuse_reply_entry(req, &p);
+           });
 }
 
 // Inode numbers are computed, not allocated: there is nothing to forget.
@@ -98,9 +203,11 @@ void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
 
 void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   (void)fi;
-  auto e = fs_of(req).getattr(ino);
-  if (!e.ok()) return reply_error(req, e.error());
-  fuse_reply_attr(req, &e->attr, e->attr_timeout);
+  dispatch("getattr", ino, fs_of(req).answers_at_once(FsOp::getattr, ino), req, [req, ino] {
+    auto e = fs_of(req).getattr(ino);
+    if (!e.ok()) return reply_error(req, e.error());
+    fuse_reply_attr(req, &e->attr, e->attr_timeout);
+  });
 }
 
 void op_readlink(fuse_req_t req, fuse_ino_t ino) {
@@ -152,14 +259,19 @@ void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 // A directory's whole listing is taken at opendir, so offsets are plain indexes into it.
-void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  auto items = fs_of(req).readdir(ino, caller_of(req));
-  if (!items.ok()) return reply_error(req, items.error());
-  auto* held = new std::vector<DirItem>(std::move(*items));
-  fi->fh = reinterpret_cast<uint64_t>(held);
-  fi->cache_readdir = fs_of(req).listing_immutable(ino) ? 1 : 0;
-  fi->keep_cache = fi->cache_readdir;
-  if (fuse_reply_open(req, fi) != 0) delete held;
+void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi_in) {
+  // fi_in lives on the calling thread's stack: the job keeps a copy.
+  dispatch("opendir", ino, fs_of(req).answers_at_once(FsOp::opendir, ino), req,
+           [req, ino, fi_copy = *fi_in, caller = caller_of(req)]() mutable {
+             fuse_file_info* fi = &fi_copy;
+             auto items = fs_of(req).readdir(ino, caller);
+             if (!items.ok()) return reply_error(req, items.error());
+             auto* held = new std::vector<DirItem>(std::move(*items));
+             fi->fh = reinterpret_cast<uint64_t>(held);
+             fi->cache_readdir = fs_of(req).listing_immutable(ino) ? 1 : 0;
+             fi->keep_cache = fi->cache_readdir;
+             if (fuse_reply_open(req, fi) != 0) delete held;
+           });
 }
 
 void readdir_common(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi, bool plus) {
@@ -400,11 +512,17 @@ Result<void> serve(Filesystem& fs, const ServeOptions& options,
         [] {});
     ::_exit(0);
   });
+  // Lookups that may wait on registries run here; it outlives the loop (a reply needs the
+  // session) and waits for them at the end.
+  auto pool = std::make_unique<SlowPool>();
+  slow_pool = pool.get();
   std::unique_ptr<fuse_loop_config, LoopConfigDeleter> config(fuse_loop_cfg_create());
   fuse_loop_cfg_set_clone_fd(config.get(), 1);
   fuse_loop_cfg_set_max_threads(config.get(), options.max_threads);
   fuse_loop_cfg_set_idle_threads(config.get(), std::min(options.max_threads, 4U));
   int rc = fuse_session_loop_mt(se.get(), config.get());
+  slow_pool = nullptr;
+  pool.reset();
   // Unmounted from outside (fusermount3 -u): wake the stop-signal thread to let it go.
   loop_over = true;
   pthread_kill(stopper.native_handle(), SIGHUP);

@@ -204,9 +204,13 @@ class CurlHttp final : public Http {
     (void)curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
     (void)curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
                            static_cast<long>(options_.connect_timeout.count()));
-    (void)curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    (void)curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT,
+                           static_cast<long>(std::max<uint64_t>(1, options_.stall_min_rate)));
     (void)curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME,
-                           static_cast<long>(options_.stall_timeout.count()));
+                           static_cast<long>(std::max<int64_t>(1, options_.stall_window.count())));
+    if (request.timeout)
+      (void)curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS,
+                             static_cast<long>(std::max<int64_t>(1, request.timeout->count())));
     if (!options_.user_agent.empty())
       (void)curl_easy_setopt(curl, CURLOPT_USERAGENT, options_.user_agent.c_str());
     // With OpenSSL, libcurl loads both CAINFO and the compiled-in CAPATH (/etc/ssl/certs on

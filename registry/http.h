@@ -52,6 +52,9 @@ struct HttpRequest {
   // A 2xx body collected in HttpResponse::body (no sink) longer than this ends the transfer with
   // HttpFailure::too_large. Bodies of other answers are kept up to 64 KiB, the rest ignored.
   uint64_t max_body_bytes = 16u << 20;
+  // The whole exchange (connecting included) ends with HttpFailure::timeout after this long;
+  // unset: no total limit (the stall rule of HttpOptions still applies).
+  std::optional<std::chrono::milliseconds> timeout;
 };
 
 // Why no complete response came back. Mapped to user-facing errors by the transport.
@@ -102,8 +105,10 @@ struct HttpOptions {
   // A PEM file of extra CAs trusted in addition to the system's; empty: system CAs only.
   std::filesystem::path ca_file;
   std::chrono::milliseconds connect_timeout{15000};
-  // A transfer that moves less than one byte per second for this long is abandoned.
-  std::chrono::seconds stall_timeout{60};
+  // A transfer that moves less than stall_min_rate bytes a second for stall_window is abandoned
+  // (HttpFailure::timeout): libcurl's LOW_SPEED_LIMIT and LOW_SPEED_TIME.
+  uint64_t stall_min_rate = 1024;
+  std::chrono::seconds stall_window{30};
 };
 
 // The libcurl implementation. Keeps a pool of easy handles so connections are reused.

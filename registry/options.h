@@ -26,9 +26,17 @@ struct RegistryOptions {
   std::string user_agent = "imagefs/0.1";
 
   std::chrono::milliseconds connect_timeout{15000};
-  // A transfer that moves nothing for this long is abandoned (and retried). There is no limit on
-  // a whole transfer: a large layer on a slow link may take as long as it takes.
-  std::chrono::seconds stall_timeout{60};
+  // The most one manifest, config or token request may take, retries and backoff included: a
+  // registry that accepts connections and never answers (or trickles) fails the request with
+  // "registry X did not answer within N s" after this long. 0: no limit.
+  std::chrono::seconds request_timeout{30};
+  // Blob downloads have no total limit (a large layer on a slow link takes as long as it takes)
+  // but a stall rule: a transfer that moves fewer than stall_min_rate bytes a second over
+  // stall_window is cut, then resumed with Range like a dropped one. An attempt that moved less
+  // than stall_min_rate * stall_window bytes counts against max_attempts, so a registry that
+  // trickles a few bytes per attempt is given up on.
+  uint64_t stall_min_rate = 1024;
+  std::chrono::seconds stall_window{30};
   // Attempts per request for 5xx, 429, timeouts and dropped connections (a dropped blob download
   // that made progress resumes without using up an attempt).
   unsigned max_attempts = 5;

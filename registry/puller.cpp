@@ -60,7 +60,8 @@ Result<std::unique_ptr<Puller>> Puller::create(std::shared_ptr<store::BlobStore>
   http.user_agent = options.user_agent;
   http.ca_file = options.ca_file;
   http.connect_timeout = options.connect_timeout;
-  http.stall_timeout = options.stall_timeout;
+  http.stall_min_rate = options.stall_min_rate;
+  http.stall_window = options.stall_window;
   return create(std::move(blobs), std::move(catalog), options, make_curl_http(http),
                 system_clock());
 }

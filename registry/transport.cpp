@@ -63,6 +63,13 @@ bool is_retryable_status(int status) {
   return status == 429 || (status >= 500 && status <= 599 && status != 501 && status != 505);
 }
 
+// A request that ran out of its total time: the one sentence a person needs.
+Error out_of_time(const std::string& host, std::chrono::seconds limit, unsigned attempts) {
+  std::string tries = attempts > 1 ? " (" + std::to_string(attempts) + " attempts)" : std::string();
+  return make_error(EIO, "registry " + host + " did not answer within " +
+                             std::to_string(limit.count()) + " s" + tries);
+}
+
 Error transport_error(const std::string& host, const HttpResponse& r, unsigned attempts) {
   std::string detail = r.failure_detail.empty() ? "no details" : r.failure_detail;
   std::string tries =
@@ -137,9 +144,10 @@ Transport::Transport(std::shared_ptr<Http> http, std::shared_ptr<Clock> clock,
     base.headers.remove("Authorization");
     HttpRedirects redirects =
         allows_http(parts->authority()) ? HttpRedirects::follow : HttpRedirects::refuse;
-    IMAGEFS_TRY(reply, with_retries(parts->authority(), nullptr, {}, [&] {
+    Deadline deadline = deadline_for(nullptr);
+    IMAGEFS_TRY(reply, with_retries(parts->authority(), nullptr, {}, deadline, [&] {
                   return follow(request.url, base, authorization, parts->origin(), nullptr,
-                                redirects);
+                                redirects, deadline);
                 }));
     return std::move(reply.response);
   };
@@ -216,25 +224,50 @@ std::optional<std::chrono::milliseconds> Transport::retry_delay(const HttpRespon
   return backoff(attempt);
 }
 
+Transport::Deadline Transport::deadline_for(const ResumableSink* sink) const {
+  if (sink != nullptr || options_.request_timeout.count() <= 0) return std::nullopt;
+  return clock_->steady_now() + options_.request_timeout;
+}
+
 template <typename Exchange>
 Result<Reply> Transport::with_retries(const std::string& host, ResumableSink* sink,
-                                      const Notice& notice, Exchange&& exchange) {
+                                      const Notice& notice, const Deadline& deadline,
+                                      Exchange&& exchange) {
   unsigned failures = 0;  // since the last progress
   unsigned total = 0;
   uint64_t offset = sink != nullptr ? sink->offset() : 0;
+  // Time left before the deadline (a large value without one).
+  auto left = [&]() -> std::chrono::milliseconds {
+    if (!deadline) return std::chrono::milliseconds::max();
+    return std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - clock_->steady_now());
+  };
+  // A stalled blob attempt must have moved this much to count as progress: a registry that
+  // trickles a few bytes per attempt is not retried for ever.
+  const uint64_t stall_progress = options_.stall_min_rate * static_cast<uint64_t>(std::max<int64_t>(
+                                                                1, options_.stall_window.count()));
   for (;;) {
     ++total;
+    if (deadline && left().count() <= 0)
+      return out_of_time(host, options_.request_timeout, total - 1);
     HttpResponse response = exchange();
     if (!response.ok()) {
       if (response.failure == HttpFailure::aborted && response.sink_error)
         return *response.sink_error;
       if (sink != nullptr && sink->offset() > offset) {
+        bool moved =
+            response.failure != HttpFailure::timeout || sink->offset() - offset >= stall_progress;
         offset = sink->offset();
-        failures = 0;
+        if (moved) failures = 0;
       }
       ++failures;
       bool retryable =
           response.failure == HttpFailure::timeout || response.failure == HttpFailure::interrupted;
+      // Out of time: a timeout then says so plainly; another failure as it is.
+      if (deadline && retryable && left() <= backoff(failures - 1)) {
+        if (response.failure == HttpFailure::timeout)
+          return out_of_time(host, options_.request_timeout, total);
+        return transport_error(host, response, total);
+      }
       if (retryable && failures < options_.max_attempts && total < kMaxTotalAttempts) {
         std::chrono::milliseconds delay = backoff(failures - 1);
         if (notice) {
@@ -252,7 +285,9 @@ Result<Reply> Transport::with_retries(const std::string& host, ResumableSink* si
       return transport_error(host, response, total);
     }
     if (is_retryable_status(response.status) && ++failures < options_.max_attempts) {
-      if (std::optional<std::chrono::milliseconds> delay = retry_delay(response, failures - 1)) {
+      std::optional<std::chrono::milliseconds> delay = retry_delay(response, failures - 1);
+      // A wait that would end past the deadline is not begun: the answer stands.
+      if (delay && *delay < left()) {
         if (notice) {
           notice(host + " answered HTTP " + std::to_string(response.status) + "; retrying in " +
                  seconds(*delay) + " (attempt " + std::to_string(failures + 1) + " of " +
@@ -268,7 +303,7 @@ Result<Reply> Transport::with_retries(const std::string& host, ResumableSink* si
 
 HttpResponse Transport::follow(std::string url, const HttpRequest& base,
                                const std::string& authorization, const std::string& origin,
-                               ResumableSink* sink, HttpRedirects http) {
+                               ResumableSink* sink, HttpRedirects http, const Deadline& deadline) {
   HttpRequest request = base;
   request.url = std::move(url);
   for (int hop = 0; hop <= kMaxRedirects; ++hop) {
@@ -286,6 +321,18 @@ HttpResponse Transport::follow(std::string url, const HttpRequest& base,
     request.tls_verify = is_insecure(parts->authority()) ? TlsVerify::no : TlsVerify::yes;
     request.range_start.reset();
     if (sink != nullptr && sink->offset() > 0) request.range_start = sink->offset();
+    if (deadline) {
+      // Each attempt (and each redirect) gets what is left of the request's time.
+      auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - clock_->steady_now());
+      if (left.count() <= 0) {
+        HttpResponse late;
+        late.failure = HttpFailure::timeout;
+        late.failure_detail = "no time left";
+        return late;
+      }
+      request.timeout = left;
+    }
 
     HttpResponse response = http_->perform(request, sink);
     if (!response.ok() || !is_redirect(response.status)) return response;
@@ -320,7 +367,8 @@ HttpResponse Transport::follow(std::string url, const HttpRequest& base,
 }
 
 HttpResponse Transport::exchange(const std::string& host, const RegistryRequest& request,
-                                 const std::string& authorization, ResumableSink* sink) {
+                                 const std::string& authorization, ResumableSink* sink,
+                                 const Deadline& deadline) {
   std::vector<std::string> schemes;
   {
     MutexLock lock(schemes_mu_);
@@ -347,7 +395,7 @@ HttpResponse Transport::exchange(const std::string& host, const RegistryRequest&
     std::optional<UrlParts> parts = parse_url(origin_url);
     std::string origin = parts ? parts->origin() : origin_url;
     response = follow(origin_url + request.path, base, authorization, origin, sink,
-                      allows_http(host) ? HttpRedirects::follow : HttpRedirects::refuse);
+                      allows_http(host) ? HttpRedirects::follow : HttpRedirects::refuse, deadline);
     bool fall_back =
         response.failure == HttpFailure::tls || response.failure == HttpFailure::unreachable ||
         response.failure == HttpFailure::other || (schemes[i] == "http" && response.status == 400);
@@ -378,9 +426,13 @@ Result<Reply> Transport::send(const std::string& host, const RegistryRequest& re
   // A request that went out without credentials may authenticate and then refresh a refused
   // token once; one that carried a cached token may refresh it once.
   int rounds_left = authorization.empty() ? 2 : 1;
+  // One deadline for the whole request, authentication rounds included (a token request has
+  // its own).
+  Deadline deadline = deadline_for(sink);
   for (;;) {
-    IMAGEFS_TRY(reply, with_retries(host, sink, request.notice,
-                                    [&] { return exchange(host, request, authorization, sink); }));
+    IMAGEFS_TRY(reply, with_retries(host, sink, request.notice, deadline, [&] {
+                  return exchange(host, request, authorization, sink, deadline);
+                }));
     if (reply.response.status != 401 || rounds_left-- == 0) return reply;
     std::vector<Challenge> challenges =
         parse_www_authenticate(reply.response.headers.get_all("WWW-Authenticate"));
@@ -403,8 +455,9 @@ Result<Reply> Transport::get_url(const std::string& url, ResumableSink* sink,
                                "\": plain HTTP is used only for loopback hosts and "
                                "--insecure-registry ones");
   HttpRequest base;
-  return with_retries(parts->authority(), sink, notice,
-                      [&] { return follow(url, base, "", "", sink, http); });
+  Deadline deadline = deadline_for(sink);
+  return with_retries(parts->authority(), sink, notice, deadline,
+                      [&] { return follow(url, base, "", "", sink, http, deadline); });
 }
 
 }  // namespace imagefs::registry

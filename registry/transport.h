@@ -6,6 +6,7 @@
 // connections, resuming a body with Range). Internal to registry/; the client builds on it.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -77,21 +78,23 @@ class Transport {
   [[nodiscard]] bool is_insecure(const std::string& host) const;
 
  private:
-  struct Target {
-    std::string registry;  // reference domain, for messages and the scheme cache
-    std::string origin;    // "https://host:port" the Authorization header belongs to
-  };
   // Whether a redirect may lead to a plain-HTTP URL: only for a registry (or foreign-layer or
   // token host) that is itself allowed plain HTTP (loopback or --insecure-registry), so an
   // HTTPS registry cannot downgrade a download or point the daemon at plain-HTTP hosts.
   enum class HttpRedirects { refuse, follow };
+  using Deadline = std::optional<std::chrono::steady_clock::time_point>;
+  // When a request started now must be over: requests without a sink (manifests, configs,
+  // tokens) get options_.request_timeout; blob downloads none (the stall rule bounds them).
+  Deadline deadline_for(const ResumableSink* sink) const;
   HttpResponse follow(std::string url, const HttpRequest& base, const std::string& authorization,
-                      const std::string& origin, ResumableSink* sink, HttpRedirects http);
+                      const std::string& origin, ResumableSink* sink, HttpRedirects http,
+                      const Deadline& deadline);
   HttpResponse exchange(const std::string& host, const RegistryRequest& request,
-                        const std::string& authorization, ResumableSink* sink);
+                        const std::string& authorization, ResumableSink* sink,
+                        const Deadline& deadline);
   template <typename Exchange>
   Result<Reply> with_retries(const std::string& host, ResumableSink* sink, const Notice& notice,
-                             Exchange&& exchange);
+                             const Deadline& deadline, Exchange&& exchange);
   std::optional<std::chrono::milliseconds> retry_delay(const HttpResponse& response,
                                                        unsigned attempt) const;
   std::chrono::milliseconds backoff(unsigned attempt) const;

@@ -77,6 +77,29 @@ TEST(ArchiveOptions, BadExec) {
   EXPECT_NE(with_init.error().message.find("--init"), std::string::npos);
 }
 
+TEST(RegistryOptions, DeadlinesAndStallRule) {
+  auto parse = [](const std::vector<std::string>& argv) {
+    auto args = parse_args(argv, registry_option_specs());
+    EXPECT_TRUE(args.ok());
+    return registry_options(*args);
+  };
+  auto defaults = parse({});
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->request_timeout, std::chrono::seconds(30));
+  EXPECT_EQ(defaults->stall_min_rate, 1024u);
+  EXPECT_EQ(defaults->stall_window, std::chrono::seconds(30));
+  auto set = parse({"--registry-timeout", "5", "--stall-rate", "4096", "--stall-window", "10"});
+  ASSERT_TRUE(set.ok()) << set.error().message;
+  EXPECT_EQ(set->request_timeout, std::chrono::seconds(5));
+  EXPECT_EQ(set->stall_min_rate, 4096u);
+  EXPECT_EQ(set->stall_window, std::chrono::seconds(10));
+  for (const char* bad : {"0", "-1", "soon"}) {
+    auto r = parse({"--registry-timeout", bad});
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.error().message.find("--registry-timeout"), std::string::npos);
+  }
+}
+
 }  // namespace
 }  // namespace imagefs::cli
 

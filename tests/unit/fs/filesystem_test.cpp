@@ -80,6 +80,27 @@ class FilesystemTest : public testing::FsEnv {
 
 // --- names ------------------------------------------------------------------------------------
 
+// Which requests fs/ops.cpp may answer on libfuse's own threads: only what needs no registry,
+// download or archive build.
+TEST_F(FilesystemTest, OnlyBuiltTreesAndNamesAnswerAtOnce) {
+  // The directories of names: getattr from memory; a lookup in them may resolve a tag.
+  EXPECT_TRUE(fs().answers_at_once(FsOp::getattr, kRootIno));
+  EXPECT_FALSE(fs().answers_at_once(FsOp::lookup, kRootIno));
+  EXPECT_FALSE(fs().answers_at_once(FsOp::opendir, kRootIno));
+  Entry digest = must_lookup(fs(), "python:3.12/digest");
+  ASSERT_NE(slot_of(digest.ino), 0u);
+  // An image's files may need an archive built; its rootfs the layers, until the tree is built.
+  EXPECT_FALSE(fs().answers_at_once(FsOp::getattr, digest.ino));
+  Ino root = (Ino{slot_of(digest.ino)} << kSlotShift) | (16 + 1);
+  EXPECT_FALSE(fs().answers_at_once(FsOp::lookup, root)) << "the tree is not built yet";
+  Entry rootfs = must_lookup(fs(), "python:3.12/rootfs");  // builds the tree
+  EXPECT_EQ(rootfs.ino, root);
+  for (FsOp op : {FsOp::lookup, FsOp::getattr, FsOp::opendir})
+    EXPECT_TRUE(fs().answers_at_once(op, root)) << static_cast<int>(op);
+  EXPECT_TRUE(fs().answers_at_once(FsOp::lookup, must_lookup(fs(), "python:3.12/rootfs/etc").ino));
+  EXPECT_FALSE(fs().answers_at_once(FsOp::getattr, digest.ino)) << "image files stay off";
+}
+
 TEST_F(FilesystemTest, TopLevelListsCachedNamesPlatformsAndStatus) {
   auto items = fs().readdir(kRootIno);
   ASSERT_TRUE(items.ok()) << items.error().message;

@@ -4,7 +4,12 @@
 #include "fs/images.h"
 
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
@@ -110,6 +115,101 @@ TEST_F(ImagesTest, ConcurrentCallersShareOneTreeAndOneArchive) {
   EXPECT_EQ(*again, archives[0]);
   EXPECT_FALSE(changed);
   EXPECT_EQ(trees[0]->resolve("etc/os-release").value().size, 29u);
+}
+
+// A registry on loopback that accepts connections, reads what comes and never answers; counts
+// the connections it accepted (each request of a client that timed out is a new one).
+class BlackHole {
+ public:
+  BlackHole() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), len), 0);
+    EXPECT_EQ(::listen(fd_, 64), 0);
+    EXPECT_EQ(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~BlackHole() {
+    stop_ = true;
+    thread_.join();
+    for (int c : clients_) ::close(c);
+    ::close(fd_);
+  }
+  BlackHole(const BlackHole&) = delete;
+  BlackHole& operator=(const BlackHole&) = delete;
+  [[nodiscard]] std::string host() const { return "127.0.0.1:" + std::to_string(port_); }
+  [[nodiscard]] int connections() const { return accepted_.load(); }
+
+ private:
+  void serve() {
+    while (!stop_) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) != 1) continue;
+      int c = ::accept(fd_, nullptr, nullptr);
+      if (c < 0) continue;
+      clients_.push_back(c);  // held open, never answered
+      ++accepted_;
+    }
+  }
+  int fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> accepted_{0};
+  std::vector<int> clients_;  // the serving thread's own until it is joined
+  std::thread thread_;
+};
+
+TEST_F(ImagesTest, WaitersOfADeadRegistryShareOneTimeoutAndItsFailureIsRemembered) {
+  BlackHole hole;
+  ImagesOptions options = images_options();
+  options.registry.request_timeout = std::chrono::seconds(1);
+  options.registry.max_attempts = 3;
+  options.negative_ttl = std::chrono::seconds(30);
+  auto dead = mount(options).images;
+  const registry::Reference app = registry::parse_reference(hole.host() + "/app:1").value();
+  constexpr int kThreads = 8;
+  std::vector<std::optional<Error>> errors(kThreads);
+  std::vector<std::thread> threads;
+  auto started = std::chrono::steady_clock::now();
+  for (int i = 0; i < kThreads; ++i)
+    threads.emplace_back([&, i] {
+      auto image = dead->image(app, kAmd64);
+      if (!image.ok()) errors[i] = image.error();
+    });
+  for (std::thread& t : threads) t.join();
+  auto took = std::chrono::steady_clock::now() - started;
+  for (int i = 0; i < kThreads; ++i) {
+    ASSERT_TRUE(errors[i].has_value()) << i;
+    EXPECT_EQ(errors[i]->code, EIO);
+    EXPECT_EQ(errors[i]->message, "registry " + hole.host() + " did not answer within 1 s");
+  }
+  EXPECT_EQ(hole.connections(), 1) << "eight waiters, one request";
+  EXPECT_LT(took, std::chrono::seconds(5)) << "the waiters waited through one timeout together";
+  // Within the negative TTL the failure is answered without a request.
+  for (int i = 0; i < 50; ++i) {
+    auto image = dead->image(app, kAmd64);
+    ASSERT_FALSE(image.ok());
+    EXPECT_EQ(image.error().code, EIO);
+  }
+  EXPECT_EQ(hole.connections(), 1) << "a storm of lookups within the negative TTL";
+  // So is another tag of the registry that did not answer: the kernel would send such lookups
+  // one at a time, each waiting a timeout.
+  auto other_started = std::chrono::steady_clock::now();
+  auto other = dead->image(registry::parse_reference(hole.host() + "/other:2").value(), kAmd64);
+  ASSERT_FALSE(other.ok());
+  EXPECT_EQ(other.error().message, "registry " + hole.host() + " did not answer within 1 s");
+  EXPECT_LT(std::chrono::steady_clock::now() - other_started, std::chrono::milliseconds(500));
+  EXPECT_EQ(hole.connections(), 1) << "another tag of a registry that did not answer";
+  // Logged once, naming the registry.
+  size_t lines = 0;
+  for (const std::string& line : logged())
+    lines += line.find(hole.host() + "/app:1: registry " + hole.host() + " did not answer") !=
+             std::string::npos;
+  EXPECT_EQ(lines, 1u);
 }
 
 TEST_F(ImagesTest, ArchivesOfAFreshImagesComeFromTheStore) {

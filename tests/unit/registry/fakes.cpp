@@ -84,8 +84,8 @@ HttpResponse FakeRegistry::perform(const HttpRequest& request, BodySink* sink) {
 }
 
 HttpResponse FakeRegistry::route(const HttpRequest& request, BodySink* sink) {
-  SeenRequest seen{request.method,      request.url,  request.headers,
-                   request.range_start, request.body, request.tls_verify};
+  SeenRequest seen{request.method, request.url,        request.headers, request.range_start,
+                   request.body,   request.tls_verify, request.timeout};
   {
     std::lock_guard lock(mu_);
     seen_.push_back(seen);
@@ -270,7 +270,9 @@ HttpResponse FakeRegistry::deliver(const SeenRequest& r, int status, Headers hea
   }
   if (drop) {
     HttpResponse dropped =
-        failure(HttpFailure::interrupted, "transfer closed with bytes remaining to read");
+        drop_failure == HttpFailure::timeout
+            ? failure(HttpFailure::timeout, "Operation too slow")
+            : failure(drop_failure, "transfer closed with bytes remaining to read");
     dropped.status = status;
     return dropped;
   }

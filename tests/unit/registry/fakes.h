@@ -67,6 +67,7 @@ struct SeenRequest {
   std::optional<uint64_t> range_start;
   std::string body;
   TlsVerify tls_verify = TlsVerify::yes;
+  std::optional<std::chrono::milliseconds> timeout;
 };
 
 // An in-memory registry at https://registry.example (or plain http), a token service at
@@ -94,6 +95,8 @@ class FakeRegistry final : public Http {
   // Blob bodies are cut after this many bytes (then HttpFailure::interrupted), this many times.
   uint64_t drop_after = 0;
   int drop_count = 0;
+  // How a cut body ends: interrupted (a dropped connection) or timeout (the stall rule fired).
+  HttpFailure drop_failure = HttpFailure::interrupted;
 
   explicit FakeRegistry(std::shared_ptr<FakeClock> c) : clock(std::move(c)) {}
 

@@ -169,6 +169,128 @@ TEST_F(TransportTest, ConnectionThatDropsWithoutProgressGivesUp) {
   EXPECT_NE(pulled.error().message.find("from registry.example/app: "), std::string::npos);
 }
 
+// A registry that accepts connections and never answers: curl waits out each attempt's timeout
+// (the fake moves the clock by it) and the request ends at its deadline, saying so.
+std::optional<HttpResponse> hang(testing::FakeClock& clock, const testing::SeenRequest& r,
+                                 std::chrono::milliseconds most) {
+  clock.advance(r.timeout ? std::min(*r.timeout, most) : most);
+  HttpResponse timed_out;
+  timed_out.failure = HttpFailure::timeout;
+  timed_out.failure_detail = "Operation timed out";
+  return timed_out;
+}
+
+TEST_F(TransportTest, ARegistryThatNeverAnswersFailsAtTheDeadline) {
+  env.options.request_timeout = 30s;
+  std::vector<std::optional<std::chrono::milliseconds>> timeouts;
+  env.registry->intercept = [&](const testing::SeenRequest& r) -> std::optional<HttpResponse> {
+    timeouts.push_back(r.timeout);
+    return hang(*env.clock, r, 300s);  // it would hold the socket for 5 minutes
+  };
+  auto started = env.clock->steady_now();
+  auto resolved = resolve();
+  ASSERT_FALSE(resolved.ok());
+  EXPECT_EQ(resolved.error().code, EIO);
+  EXPECT_EQ(resolved.error().message, "registry registry.example did not answer within 30 s");
+  EXPECT_EQ(timeouts, (std::vector<std::optional<std::chrono::milliseconds>>{30000ms}))
+      << "one attempt with the whole time; none after it";
+  EXPECT_EQ(env.clock->steady_now() - started, 30s);
+}
+
+TEST_F(TransportTest, RetriesShareOneDeadline) {
+  env.options.request_timeout = 30s;
+  std::vector<std::optional<std::chrono::milliseconds>> timeouts;
+  env.registry->intercept = [&](const testing::SeenRequest& r) -> std::optional<HttpResponse> {
+    timeouts.push_back(r.timeout);
+    return hang(*env.clock, r, 10s);  // each connection times out after 10 s
+  };
+  auto started = env.clock->steady_now();
+  auto resolved = resolve();
+  ASSERT_FALSE(resolved.ok());
+  EXPECT_EQ(resolved.error().message,
+            "registry registry.example did not answer within 30 s (3 attempts)");
+  // 10 s, backoff 0.5 s, 10 s, backoff 1 s, then what is left: 8.5 s.
+  EXPECT_EQ(timeouts,
+            (std::vector<std::optional<std::chrono::milliseconds>>{30000ms, 19500ms, 8500ms}));
+  EXPECT_EQ(env.clock->sleeps(), (std::vector<std::chrono::milliseconds>{500ms, 1000ms}));
+  EXPECT_EQ(env.clock->steady_now() - started, 30s);
+}
+
+TEST_F(TransportTest, ABackoffPastTheDeadlineIsNotBegun) {
+  env.options.request_timeout = 30s;
+  env.registry->intercept = [&](const testing::SeenRequest& r) -> std::optional<HttpResponse> {
+    if (r.url.find("/manifests/") == std::string::npos) return std::nullopt;
+    return status_response(503, {{"Retry-After", "45"}});
+  };
+  auto resolved = resolve();
+  ASSERT_FALSE(resolved.ok());
+  EXPECT_NE(resolved.error().message.find("HTTP 503"), std::string::npos)
+      << resolved.error().message;
+  EXPECT_TRUE(env.clock->sleeps().empty()) << "waiting 45 s would overrun the 30 s deadline";
+}
+
+TEST_F(TransportTest, TokenRequestsHaveADeadlineToo) {
+  env.registry->auth = FakeRegistry::Auth::token;
+  env.options.request_timeout = 20s;
+  env.registry->intercept = [&](const testing::SeenRequest& r) -> std::optional<HttpResponse> {
+    if (r.url.find("auth.example/token") == std::string::npos) return std::nullopt;
+    return hang(*env.clock, r, 300s);
+  };
+  auto resolved = resolve();
+  ASSERT_FALSE(resolved.ok());
+  EXPECT_NE(resolved.error().message.find("auth.example did not answer within 20 s"),
+            std::string::npos)
+      << resolved.error().message;
+  for (const auto& r : env.registry->requests())
+    if (r.url.find("auth.example/token") != std::string::npos) {
+      EXPECT_EQ(r.timeout, std::optional<std::chrono::milliseconds>(20000ms));
+    }
+}
+
+TEST_F(TransportTest, BlobDownloadsHaveNoTotalDeadline) {
+  env.options.request_timeout = 30s;
+  auto pulled = pull();
+  ASSERT_TRUE(pulled.ok()) << pulled.error().message;
+  size_t blobs = 0;
+  for (const auto& r : env.registry->requests()) {
+    bool layer =
+        r.url.find("/blobs/" + store::Digest::of(image.layers[0]).str()) != std::string::npos;
+    if (layer) {
+      ++blobs;
+      EXPECT_FALSE(r.timeout.has_value()) << r.url;
+    } else if (r.url.find("/manifests/") != std::string::npos) {
+      EXPECT_TRUE(r.timeout.has_value()) << r.url;
+    }
+  }
+  EXPECT_EQ(blobs, 1u);
+}
+
+TEST_F(TransportTest, ATricklingBlobIsGivenUpOn) {
+  // Every attempt moves 10 bytes, then the stall rule (less than 1 KiB/s over 30 s) cuts it:
+  // 10 bytes are no progress worth resuming for ever.
+  env.registry->drop_after = 10;
+  env.registry->drop_count = 1000;
+  env.registry->drop_failure = HttpFailure::timeout;
+  auto pulled = pull();
+  ASSERT_FALSE(pulled.ok());
+  EXPECT_NE(pulled.error().message.find("registry registry.example timed out"), std::string::npos)
+      << pulled.error().message;
+  EXPECT_NE(pulled.error().message.find("gave up after 5 attempts"), std::string::npos)
+      << pulled.error().message;
+}
+
+TEST_F(TransportTest, AStalledBlobThatMovedEnoughResumes) {
+  env.options.stall_min_rate = 100;
+  env.options.stall_window = 1s;  // 100 bytes count as progress
+  env.registry->drop_after = 3000;
+  env.registry->drop_count = 2;
+  env.registry->drop_failure = HttpFailure::timeout;
+  auto pulled = pull();
+  ASSERT_TRUE(pulled.ok()) << pulled.error().message;
+  EXPECT_EQ(env.blobs->read(store::Digest::of(image.layers[0])).value(), image.layers[0]);
+  EXPECT_EQ(env.clock->sleeps(), (std::vector<std::chrono::milliseconds>{500ms, 500ms}));
+}
+
 TEST_F(TransportTest, RedirectToAnotherHostDropsAuthorization) {
   env.registry->auth = FakeRegistry::Auth::token;
   env.registry->redirect_blobs = true;
