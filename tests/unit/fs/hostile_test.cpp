@@ -190,6 +190,7 @@ class ThrowingFilesystem : public Filesystem {
   Result<std::vector<DirItem>> readdir(Ino, const Caller&) override {
     return std::vector<DirItem>{};
   }
+  bool answers_at_once(FsOp, Ino) override { return true; }
   bool listing_immutable(Ino) override { return false; }
   Result<std::string> readlink(Ino) override { return std::string(); }
   Result<std::shared_ptr<OpenFile>> open(Ino, int, const Caller&) override {
