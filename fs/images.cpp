@@ -13,8 +13,8 @@
 #include <utility>
 
 #include "common/mutex.h"
-#include "common/text.h"
 #include "common/single_flight.h"
+#include "common/text.h"
 #include "overlay/layer_index.h"
 #include "registry/puller.h"
 #include "store/lease.h"
