@@ -2,9 +2,11 @@
 """A fault-injecting HTTP/1.1 proxy for tests (test infrastructure only).
 
 Sits between a client and a cleartext HTTP server on loopback and, per request whose target
-matches --path, answers with an injected status, delays the request, or cuts the response body
-after N bytes. Each fault applies to the first K matching requests it is chosen for (default:
-all); later requests pass through untouched, so a client that retries or resumes succeeds.
+matches --path, answers with an injected status, delays the request, cuts the response body
+after N bytes, never answers at all (a black hole), or trickles the whole response out a byte
+at a time (a drip). Each fault applies to the first K matching requests it is chosen for
+(default: all); later requests pass through untouched, so a client that retries or resumes
+succeeds.
 Keep-alive is kept on both sides: request and response bodies are framed by Content-Length,
 chunked encoding, or (responses only) the upstream closing the connection.
 """
@@ -97,15 +99,25 @@ class Reader:
 
 class Sink:
     """Writes to a socket (or nowhere), raising Dropped once `limit` bytes have gone out, and
-    pacing the bytes to at most `rate` bytes a second when given."""
+    pacing the bytes to at most `rate` bytes a second when given; with `step`, the bytes go out
+    `step` at a time (a drip sends one byte, then waits)."""
 
-    def __init__(self, sock, limit=None, rate=None):
-        self.sock, self.limit, self.sent, self.rate = sock, limit, 0, rate
+    def __init__(self, sock, limit=None, rate=None, step=None):
+        self.sock, self.limit, self.sent, self.rate, self.step = sock, limit, 0, rate, step
         self.started = time.monotonic()
 
     def write(self, data):
         if self.limit is not None:
             data = data[: self.limit - self.sent]
+        if self.step:
+            for i in range(0, len(data), self.step):
+                self._send(data[i : i + self.step])
+        elif data:
+            self._send(data)
+        if self.limit is not None and self.sent >= self.limit:
+            raise Dropped()
+
+    def _send(self, data):
         if self.sock is not None:
             self.sock.sendall(data)
         self.sent += len(data)
@@ -113,8 +125,6 @@ class Sink:
             ahead = self.sent / self.rate - (time.monotonic() - self.started)
             if ahead > 0:
                 time.sleep(ahead)
-        if self.limit is not None and self.sent >= self.limit:
-            raise Dropped()
 
 
 def parse_head(head):
@@ -166,13 +176,21 @@ def relay(reader, sink, framing, length=0):
     return True
 
 
+class Chosen:
+    """The faults one request gets."""
+
+    def __init__(self, blackhole=False, status=None, delay_ms=0, drop=None, drip=None):
+        self.blackhole, self.status, self.delay_ms = blackhole, status, delay_ms
+        self.drop, self.drip = drop, drip
+
+
 class Faults:
     """Decides, thread-safely, which faults the next matching request gets."""
 
     def __init__(self, args):
         self.args, self.lock = args, threading.Lock()
         self.path = re.compile(args.path) if args.path else None
-        self.used = {"status": 0, "delay": 0, "drop": 0}
+        self.used = {"blackhole": 0, "status": 0, "delay": 0, "drop": 0, "drip": 0}
 
     def _take(self, kind, enabled, count):
         if not enabled or (count is not None and self.used[kind] >= count):
@@ -186,13 +204,16 @@ class Faults:
     def choose(self, target):
         a = self.args
         if self.path and not self.path.search(target):
-            return None, 0, None
+            return Chosen()
         with self.lock:
+            if self._take("blackhole", a.blackhole, a.blackhole_count):
+                return Chosen(blackhole=True)
             if self._take("status", a.status is not None, a.status_count):
-                return a.status, 0, None
+                return Chosen(status=a.status)
             delay = a.delay_ms if self._take("delay", a.delay_ms > 0, a.delay_count) else 0
             drop = a.drop_after if self._take("drop", a.drop_after is not None, a.drop_count) else None
-            return None, delay, drop
+            drip = a.drip if self._take("drip", a.drip is not None, a.drip_count) else None
+            return Chosen(delay_ms=delay, drop=drop, drip=drip)
 
 
 def status_reply(code, retry_after, keep_alive):
@@ -259,10 +280,15 @@ class Session:
         conn = tokens(headers, "connection")
         keep_alive = "close" not in conn and (version == "HTTP/1.1" or "keep-alive" in conn)
         expect = "100-continue" in tokens(headers, "expect") and framing != "none"
-        status, delay_ms, drop = self.faults.choose(target)
+        chosen = self.faults.choose(target)
+        status, delay_ms, drop, drip = chosen.status, chosen.delay_ms, chosen.drop, chosen.drip
         what = f"{self.peer} {method} {target}"
         if "range" in headers:  # resumed downloads show in the log
             what += f" [range {','.join(headers['range'])}]"
+
+        if chosen.blackhole:
+            self.hold(what)
+            return False
 
         if status is not None:
             # The body is read and discarded unless the client waits for 100 before sending it.
@@ -304,13 +330,19 @@ class Session:
             rframing = "close"
         upstream_close = rframing == "close" or "close" in tokens(rheaders, "connection")
 
-        self.client.sendall(rhead)
         note = f" (delayed {delay_ms} ms)" if delay_ms else ""
+        if drip:
+            note += f" (dripped at {drip} B/s)"
+            log(f"{what} -> {code}: dripping the answer at {drip} B/s")
+            Sink(self.client, None, drip, 1).write(rhead)
+        else:
+            self.client.sendall(rhead)
         try:
             if drop == 0:
                 raise Dropped()
-            rate = self.args.rate if self.faults.matches(target) else None
-            complete = relay(self.ureader, Sink(self.client, drop, rate), rframing, rlength)
+            rate = drip or (self.args.rate if self.faults.matches(target) else None)
+            sink = Sink(self.client, drop, rate, 1 if drip else None)
+            complete = relay(self.ureader, sink, rframing, rlength)
         except Dropped:
             log(f"{what} -> {code}{note} (dropped after {drop} body bytes)")
             self.client.shutdown(socket.SHUT_RDWR)
@@ -320,6 +352,24 @@ class Session:
             self.close_upstream()
             return False
         return keep_alive
+
+
+    def hold(self, what):
+        """The black hole: the request was read and is never answered; the connection stays
+        open (whatever the client sends is read and dropped) until the client leaves or the
+        proxy's lifetime ends."""
+        log(f"{what} -> black hole (never answered)")
+        started = time.monotonic()
+        self.client.settimeout(1)
+        while True:
+            try:
+                if not self.client.recv(BUF):
+                    break
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+        log(f"{what} -> black hole: the client left after {time.monotonic() - started:.1f} s")
 
 
 def address(value, what):
@@ -349,8 +399,16 @@ def main():
     p.add_argument("--status", type=int, help="answer CODE at once instead of forwarding")
     p.add_argument("--status-count", type=int, help="answer CODE only to the first K requests")
     p.add_argument("--retry-after", help="Retry-After header value sent with --status")
+    p.add_argument("--blackhole", action="store_true",
+                   help="read the request, never answer, keep the connection open")
+    p.add_argument("--blackhole-count", type=int, help="black-hole only the first K requests")
+    p.add_argument("--drip", type=int, metavar="BYTES_PER_SEC",
+                   help="send response head and body one byte at a time, BYTES_PER_SEC a second")
+    p.add_argument("--drip-count", type=int, help="drip only the first K matching requests")
     p.add_argument("--lifetime", type=float, default=600, help="exit after SECONDS")
     args = p.parse_args()
+    if args.drip is not None and args.drip <= 0:
+        sys.exit("faultproxy: --drip must be a positive number of bytes a second")
     args.target = address(args.target, "--target")
     listen = address(args.listen, "--listen")
 

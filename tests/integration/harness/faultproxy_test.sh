@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Shows that tests/harness/faultproxy.py injects the faults it promises (cut bodies, delays,
-# error statuses, its own exit) in front of a real open registry, and otherwise passes traffic
+# error statuses, black holes, drips, its own exit) in front of a real open registry, and otherwise passes traffic
 # through untouched, including keep-alive connections and skopeo's uploads.
 set -euo pipefail
 source "${IMAGEFS_SOURCE_DIR:-$(cd "$(dirname "$0")/../../.." && pwd)}/tests/integration/lib.sh"
@@ -80,6 +80,47 @@ got=$(for i in 1 2; do
   echo
 done)
 assert_eq "503,201" "$(paste -sd, <<<"$got")" "blob PUT through the proxy"
+
+# --- --blackhole reads the request and never answers; --blackhole-count and --path limit it ----
+log "blackhole"
+start_faultproxy --target "$IMAGEFS_REGISTRY" --blackhole --blackhole-count 1 --path '^/v2/$'
+rc=0
+got=$(curl -s -o /dev/null -w '%{http_code} %{size_header}' --max-time 2 "http://$FAULTPROXY/v2/") || rc=$?
+assert_eq 28 "$rc" "curl exit status against the black hole (28: timed out)"
+assert_eq "000 0" "$got" "status and header bytes from the black hole"
+# The proxy held the connection until the client left, and logged both ends.
+for ((i = 0; i < 30; i++)); do
+  grep -q "the client left" "$FAULTPROXY_LOG" && break
+  sleep 0.1
+done
+assert_contains "$(cat "$FAULTPROXY_LOG")" "GET /v2/ -> black hole (never answered)"
+assert_contains "$(cat "$FAULTPROXY_LOG")" "black hole: the client left after"
+# Not matched by --path: answered; matched again after the count: answered.
+assert_eq 404 "$(http_status --max-time 5 "http://$FAULTPROXY/v2/fault/none/manifests/x")"
+assert_eq 200 "$(http_status --max-time 5 "http://$FAULTPROXY/v2/")"
+assert_eq 1 "$(grep -c 'black hole (never answered)' "$FAULTPROXY_LOG")" "black-holed requests"
+
+# --- --drip sends head and body a byte at a time at N B/s ---------------------------------------
+log "drip"
+full=$(curl -s -D - "http://$IMAGEFS_REGISTRY/v2/" | wc -c) # head and body, straight
+start_faultproxy --target "$IMAGEFS_REGISTRY" --drip 100 --drip-count 1 --path '^/v2/$'
+# Within 1 s, only part of the head has arrived: curl times out without a complete answer.
+rc=0
+curl -s -D "$TEST_TMPDIR/dhead" -o /dev/null --max-time 1 "http://$FAULTPROXY/v2/" || rc=$?
+assert_eq 28 "$rc" "curl exit status against a drip (28: timed out)"
+got=$(wc -c <"$TEST_TMPDIR/dhead")
+((got < full - 10)) || fail "dripping at 100 B/s, $got of $full head bytes arrived within 1 s"
+assert_contains "$(cat "$FAULTPROXY_LOG")" "dripping the answer at 100 B/s"
+# The count is used up: the next request is fast. A dripped answer arrives whole, slowly.
+fast=$(curl -s -o /dev/null -w '%{time_total}' "http://$FAULTPROXY/v2/")
+start_faultproxy --target "$IMAGEFS_REGISTRY" --drip 200 --path '^/v2/$'
+out=$(curl -s -w ' %{http_code} %{time_total}' "http://$FAULTPROXY/v2/")
+read -r body code slow <<<"$out"
+assert_eq "{} 200" "$body $code" "body and status of a dripped answer"
+python3 -c "import sys; s, f, n = map(float, sys.argv[1:]); sys.exit(not (s >= 0.8 * n / 200 and f < 0.5))" \
+  "$slow" "$fast" "$full" || fail "a dripped answer of $full bytes took ${slow}s at 200 B/s, a plain one ${fast}s"
+assert_eq 200 "$(http_status --max-time 5 "http://$FAULTPROXY/v2/_catalog")" "--path limits the drip"
+assert_fails python3 "$proxy" --target "$IMAGEFS_REGISTRY" --drip 0 --lifetime 1 >/dev/null
 
 # --- without faults, skopeo pushes and inspects through the proxy ------------------------------
 log "passthrough"
