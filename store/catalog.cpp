@@ -15,6 +15,7 @@
 #include <tuple>
 #include <utility>
 
+#include "common/mutex.h"
 #include "store/file_util.h"
 
 namespace imagefs::store {
@@ -495,7 +496,7 @@ class LmdbCatalog final : public Catalog {
     std::string what = context("cannot list tables");
     // The main database lists the named ones. Opening it is an mdb_dbi_open, which LMDB allows
     // in one transaction of the process at a time.
-    std::lock_guard lock(tables_mu_);
+    MutexLock lock(tables_mu_);
     IMAGEFS_TRY(txn, begin(TxnKind::read));
     MDB_dbi main = 0;
     if (int rc = mdb_dbi_open(txn.get(), nullptr, 0, &main); rc != 0) return lmdb_error(rc, what);
@@ -589,7 +590,7 @@ class LmdbCatalog final : public Catalog {
   // The handle of a generic table; nullopt if it does not exist and `create` is no.
   Result<std::optional<MDB_dbi>> table_dbi(std::string_view name, Create create) const {
     IMAGEFS_CHECK(check_table_name(name));
-    std::lock_guard lock(tables_mu_);
+    MutexLock lock(tables_mu_);
     if (auto it = tables_.find(name); it != tables_.end())
       return std::optional<MDB_dbi>(it->second);
     std::string db_name = std::string(kTablePrefix) + std::string(name);
@@ -625,8 +626,8 @@ class LmdbCatalog final : public Catalog {
   // Transactions hold it shared; resizing the map holds it exclusively (see Txn).
   mutable std::shared_mutex map_mu_;
   // Guards tables_, and makes mdb_dbi_open calls one at a time as LMDB requires.
-  mutable std::mutex tables_mu_;
-  mutable std::map<std::string, MDB_dbi, std::less<>> tables_;  // guarded by tables_mu_
+  mutable Mutex tables_mu_;
+  mutable std::map<std::string, MDB_dbi, std::less<>> tables_ GUARDED_BY(tables_mu_);
 };
 
 }  // namespace
@@ -639,8 +640,8 @@ namespace {
 // open its own environment.
 struct OpenCatalogs {
   using Key = std::tuple<pid_t, dev_t, ino_t>;
-  std::mutex mu;
-  std::map<Key, std::weak_ptr<Catalog>> open;  // guarded by mu
+  Mutex mu;
+  std::map<Key, std::weak_ptr<Catalog>> open GUARDED_BY(mu);
 };
 
 OpenCatalogs& open_catalogs() {
@@ -659,7 +660,7 @@ std::optional<OpenCatalogs::Key> key_of(const fs::path& file) {
 Result<std::shared_ptr<Catalog>> Catalog::open(const fs::path& file, uint64_t map_size) {
   std::string what = "cannot open catalog " + file.string();
   OpenCatalogs& catalogs = open_catalogs();
-  std::lock_guard lock(catalogs.mu);
+  MutexLock lock(catalogs.mu);
   if (auto key = key_of(file)) {
     auto it = catalogs.open.find(*key);
     if (it != catalogs.open.end()) {
