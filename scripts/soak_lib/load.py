@@ -45,6 +45,7 @@ class Soak:
         self.wrong_reads = 0
         self.wrong_bytes = 0
         self.bytes_read = 0
+        self.down_errors = 0   # operations that met a dead daemon (counted with its crash)
         self.crashes = []      # (seconds into the run, log tail)
         self.stalls = []       # descriptions of operations past the stall limit
         self.inflight = {}     # thread name -> [kind, path, start, reported]
@@ -202,7 +203,8 @@ class Soak:
         except OSError as e:
             self.end()
             if not self.alive.is_set() or e.errno in (errno.ENOTCONN, errno.ECONNABORTED):
-                self.error(kind, e)
+                with self.lock:
+                    self.down_errors += 1
             elif e.errno in expect_errors:
                 self.error(kind, e)
                 self.count(kind)
@@ -506,6 +508,7 @@ class Soak:
             "pulls": self.pulls, "bytes_compared": self.bytes_read,
             "wrong_reads": self.wrong_reads, "wrong_bytes": self.wrong_bytes,
             "crashes": len(self.crashes), "crash_logs": [t for _, t in self.crashes],
+            "errors_while_down": self.down_errors,
             "stalls": self.stalls, "failures": self.failures, "failure_count": self.failure_count,
             "probe_latency_s": {"p50": round(probe[len(probe) // 2], 4), "max": round(probe[-1], 3)},
             "rss": rss_txt, "fds": fds_txt,
@@ -525,7 +528,8 @@ class Soak:
         p(f"  pulls          started {self.pulls['started']}, killed -9 {self.pulls['killed']}, "
           f"ok {self.pulls['ok']}, failed {self.pulls['failed']}")
         p(f"  bytes compared {self.bytes_read}; wrong reads {self.wrong_reads}, wrong bytes {self.wrong_bytes}")
-        p(f"  crashes        {len(self.crashes)}; stalls {len(self.stalls)}; failed checks {self.failure_count}")
+        p(f"  crashes        {len(self.crashes)} ({self.down_errors} operations met a dead daemon); "
+          f"stalls {len(self.stalls)}; failed checks {self.failure_count}")
         p(f"  cached read    p50 {summary['probe_latency_s']['p50']} s, max {summary['probe_latency_s']['max']} s")
         p(f"  RSS            {rss_txt}")
         p(f"  open fds       {fds_txt}")
