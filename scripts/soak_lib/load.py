@@ -547,7 +547,12 @@ def main():
         cfg = json.load(f)
     ok = Soak(cfg).run()
     sys.stdout.flush()
-    os._exit(0 if ok else 1)  # threads stuck in a hung FUSE call must not hold the exit
+    # A thread stuck in a FUSE call that never returns keeps this process from being reaped, so
+    # scripts/soak waits for this file, not for the process.
+    with open(cfg["rc_file"] + ".tmp", "w") as f:
+        f.write("0\n" if ok else "1\n")
+    os.replace(cfg["rc_file"] + ".tmp", cfg["rc_file"])
+    os._exit(0 if ok else 1)
 
 
 if __name__ == "__main__":
