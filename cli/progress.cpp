@@ -31,13 +31,13 @@ std::string seconds(ProgressView::Clock::duration elapsed) {
 ProgressView::ProgressView(std::ostream& out, bool terminal) : out_(out), terminal_(terminal) {}
 
 ProgressView::~ProgressView() {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   if (terminal_) redraw(Clock::now());
   out_.flush();
 }
 
 size_t ProgressView::start(const std::string& label, uint64_t total) {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   items_.push_back(Item{label, total, 0, Clock::now(), {}, false, ItemEnd::done, ""});
   if (terminal_) {
     redraw(Clock::now());
@@ -50,7 +50,7 @@ size_t ProgressView::start(const std::string& label, uint64_t total) {
 
 size_t ProgressView::add_finished(const std::string& label, uint64_t total, ItemEnd how,
                                   const std::string& note) {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   auto now = Clock::now();
   items_.push_back(Item{label, total, how == ItemEnd::done ? total : 0, now, now, true, how, note});
   if (terminal_) {
@@ -63,7 +63,7 @@ size_t ProgressView::add_finished(const std::string& label, uint64_t total, Item
 }
 
 void ProgressView::update(size_t id, uint64_t done) {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   if (id >= items_.size()) return;
   items_[id].done = done;
   auto now = Clock::now();
@@ -72,7 +72,7 @@ void ProgressView::update(size_t id, uint64_t done) {
 }
 
 void ProgressView::end(size_t id, ItemEnd how, const std::string& note) {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   if (id >= items_.size()) return;
   Item& item = items_[id];
   item.finished = true;
@@ -89,7 +89,7 @@ void ProgressView::end(size_t id, ItemEnd how, const std::string& note) {
 }
 
 void ProgressView::message(const std::string& text) {
-  std::lock_guard lock(mutex_);
+  MutexLock lock(mutex_);
   if (terminal_ && drawn_) {
     out_ << "\033[" << drawn_ << "F\033[J";  // up to the first item line, clear below
     drawn_ = 0;

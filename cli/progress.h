@@ -7,9 +7,10 @@
 #include <chrono>
 #include <cstdint>
 #include <iosfwd>
-#include <mutex>
 #include <string>
 #include <vector>
+
+#include "common/mutex.h"
 
 namespace imagefs::cli {
 
@@ -47,14 +48,14 @@ class ProgressView {
     std::string note;
   };
   [[nodiscard]] std::string line(const Item& item, Clock::time_point now) const;
-  void redraw(Clock::time_point now);  // terminal only; requires mutex_
+  void redraw(Clock::time_point now) REQUIRES(mutex_);  // terminal only
 
   std::ostream& out_;
   const bool terminal_;
-  std::mutex mutex_;
-  std::vector<Item> items_;  // guarded by mutex_
-  size_t drawn_ = 0;         // lines drawn last time; guarded by mutex_
-  Clock::time_point last_draw_{};
+  Mutex mutex_;
+  std::vector<Item> items_ GUARDED_BY(mutex_);
+  size_t drawn_ GUARDED_BY(mutex_) = 0;  // lines drawn last time
+  Clock::time_point last_draw_ GUARDED_BY(mutex_){};
 };
 
 }  // namespace imagefs::cli

@@ -528,8 +528,8 @@ namespace {
 // open its own environment.
 struct OpenCatalogs {
   using Key = std::tuple<pid_t, dev_t, ino_t>;
-  std::mutex mu;
-  std::map<Key, std::weak_ptr<Catalog>> open;  // guarded by mu
+  Mutex mu;
+  std::map<Key, std::weak_ptr<Catalog>> open GUARDED_BY(mu);
 };
 
 OpenCatalogs& open_catalogs() {
@@ -548,7 +548,7 @@ std::optional<OpenCatalogs::Key> key_of(const fs::path& file) {
 Result<std::shared_ptr<Catalog>> Catalog::open(const fs::path& file, uint64_t map_size) {
   std::string what = "cannot open catalog " + file.string();
   OpenCatalogs& catalogs = open_catalogs();
-  std::lock_guard lock(catalogs.mu);
+  MutexLock lock(catalogs.mu);
   if (auto key = key_of(file)) {
     auto it = catalogs.open.find(*key);
     if (it != catalogs.open.end()) {
