@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "common/errno_error.h"
+#include "common/mutex.h"
 #include "store/file_util.h"
 
 namespace imagefs::store {
