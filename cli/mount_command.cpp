@@ -68,6 +68,21 @@ struct MountSetup {
   bool foreground = false;
 };
 
+// --idle: a whole number of seconds, or with a unit: "90s", "10m", "2h"; 0 never closes.
+Result<std::chrono::milliseconds> parse_idle(const std::string& text) {
+  std::string digits = text;
+  int64_t unit = 1;
+  if (!digits.empty() && std::string_view("smh").find(digits.back()) != std::string_view::npos) {
+    unit = digits.back() == 's' ? 1 : digits.back() == 'm' ? 60 : 3600;
+    digits.pop_back();
+  }
+  auto n = parse_number(digits, 0, 365L * 24 * 3600 / unit, "--idle");
+  if (!n.ok())
+    return make_error(
+        EINVAL, "--idle " + text + ": expected a duration such as 600, 90s, 10m or 2h (0: never)");
+  return std::chrono::milliseconds(*n * unit * 1000);
+}
+
 Result<MountSetup> mount_setup(const Args& args) {
   MountSetup setup;
   std::error_code ec;
@@ -90,6 +105,10 @@ Result<MountSetup> mount_setup(const Args& args) {
     setup.images.tag_ttl = std::chrono::seconds(n);
   } else {
     setup.images.tag_ttl = std::chrono::seconds(kDefaultTtl);
+  }
+  if (auto idle = args.get("idle")) {
+    IMAGEFS_TRY(d, parse_idle(*idle));
+    setup.images.idle = d;
   }
   if (auto threads = args.get("threads")) {
     IMAGEFS_TRY(n, parse_number(*threads, 1, 256, "--threads"));
@@ -278,6 +297,9 @@ std::vector<OptionSpec> mount_option_specs() {
       {"ttl", Arity::value,
        "re-resolve a tag when it was resolved longer ago than this (default: 300)", "SECONDS"},
       {"threads", Arity::value, "most threads serving requests at once (default: 16)", "N"},
+      {"idle", Arity::value,
+       "close an image unused for this long, releasing it to gc (default: 10m; 0: never)",
+       "DURATION"},
       {"allow-other", Arity::flag,
        "let other users see the mount (for non-root mounts: user_allow_other in "
        "/etc/fuse.conf)",

@@ -626,6 +626,9 @@ Result<Inject> parse_inject(std::string_view spec) {
 
 Result<SegmentGcReport> remove_unused_segments(const fs::path& store_root, int64_t unused_since) {
   SegmentGcReport report;
+  // What a leased image's plans name stays, however long ago it was marked used: a mount keeps
+  // serving an archive it made days ago without asking the maker again.
+  IMAGEFS_TRY(keep, detail::plans_in_use(store_root));
   for (Format format : {Format::gzip, Format::zstd, Format::none}) {
     const fs::path dir = detail::segment_path(store_root, format, "").parent_path();
     std::error_code ec;
@@ -647,7 +650,7 @@ Result<SegmentGcReport> remove_unused_segments(const fs::path& store_root, int64
         // builder that opened it just before the unlink finds the name gone and starts over.
         UniqueFd fd(::open(entry.path().c_str(), O_RDONLY | O_CLOEXEC));
         if (fd.get() < 0 || ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;
-      } else if (st.st_mtim.tv_sec >= unused_since) {
+      } else if (st.st_mtim.tv_sec >= unused_since || keep.segments.contains(key)) {
         continue;
       }
       if (::unlink(entry.path().c_str()) != 0) {
@@ -658,7 +661,7 @@ Result<SegmentGcReport> remove_unused_segments(const fs::path& store_root, int64
       report.bytes_freed += static_cast<uint64_t>(st.st_size);
     }
   }
-  IMAGEFS_TRY(plans, detail::remove_unused_plans(store_root, unused_since));
+  IMAGEFS_TRY(plans, detail::remove_unused_plans(store_root, unused_since, keep));
   report.plans_removed = plans.removed;
   report.bytes_freed += plans.bytes_freed;
   return report;

@@ -8,6 +8,8 @@
 
 #include <cstdlib>
 #include <ctime>
+#include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <system_error>
 #include <utility>
@@ -15,6 +17,7 @@
 #include "common/unique_fd.h"
 #include "cpio/segment.h"
 #include "store/digest.h"
+#include "store/lease.h"
 
 namespace imagefs::cpio::detail {
 
@@ -193,7 +196,40 @@ Result<void> write_image_part(const fs::path& store_root, std::string_view key,
                            {"paths", std::move(paths)}});
 }
 
-Result<PlanGcReport> remove_unused_plans(const fs::path& store_root, int64_t unused_since) {
+Result<InUse> plans_in_use(const fs::path& store_root) {
+  InUse keep;
+  const fs::path dir = plans_dir(store_root);
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec);
+  if (ec) {
+    if (ec.value() == ENOENT) return keep;
+    return errno_error(ec.value(), "cannot list", dir);
+  }
+  std::map<std::string, bool> leased;  // by manifest
+  for (const fs::directory_entry& entry : it) {
+    const std::string name = entry.path().filename().string();
+    if (!is_hex_name(name)) continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::string key, record;
+    if (!std::getline(in, key) || !std::getline(in, record)) continue;
+    // "sha256:<manifest hex>/<format>/...": the plan of that image.
+    size_t slash = key.find('/');
+    auto manifest = store::Digest::parse(std::string_view(key).substr(0, slash));
+    if (slash == std::string::npos || !manifest.ok()) continue;
+    auto [known, fresh] = leased.try_emplace(manifest->str(), false);
+    if (fresh) known->second = store::in_use(store_root, *manifest);
+    if (!known->second) continue;
+    keep.plans.insert(name);
+    json j = json::parse(record, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("segments")) continue;
+    if (auto segments = decode_segments(j["segments"]))
+      for (SegmentRef& s : *segments) keep.segments.insert(std::move(s.key));
+  }
+  return keep;
+}
+
+Result<PlanGcReport> remove_unused_plans(const fs::path& store_root, int64_t unused_since,
+                                         const InUse& keep) {
   PlanGcReport report;
   const fs::path dir = plans_dir(store_root);
   std::error_code ec;
@@ -208,6 +244,7 @@ Result<PlanGcReport> remove_unused_plans(const fs::path& store_root, int64_t unu
     const bool tmp = name.size() == kHexDigits + kTmpInfix.size() + 6 &&
                      std::string_view(name).substr(kHexDigits, kTmpInfix.size()) == kTmpInfix;
     if (!is_hex_name(hex) || (name.size() != kHexDigits && !tmp)) continue;  // not ours
+    if (keep.plans.contains(name)) continue;
     struct stat st {};
     if (::lstat(entry.path().c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
         st.st_mtim.tv_sec >= unused_since)

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -55,13 +56,23 @@ Result<void> write_plan(const std::filesystem::path& store_root, std::string_vie
 Result<void> write_image_part(const std::filesystem::path& store_root, std::string_view key,
                               const ImagePartRecord& record);
 
+// What gc must keep whatever its age: the plan files (by file name) and the segment keys of
+// plans whose image someone holds an image lease on (store/lease.h), such as a mount serving it
+// or an `imagefs build` reading it. A plan's image is the manifest digest its key begins with.
+struct InUse {
+  std::set<std::string> plans;     // file names under plans_dir()
+  std::set<std::string> segments;  // segments/<format>/<key>: keys, any format
+};
+Result<InUse> plans_in_use(const std::filesystem::path& store_root);
+
 struct PlanGcReport {
   size_t removed = 0;
   uint64_t bytes_freed = 0;
 };
 // Removes plan files not used since `unused_since` (unix seconds), and temporary ones older than
 // that (a writer holds one for microseconds). A missing directory is fine.
+// Plans named in `keep` stay.
 Result<PlanGcReport> remove_unused_plans(const std::filesystem::path& store_root,
-                                         int64_t unused_since);
+                                         int64_t unused_since, const InUse& keep);
 
 }  // namespace imagefs::cpio::detail

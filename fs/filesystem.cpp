@@ -8,9 +8,10 @@
 
 #include <algorithm>
 #include <cstring>
-#include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <system_error>
+#include <unordered_map>
 
 #include "common/mutex.h"
 #include "fs/namespace.h"
@@ -21,6 +22,13 @@ namespace {
 // Immutable things: the kernel keeps them as long as it likes (squashfuse_ll uses DBL_MAX; a
 // year is as good and stays clear of overflow in the kernel's conversion).
 constexpr double kForever = 365.0 * 24 * 3600;
+// The entry timeout of a name directory that leads to nothing known (no stored reference at or
+// below it, not an image that resolved): "a.b/<random>". On Linux a FUSE dentry whose timeout has
+// passed is deleted at its last dput, which evicts its inode and sends FORGET, so the name table
+// forgets it as soon as the kernel is done with it; an unexpired one stays in the dcache (and in
+// the table) until memory pressure. Zero costs a LOOKUP at each path walk through such a name,
+// which is cheap: no registry is asked for a level.
+constexpr double kUnknownNameTimeout = 0;
 
 constexpr int kSlotShift = 40;
 constexpr Ino kLocalMask = (Ino{1} << kSlotShift) - 1;
@@ -62,6 +70,111 @@ struct NameDir {
   PathInfo info;     // for Kind::path
 };
 
+std::string dir_key(const NameDir& d) {
+  return std::to_string(static_cast<int>(d.kind)) + " " + d.platform.str() + " " + d.path;
+}
+
+// The name directories (slot 0), following the kernel's references (fs/filesystem.h,
+// "References"): a directory stays while the kernel holds a lookup of it or an open listing
+// holds it, and is dropped when both are gone. Numbers come from a counter and are never reused.
+// The top level (1) and ".platform" (2) are fixed and never dropped. Thread-safe.
+class NameTable {
+ public:
+  explicit NameTable(const registry::Platform& platform)
+      : top_{NameDir::Kind::top, platform, "", {}},
+        platforms_{NameDir::Kind::platforms, platform, "", {}} {}
+
+  std::optional<NameDir> get(Ino ino) EXCLUDES(mu_) {
+    if (ino == kRootIno) return top_;
+    if (ino == kRootIno + 1) return platforms_;
+    MutexLock lock(mu_);
+    auto it = nodes_.find(ino);
+    if (it == nodes_.end()) return std::nullopt;
+    return it->second.dir;
+  }
+
+  enum class Ref {
+    lookup,  // a lookup reply: the kernel takes a reference
+    hold,    // an open listing names it (released by release())
+  };
+  // The number of `dir`, made when it has none, with one more reference of kind `ref`.
+  Result<Ino> acquire(NameDir dir, Ref ref) EXCLUDES(mu_) {
+    std::string key = dir_key(dir);
+    MutexLock lock(mu_);
+    auto found = inos_.find(key);
+    Ino ino = 0;
+    if (found != inos_.end()) {
+      ino = found->second;
+    } else {
+      if (next_ >= kStatusLocal)
+        return make_error(ENOSPC, "out of inode numbers for name directories; remount");
+      ino = next_++;
+      inos_.emplace(key, ino);
+      nodes_.emplace(ino, Node{std::move(dir), std::move(key), 0, 0});
+    }
+    Node& node = nodes_.at(ino);
+    (ref == Ref::lookup ? node.lookups : node.holds) += 1;
+    return ino;
+  }
+
+  void remember(Ino ino) EXCLUDES(mu_) {
+    MutexLock lock(mu_);
+    auto it = nodes_.find(ino);
+    if (it != nodes_.end()) ++it->second.lookups;
+  }
+  void forget(Ino ino, uint64_t n) EXCLUDES(mu_) {
+    MutexLock lock(mu_);
+    auto it = nodes_.find(ino);
+    if (it == nodes_.end()) return;
+    it->second.lookups -= std::min(n, it->second.lookups);
+    drop_if_unused(it);
+  }
+  void release(Ino ino) EXCLUDES(mu_) {
+    MutexLock lock(mu_);
+    auto it = nodes_.find(ino);
+    if (it == nodes_.end()) return;
+    it->second.holds -= std::min<uint64_t>(1, it->second.holds);
+    drop_if_unused(it);
+  }
+  size_t size() const EXCLUDES(mu_) {
+    MutexLock lock(mu_);
+    return nodes_.size() + 2;
+  }
+
+ private:
+  struct Node {
+    NameDir dir;
+    std::string key;
+    uint64_t lookups = 0;  // the kernel's references
+    uint64_t holds = 0;    // open listings naming it
+  };
+  void drop_if_unused(std::unordered_map<Ino, Node>::iterator it) REQUIRES(mu_) {
+    if (it->second.lookups > 0 || it->second.holds > 0) return;
+    inos_.erase(it->second.key);
+    nodes_.erase(it);
+  }
+
+  const NameDir top_;
+  const NameDir platforms_;
+  mutable Mutex mu_;
+  std::unordered_map<Ino, Node> nodes_ GUARDED_BY(mu_);
+  std::unordered_map<std::string, Ino> inos_ GUARDED_BY(mu_);  // by dir_key
+  Ino next_ GUARDED_BY(mu_) = kRootIno + 2;
+};
+
+// What a listing holds in the name table, released when the listing goes (DirItem::hold).
+struct ListingHold {
+  std::weak_ptr<NameTable> table;
+  std::vector<Ino> inos;
+  ListingHold(const ListingHold&) = delete;
+  ListingHold& operator=(const ListingHold&) = delete;
+  explicit ListingHold(std::weak_ptr<NameTable> t) : table(std::move(t)) {}
+  ~ListingHold() {
+    if (auto t = table.lock())
+      for (Ino ino : inos) t->release(ino);
+  }
+};
+
 bool is_image_file(std::string_view name) {
   return std::find(std::begin(kImageFiles), std::end(kImageFiles), name) != std::end(kImageFiles);
 }
@@ -69,14 +182,12 @@ bool is_image_file(std::string_view name) {
 class FilesystemImpl : public Filesystem {
  public:
   FilesystemImpl(std::shared_ptr<Images> images, MountInfo info)
-      : images_(std::move(images)), info_(std::move(info)), uid_(::getuid()), gid_(::getgid()) {
-    MutexLock lock(mu_);
-    dirs_.emplace_back();  // 0: not an inode
-    dirs_.push_back(NameDir{NameDir::Kind::top, images_->default_platform(), "", {}});
-    dirs_.push_back(NameDir{NameDir::Kind::platforms, images_->default_platform(), "", {}});
-  }
+      : images_(std::move(images)),
+        info_(std::move(info)),
+        uid_(::getuid()),
+        gid_(::getgid()),
+        names_(std::make_shared<NameTable>(images_->default_platform())) {}
 
-  Result<Entry> lookup(Ino parent, std::string_view name) override;
   Result<Entry> getattr(Ino ino) override;
   Result<std::vector<DirItem>> readdir(Ino ino) override;
   bool listing_immutable(Ino ino) override { return slot_of(ino) != 0; }
@@ -85,15 +196,42 @@ class FilesystemImpl : public Filesystem {
   Result<size_t> read(const OpenFile& file, uint64_t offset, std::span<uint8_t> out) override;
   Result<std::vector<std::string>> listxattr(Ino ino) override;
   Result<std::string> getxattr(Ino ino, std::string_view name) override;
+  Result<Entry> lookup(Ino parent, std::string_view name) override {
+    auto e = lookup_entry(parent, name);
+    if (e.ok()) count_tree(e->ino, 1);
+    return e;
+  }
+  void remember(Ino ino) override {
+    if (slot_of(ino) == 0)
+      names_->remember(ino);
+    else
+      count_tree(ino, 1);
+  }
+  void forget(Ino ino, uint64_t nlookup) override {
+    if (slot_of(ino) == 0)
+      names_->forget(ino, nlookup);
+    else
+      count_tree(ino, -static_cast<int64_t>(std::min<uint64_t>(nlookup, INT64_MAX)));
+  }
 
  private:
-  Result<NameDir> name_dir(Ino ino) EXCLUDES(mu_);
-  Ino name_dir_ino(NameDir dir) EXCLUDES(mu_);
+  // lookup() without the counting of references.
+  Result<Entry> lookup_entry(Ino parent, std::string_view name);
+  // The kernel's references to rootfs inodes, per image (Images::tree_refs): an image whose
+  // rootfs the kernel holds is not closed when idle, since a new tree numbers inodes anew.
+  void count_tree(Ino ino, int64_t delta) {
+    if (slot_of(ino) != 0 && local_of(ino) >= kTreeBase) images_->tree_refs(slot_of(ino), delta);
+  }
+  Result<NameDir> name_dir(Ino ino);
   Entry dir_entry(Ino ino) const;
   Entry status_entry() const;
-  // The directory entry for reference path `path` on `platform`: an image path is resolved
-  // now, so that a name the registry does not know is ENOENT at once.
+  // The directory entry for reference path `path` on `platform`, counted as a lookup: an image
+  // path is resolved now, so that a name the registry does not know is ENOENT at once.
   Result<Entry> path_entry(const registry::Platform& platform, std::string path);
+  // Whether the store knows a reference at or below `path` (any path when empty) on `platform`:
+  // such names keep long entry timeouts; others get kUnknownNameTimeout.
+  bool known(const registry::Platform& platform, const std::string& path,
+             const PathInfo* info) const;
   Result<std::shared_ptr<Image>> image_of(Ino ino);
   Result<std::shared_ptr<overlay::Tree>> tree_of(Ino ino, overlay::Ino* tree_ino);
   Result<Entry> image_file(Image& image, Ino local, double entry_timeout);
@@ -105,28 +243,32 @@ class FilesystemImpl : public Filesystem {
   const uid_t uid_;
   const gid_t gid_;
 
-  Mutex mu_;
-  std::vector<NameDir> dirs_ GUARDED_BY(mu_);  // by inode number (slot 0)
-  std::map<std::string, Ino> dir_inos_ GUARDED_BY(mu_);
+  // Shared with the listings' holds, which may outlive this object.
+  const std::shared_ptr<NameTable> names_;
 };
 
-std::string dir_key(const NameDir& d) {
-  return std::to_string(static_cast<int>(d.kind)) + " " + d.platform.str() + " " + d.path;
-}
-
 Result<NameDir> FilesystemImpl::name_dir(Ino ino) {
-  MutexLock lock(mu_);
-  if (slot_of(ino) != 0 || ino == 0 || ino >= dirs_.size())
-    return make_error(ENOENT, "no such directory");
-  return dirs_[ino];
+  std::optional<NameDir> dir;
+  if (slot_of(ino) == 0 && ino != 0) dir = names_->get(ino);
+  if (!dir) return make_error(ENOENT, "no such directory");
+  return std::move(*dir);
 }
 
-Ino FilesystemImpl::name_dir_ino(NameDir dir) {
-  std::string key = dir_key(dir);
-  MutexLock lock(mu_);
-  auto [it, fresh] = dir_inos_.try_emplace(key, dirs_.size());
-  if (fresh) dirs_.push_back(std::move(dir));
-  return it->second;
+bool FilesystemImpl::known(const registry::Platform& platform, const std::string& path,
+                           const PathInfo* info) const {
+  auto refs = images_->refs();
+  if (!refs.ok()) return false;  // a short timeout costs lookups only
+  std::string p = platform.str();
+  if (info && info->reference) {
+    std::string name = info->reference->str();
+    for (const store::RefRecord& r : *refs)
+      if (r.platform == p && r.reference == name) return true;
+  }
+  if (info && info->kind == DirKind::image) return false;
+  if (path.empty())
+    return std::any_of(refs->begin(), refs->end(),
+                       [&](const store::RefRecord& r) { return r.platform == p; });
+  return !list_level(*refs, p, path).empty();
 }
 
 Entry FilesystemImpl::dir_entry(Ino ino) const {
@@ -177,9 +319,15 @@ Entry FilesystemImpl::tree_entry(uint32_t slot, const overlay::Attr& a) const {
 
 Result<Entry> FilesystemImpl::path_entry(const registry::Platform& platform, std::string path) {
   IMAGEFS_TRY(info, classify(path));
-  if (info.kind == DirKind::image) IMAGEFS_CHECK(images_->image(*info.reference, platform));
-  Ino ino = name_dir_ino(NameDir{NameDir::Kind::path, platform, std::move(path), std::move(info)});
-  return dir_entry(ino);
+  bool is_known = info.kind == DirKind::image;  // resolved just below, else ENOENT
+  if (is_known) IMAGEFS_CHECK(images_->image(*info.reference, platform));
+  if (!is_known) is_known = known(platform, path, &info);
+  IMAGEFS_TRY(
+      ino, names_->acquire(NameDir{NameDir::Kind::path, platform, std::move(path), std::move(info)},
+                           NameTable::Ref::lookup));
+  Entry e = dir_entry(ino);
+  if (!is_known) e.entry_timeout = kUnknownNameTimeout;
+  return e;
 }
 
 Result<std::shared_ptr<Image>> FilesystemImpl::image_of(Ino ino) {
@@ -240,7 +388,7 @@ Ino image_file_local(std::string_view name) {
   return kDigestLocal;
 }
 
-Result<Entry> FilesystemImpl::lookup(Ino parent, std::string_view name) {
+Result<Entry> FilesystemImpl::lookup_entry(Ino parent, std::string_view name) {
   if (slot_of(parent) != 0) {
     overlay::Ino dir = 0;
     IMAGEFS_TRY(tree, tree_of(parent, &dir));
@@ -258,7 +406,12 @@ Result<Entry> FilesystemImpl::lookup(Ino parent, std::string_view name) {
       }
     case NameDir::Kind::platforms: {
       IMAGEFS_TRY(platform, parse_platform_dir(name));
-      return dir_entry(name_dir_ino(NameDir{NameDir::Kind::top, platform, "", {}}));
+      bool is_known = known(platform, "", nullptr);
+      IMAGEFS_TRY(ino, names_->acquire(NameDir{NameDir::Kind::top, platform, "", {}},
+                                       NameTable::Ref::lookup));
+      Entry e = dir_entry(ino);
+      if (!is_known) e.entry_timeout = kUnknownNameTimeout;
+      return e;
     }
     case NameDir::Kind::path:
       break;
@@ -290,15 +443,22 @@ Result<Entry> FilesystemImpl::getattr(Ino ino) {
 
 Result<std::vector<DirItem>> FilesystemImpl::readdir(Ino ino) {
   std::vector<DirItem> items;
+  // The name directories listed stay in the table while the listing lives.
+  auto hold = std::make_shared<ListingHold>(names_);
+  auto held = [&](NameDir dir) -> Result<Ino> {
+    IMAGEFS_TRY(child, names_->acquire(std::move(dir), NameTable::Ref::hold));
+    hold->inos.push_back(child);
+    return child;
+  };
   Entry self = dir_entry(ino);
-  items.push_back({".", self, false});
-  items.push_back({"..", self, false});
+  items.push_back({".", self, false, nullptr});
+  items.push_back({"..", self, false, nullptr});
   if (slot_of(ino) != 0) {
     overlay::Ino dir = 0;
     IMAGEFS_TRY(tree, tree_of(ino, &dir));
     IMAGEFS_TRY(children, tree->readdir(dir));
     for (overlay::DirEntry& child : children)
-      items.push_back({std::move(child.name), tree_entry(slot_of(ino), child.attr), true});
+      items.push_back({std::move(child.name), tree_entry(slot_of(ino), child.attr), true, nullptr});
     return items;
   }
   IMAGEFS_TRY(dir, name_dir(ino));
@@ -313,14 +473,14 @@ Result<std::vector<DirItem>> FilesystemImpl::readdir(Ino ino) {
     names.erase(std::unique(names.begin(), names.end()), names.end());
     for (std::string& name : names) {
       IMAGEFS_TRY(platform, parse_platform_dir(name));
-      Ino child = name_dir_ino(NameDir{NameDir::Kind::top, platform, "", {}});
-      items.push_back({std::move(name), dir_entry(child), true});
+      IMAGEFS_TRY(child, held(NameDir{NameDir::Kind::top, platform, "", {}}));
+      items.push_back({std::move(name), dir_entry(child), true, hold});
     }
     return items;
   }
   if (ino == kRootIno) {
-    items.push_back({std::string(kPlatformDir), dir_entry(kRootIno + 1), true});
-    items.push_back({std::string(kStatusFile), status_entry(), false});
+    items.push_back({std::string(kPlatformDir), dir_entry(kRootIno + 1), true, nullptr});
+    items.push_back({std::string(kStatusFile), status_entry(), false, nullptr});
   }
   std::string platform = dir.platform.str();
   IMAGEFS_TRY(refs, images_->refs());
@@ -338,7 +498,7 @@ Result<std::vector<DirItem>> FilesystemImpl::readdir(Ino ino) {
       for (std::string_view name : kImageFiles) {
         Entry e = dir_entry(make_ino(image->slot(), image_file_local(name)));
         if (name != "rootfs") e.attr.st_mode = S_IFREG | 0444;
-        items.push_back({std::string(name), e, false});
+        items.push_back({std::string(name), e, false, nullptr});
       }
     }
   }
@@ -347,8 +507,8 @@ Result<std::vector<DirItem>> FilesystemImpl::readdir(Ino ino) {
     if (!child.ok()) continue;
     auto info = classify(*child);
     if (!info.ok()) continue;
-    Ino child_ino = name_dir_ino(NameDir{NameDir::Kind::path, dir.platform, *child, *info});
-    items.push_back({std::move(name), dir_entry(child_ino), true});
+    IMAGEFS_TRY(child_ino, held(NameDir{NameDir::Kind::path, dir.platform, *child, *info}));
+    items.push_back({std::move(name), dir_entry(child_ino), true, hold});
   }
   return items;
 }
@@ -378,6 +538,9 @@ Result<std::shared_ptr<OpenFile>> FilesystemImpl::open(Ino ino, int flags) {
     IMAGEFS_TRY(archive, image->archive(*format, &changed));
     file->size = archive->size();
     file->archive = std::move(archive);
+    // The image (and so its lease) lives while the file is open: gc keeps the segments and plan
+    // of a leased image (docs/STORE_FORMAT.md), and an idle close waits for the file's release.
+    file->keep_alive = image;
     file->keep_cache = !changed;
     return file;
   }
@@ -452,6 +615,7 @@ std::string FilesystemImpl::status() const {
   status["started"] = info_.started;
   status["platform"] = images_->default_platform().str();
   status["tag_ttl_seconds"] = images_->options().tag_ttl.count();
+  status["name_directories"] = names_->size();
   return status.dump(2) + "\n";
 }
 

@@ -64,19 +64,19 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   auto e = fs_of(req).lookup(parent, name);
   if (!e.ok()) return reply_error(req, e.error());
   fuse_entry_param p = to_param(*e);
-  fuse_reply_entry(req, &p);
+  // lookup() counted the reference; an interrupted reply never reached the kernel.
+  if (fuse_reply_entry(req, &p) != 0) fs_of(req).forget(e->ino, 1);
 }
 
-// Inode numbers are computed, not allocated: there is nothing to forget.
+// The kernel drops references it took by lookups and readdirplus entries (fs/filesystem.h,
+// "References"): only name directories are counted, the rest is computed.
 void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
-  (void)ino;
-  (void)nlookup;
+  fs_of(req).forget(ino, nlookup);
   fuse_reply_none(req);
 }
 
 void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
-  (void)count;
-  (void)forgets;
+  for (size_t i = 0; i < count; ++i) fs_of(req).forget(forgets[i].ino, forgets[i].nlookup);
   fuse_reply_none(req);
 }
 
@@ -150,6 +150,10 @@ void readdir_common(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi, 
   const auto& items = *from_fh<std::vector<DirItem>>(fi->fh);
   std::vector<char> buf(size);
   size_t used = 0;
+  // The FUSE rule: each readdirplus entry sent with a node id (ino != 0) counts as a lookup, and
+  // the kernel will forget it. Counted before the reply (a forget may follow it at once), taken
+  // back if the reply fails. "." and ".." never carry one (has_attr is false for them).
+  std::vector<fuse_ino_t> counted;
   for (auto i = static_cast<size_t>(off); i < items.size(); ++i) {
     const DirItem& item = items[i];
     size_t left = size - used;
@@ -167,8 +171,13 @@ void readdir_common(fuse_req_t req, size_t size, off_t off, fuse_file_info* fi, 
     }
     if (n > left) break;
     used += n;
+    if (plus && item.has_attr && item.entry.ino != 0) {
+      fs_of(req).remember(item.entry.ino);
+      counted.push_back(item.entry.ino);
+    }
   }
-  fuse_reply_buf(req, buf.data(), used);
+  if (fuse_reply_buf(req, buf.data(), used) != 0)
+    for (fuse_ino_t ino : counted) fs_of(req).forget(ino, 1);
 }
 
 void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
