@@ -39,6 +39,7 @@
 #include "overlay/tree.h"
 #include "store/blob_store.h"
 #include "store/catalog.h"
+#include "store/lease.h"
 #include "tests/unit/overlay/tar_builder.h"
 #include "tests/unit/store/store_test_util.h"
 
@@ -723,6 +724,41 @@ TEST(Segments, GcRemovesOnlyUnusedSegments) {
   ASSERT_TRUE(second);
   EXPECT_EQ(second->stats().segments_built, second->stats().segments);
   EXPECT_EQ(read_whole(*second), bytes);
+}
+
+TEST(Segments, GcKeepsThePlansAndSegmentsOfALeasedImage) {
+  Env env;
+  auto tree = Env::tree({env.layer(base_entries())});
+  ArchiveOptions options;
+  auto first = env.make(env.image("img"), *tree, options);
+  ASSERT_TRUE(first);
+  const std::string bytes = read_whole(*first);
+  const int64_t now = ::time(nullptr);
+  constexpr int64_t kDay = 86400;
+  auto age_everything = [&] {
+    for (const auto& e : fsys::recursive_directory_iterator(env.blobs().root() / "segments")) {
+      if (!e.is_regular_file()) continue;
+      const struct timespec old[2] = {{now - 8 * kDay, 0}, {now - 8 * kDay, 0}};
+      ASSERT_EQ(::utimensat(AT_FDCWD, e.path().c_str(), old, 0), 0);
+    }
+  };
+  age_everything();
+  {
+    // A mount serving the image (or a build reading it) holds its lease: nothing of it goes,
+    // however long ago it was marked used, and the archive it serves reads whole.
+    auto lease = store::Lease::image(env.blobs().root(), env.image("img"));
+    ASSERT_TRUE(lease.ok()) << lease.error().message;
+    auto report = remove_unused_segments(env.blobs().root(), now - 7 * kDay);
+    ASSERT_TRUE(report.ok()) << report.error().message;
+    EXPECT_EQ(report->removed, 0u);
+    EXPECT_EQ(report->plans_removed, 0u);
+    EXPECT_EQ(read_whole(*first), bytes);
+  }
+  // Released: gc takes them.
+  auto report = remove_unused_segments(env.blobs().root(), now - 7 * kDay);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->removed, first->stats().segments);
+  EXPECT_EQ(report->plans_removed, 2u);
 }
 
 TEST(Segments, ConcurrentMakersAgree) {
