@@ -561,21 +561,27 @@ void ImagesImpl::start_sweeper() {
   // Often enough that an image closes within a quarter of the idle time after it is due.
   auto period = std::clamp<std::chrono::milliseconds>(options_.idle / 4, std::chrono::seconds(1),
                                                       std::chrono::seconds(60));
+  // No signal is for this thread: the daemon's stop signals go to its sigwait thread (fs/ops.cpp
+  // blocks them only later, for the threads it starts). Blocked before it starts, so that none
+  // arrives in between.
+  sigset_t all;
+  sigset_t old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
   sweeper_ = std::thread([this, period] {
-    // No signal is for this thread: the daemon's stop signals go to its sigwait thread (fs/ops.cpp
-    // blocks them only later, for the threads it starts).
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, nullptr);
     while (true) {
       {
         MutexLock lock(sweep_mu_);
         if (!sweep_stop_) sweep_wake_.wait_for(sweep_mu_, period);
         if (sweep_stop_) return;
       }
-      close_idle();
+      try {  // no exception leaves a thread; the next pass tries again
+        close_idle();
+      } catch (...) {
+      }
     }
   });
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
 void ImagesImpl::stop_sweeper() {

@@ -363,7 +363,12 @@ Result<void> serve(Filesystem& fs, const ServeOptions& options,
     while (!loop_over.load()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(250));
       auto now = std::chrono::steady_clock::now();
-      auto names = fs.stale_names(now - std::chrono::seconds(1), 100000);
+      std::vector<std::pair<Ino, std::string>> names;
+      try {  // no exception leaves a thread; out of memory here only delays the next pass
+        names = fs.stale_names(now - std::chrono::seconds(1), 100000);
+      } catch (...) {
+        continue;
+      }
       for (const auto& [parent, name] : names)
         (void)fuse_lowlevel_notify_inval_entry(session, parent, name.data(), name.size());
       // The table's entries come and go by the thousand across the worker threads' malloc
