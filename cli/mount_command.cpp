@@ -116,6 +116,21 @@ Result<std::vector<std::string>> allowed_registries(const Args& args) {
   return hosts;
 }
 
+// --idle: a whole number of seconds, or with a unit: "90s", "10m", "2h"; 0 never closes.
+Result<std::chrono::milliseconds> parse_idle(const std::string& text) {
+  std::string digits = text;
+  int64_t unit = 1;
+  if (!digits.empty() && std::string_view("smh").find(digits.back()) != std::string_view::npos) {
+    unit = digits.back() == 's' ? 1 : digits.back() == 'm' ? 60 : 3600;
+    digits.pop_back();
+  }
+  auto n = parse_number(digits, 0, 365L * 24 * 3600 / unit, "--idle");
+  if (!n.ok())
+    return make_error(
+        EINVAL, "--idle " + text + ": expected a duration such as 600, 90s, 10m or 2h (0: never)");
+  return std::chrono::milliseconds(*n * unit * 1000);
+}
+
 Result<MountSetup> mount_setup(const Args& args) {
   MountSetup setup;
   std::error_code ec;
@@ -142,6 +157,10 @@ Result<MountSetup> mount_setup(const Args& args) {
   if (auto ttl = args.get("negative-ttl")) {
     IMAGEFS_TRY(n, parse_number(*ttl, 0, 3600, "--negative-ttl"));
     setup.images.negative_ttl = std::chrono::seconds(n);
+  }
+  if (auto idle = args.get("idle")) {
+    IMAGEFS_TRY(d, parse_idle(*idle));
+    setup.images.idle = d;
   }
   if (auto threads = args.get("threads")) {
     IMAGEFS_TRY(n, parse_number(*threads, 1, 256, "--threads"));
@@ -372,6 +391,9 @@ std::vector<OptionSpec> mount_option_specs() {
        "(default: 5)",
        "SECONDS"},
       {"threads", Arity::value, "most threads serving requests at once (default: 16)", "N"},
+      {"idle", Arity::value,
+       "close an image unused for this long, releasing it to gc (default: 10m; 0: never)",
+       "DURATION"},
       {"allow-other", Arity::flag,
        "let other users see the mount (for non-root mounts: user_allow_other in "
        "/etc/fuse.conf); needs --allow-registry or --allow-registry-file",

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "cli/commands.h"
+#include "cpio/archive.h"
 #include "cli/progress.h"
 #include "registry/puller.h"
 #include "registry/reference.h"
@@ -190,9 +191,13 @@ int run_gc(const Args& args, Io& io) {
   if (!max_size.ok()) return report(io, "gc", max_size.error());
   Result<Store> store = open_store(args);
   if (!store.ok()) return report(io, "gc", store.error());
-  auto report_or = store::collect(*store->blobs, *store->catalog, *max_size, now_seconds());
+  // Archive segments and plans are counted and removed by last use with the images, except those
+  // of images a mount or a build holds.
+  auto in_use = cpio::shared_files_in_use(store->blobs->root());
+  if (!in_use.ok()) return report(io, "gc", in_use.error());
+  auto report_or =
+      store::collect(*store->blobs, *store->catalog, *max_size, now_seconds(), *in_use);
   if (!report_or.ok()) return report(io, "gc", report_or.error());
-  // Archive segments and plans are counted and removed by last use with the images.
   print_gc_report(io, *report_or);
   if (report_or->size_after > *max_size)
     io.err << "imagefs gc: the store is still " << format_size(report_or->size_after)

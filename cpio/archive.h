@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <set>
 #include <functional>
 #include <memory>
 #include <span>
@@ -96,5 +97,10 @@ class ArchiveMaker {
   virtual Result<std::shared_ptr<const Archive>> cached(const store::Digest& manifest,
                                                         const ArchiveOptions& options) = 0;
 };
+
+// The shared files of the store (archive plans and segments) that gc must keep whatever their
+// last use: those of images someone holds an image lease on (a mount serving them, a build
+// reading them). For store::collect()'s `keep_shared`. Unreadable plans are not counted.
+Result<std::set<std::filesystem::path>> shared_files_in_use(const std::filesystem::path& store_root);
 
 }  // namespace imagefs::cpio

@@ -9,6 +9,8 @@
 
 #include <cstdlib>
 #include <ctime>
+#include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <system_error>
 #include <utility>
@@ -18,6 +20,7 @@
 #include "cpio/segment.h"
 #include "store/derived.h"
 #include "store/digest.h"
+#include "store/lease.h"
 
 namespace imagefs::cpio::detail {
 
@@ -174,4 +177,49 @@ Result<void> write_image_part(const fs::path& store_root, std::string_view key,
                            {"paths", std::move(paths)}});
 }
 
+Result<std::set<fs::path>> shared_files_in_use(const fs::path& store_root) {
+  std::set<fs::path> keep;
+  const fs::path dir = store::shared_path(store_root, kPlansKind, std::string(kHexDigits, '0'))
+                           .parent_path();
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec);
+  if (ec) {
+    if (ec.value() == ENOENT) return keep;
+    return errno_error(ec.value(), "cannot list", dir);
+  }
+  std::map<std::string, bool> leased;  // by manifest
+  for (const fs::directory_entry& entry : it) {
+    const std::string name = entry.path().filename().string();
+    if (!is_hex_name(name)) continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::string key, record;
+    if (!std::getline(in, key) || !std::getline(in, record)) continue;
+    // "sha256:<manifest hex>/<format>/...": the plan of that image.
+    size_t slash = key.find('/');
+    if (slash == std::string::npos) continue;
+    auto manifest = store::Digest::parse(std::string_view(key).substr(0, slash));
+    if (!manifest.ok()) continue;
+    auto [known, fresh] = leased.try_emplace(manifest->str(), false);
+    if (fresh) known->second = store::in_use(store_root, *manifest);
+    if (!known->second) continue;
+    keep.insert(entry.path());
+    json j = json::parse(record, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("segments")) continue;
+    if (auto segments = decode_segments(j["segments"]))
+      for (const SegmentRef& s : *segments)
+        for (Format format : {Format::gzip, Format::zstd, Format::none})
+          keep.insert(segment_path(store_root, format, s.key));
+  }
+  return keep;
+}
+
 }  // namespace imagefs::cpio::detail
+
+namespace imagefs::cpio {
+
+Result<std::set<std::filesystem::path>> shared_files_in_use(
+    const std::filesystem::path& store_root) {
+  return detail::shared_files_in_use(store_root);
+}
+
+}  // namespace imagefs::cpio

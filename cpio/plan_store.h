@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -52,4 +53,10 @@ Result<void> write_plan(const std::filesystem::path& store_root, std::string_vie
 Result<void> write_image_part(const std::filesystem::path& store_root, std::string_view key,
                               const ImagePartRecord& record);
 
+// The shared files (store/derived.h) that gc must keep whatever their last use: the plans of
+// images someone holds an image lease on (store/lease.h), such as a mount serving them (which
+// does not mark them used again while it keeps an archive in memory) or an `imagefs build`
+// reading them, and every segment those plans name. A plan's image is the manifest digest its key
+// begins with. Paths as store::list_shared() gives them.
+Result<std::set<std::filesystem::path>> shared_files_in_use(const std::filesystem::path& store_root);
 }  // namespace imagefs::cpio::detail

@@ -7,10 +7,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
-#include <map>
+#include <deque>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <system_error>
+#include <unordered_map>
 
 #include "common/mutex.h"
 #include "common/text.h"
@@ -22,6 +25,12 @@ namespace {
 // Immutable things: the kernel keeps them as long as it likes (squashfuse_ll uses DBL_MAX; a
 // year is as good and stays clear of overflow in the kernel's conversion).
 constexpr double kForever = 365.0 * 24 * 3600;
+// The entry timeout of a name directory that leads to nothing known (no stored reference at or
+// below it, not an image that resolved): "a.b/<random>". Zero: every path walk through it asks
+// again (cheap: no registry is asked for a level), so it becomes known as soon as the store
+// knows it. The kernel still keeps such dentries until memory pressure (only virtiofs deletes
+// expired ones at their last dput), so they are also queued for invalidation (stale_names()).
+constexpr double kUnknownNameTimeout = 0;
 
 constexpr int kSlotShift = 40;
 constexpr Ino kLocalMask = (Ino{1} << kSlotShift) - 1;
@@ -63,6 +72,157 @@ struct NameDir {
   PathInfo info;     // for Kind::path
 };
 
+std::string dir_key(const NameDir& d) {
+  return std::to_string(static_cast<int>(d.kind)) + " " + d.platform.str() + " " + d.path;
+}
+
+// The name directories (slot 0), following the kernel's references (fs/filesystem.h,
+// "References"): a directory stays while the kernel holds a lookup of it or an open listing
+// holds it, and is dropped when both are gone. Numbers come from a counter and are never reused.
+// The top level (1) and ".platform" (2) are fixed and never dropped. Thread-safe.
+class NameTable {
+ public:
+  explicit NameTable(const registry::Platform& platform)
+      : top_{NameDir::Kind::top, platform, "", {}},
+        platforms_{NameDir::Kind::platforms, platform, "", {}} {}
+
+  std::optional<NameDir> get(Ino ino) EXCLUDES(mu_) {
+    if (ino == kRootIno) return top_;
+    if (ino == kRootIno + 1) return platforms_;
+    MutexLock lock(mu_);
+    auto it = nodes_.find(ino);
+    if (it == nodes_.end()) return std::nullopt;
+    return it->second.dir;
+  }
+
+  enum class Ref {
+    lookup,  // a lookup reply: the kernel takes a reference
+    hold,    // an open listing names it (released by release())
+  };
+  // Where a lookup found a name: for invalidating it in the kernel later (stale()).
+  struct Where {
+    Ino parent = 0;
+    std::string_view name;
+    bool unknown = false;  // leads to nothing known: queue it for invalidation
+  };
+  // The number of `dir`, made when it has none, with one more reference of kind `ref`.
+  Result<Ino> acquire(NameDir dir, Ref ref) EXCLUDES(mu_) {
+    return acquire(std::move(dir), ref, Where{});
+  }
+  Result<Ino> acquire(NameDir dir, Ref ref, const Where& where) EXCLUDES(mu_) {
+    std::string key = dir_key(dir);
+    MutexLock lock(mu_);
+    auto found = inos_.find(key);
+    Ino ino = 0;
+    if (found != inos_.end()) {
+      ino = found->second;
+    } else {
+      if (next_ >= kStatusLocal)
+        return make_error(ENOSPC, "out of inode numbers for name directories; remount");
+      ino = next_++;
+      inos_.emplace(key, ino);
+      nodes_.emplace(ino, Node{std::move(dir), std::move(key), 0, 0, 0, {}, false, false});
+    }
+    Node& node = nodes_.at(ino);
+    (ref == Ref::lookup ? node.lookups : node.holds) += 1;
+    if (where.parent != 0) {
+      node.parent = where.parent;
+      node.name = where.name;
+    }
+    if (ref == Ref::lookup) node.unknown = where.unknown;
+    // Only the topmost unknown name of a path: invalidating it drops the kernel's dentries below
+    // it too, and each invalidation locks the parent directory in the kernel, so one per name
+    // under a known directory ("a.b") rather than one per name below it ("a.b/<random>/x").
+    auto parent = nodes_.find(where.parent);
+    bool under_unknown = parent != nodes_.end() && parent->second.unknown;
+    if (where.unknown && !under_unknown && !node.queued) {
+      node.queued = true;
+      stale_.emplace_back(std::chrono::steady_clock::now(), ino);
+    }
+    return ino;
+  }
+
+  // Queued names looked up before `before`, oldest first, at most `max`.
+  std::vector<std::pair<Ino, std::string>> stale(std::chrono::steady_clock::time_point before,
+                                                 size_t max) EXCLUDES(mu_) {
+    std::vector<std::pair<Ino, std::string>> out;
+    MutexLock lock(mu_);
+    while (!stale_.empty() && stale_.front().first < before && out.size() < max) {
+      Ino ino = stale_.front().second;
+      stale_.pop_front();
+      auto it = nodes_.find(ino);
+      if (it == nodes_.end() || it->second.parent == 0) continue;  // forgotten meanwhile
+      it->second.queued = false;
+      out.emplace_back(it->second.parent, it->second.name);
+    }
+    return out;
+  }
+
+  void remember(Ino ino) EXCLUDES(mu_) {
+    MutexLock lock(mu_);
+    auto it = nodes_.find(ino);
+    if (it != nodes_.end()) ++it->second.lookups;
+  }
+  void forget(Ino ino, uint64_t n) EXCLUDES(mu_) {
+    MutexLock lock(mu_);
+    auto it = nodes_.find(ino);
+    if (it == nodes_.end()) return;
+    it->second.lookups -= std::min(n, it->second.lookups);
+    drop_if_unused(it);
+  }
+  void release(Ino ino) EXCLUDES(mu_) {
+    MutexLock lock(mu_);
+    auto it = nodes_.find(ino);
+    if (it == nodes_.end()) return;
+    it->second.holds -= std::min<uint64_t>(1, it->second.holds);
+    drop_if_unused(it);
+  }
+  size_t size() const EXCLUDES(mu_) {
+    MutexLock lock(mu_);
+    return nodes_.size() + 2;
+  }
+
+ private:
+  struct Node {
+    NameDir dir;
+    std::string key;
+    uint64_t lookups = 0;  // the kernel's references
+    uint64_t holds = 0;    // open listings naming it
+    Ino parent = 0;        // where the last lookup found it, and under what name
+    std::string name;
+    bool queued = false;   // in stale_
+    bool unknown = false;  // its last lookup found it leads to nothing known
+  };
+  void drop_if_unused(std::unordered_map<Ino, Node>::iterator it) REQUIRES(mu_) {
+    if (it->second.lookups > 0 || it->second.holds > 0) return;
+    inos_.erase(it->second.key);
+    nodes_.erase(it);
+  }
+
+  const NameDir top_;
+  const NameDir platforms_;
+  mutable Mutex mu_;
+  std::unordered_map<Ino, Node> nodes_ GUARDED_BY(mu_);
+  std::unordered_map<std::string, Ino> inos_ GUARDED_BY(mu_);  // by dir_key
+  // Unknown names to invalidate, by lookup time. Bounded by what is looked up between two calls
+  // of stale(): a node is queued once until stale() takes it.
+  std::deque<std::pair<std::chrono::steady_clock::time_point, Ino>> stale_ GUARDED_BY(mu_);
+  Ino next_ GUARDED_BY(mu_) = kRootIno + 2;
+};
+
+// What a listing holds in the name table, released when the listing goes (DirItem::hold).
+struct ListingHold {
+  std::weak_ptr<NameTable> table;
+  std::vector<Ino> inos;
+  ListingHold(const ListingHold&) = delete;
+  ListingHold& operator=(const ListingHold&) = delete;
+  explicit ListingHold(std::weak_ptr<NameTable> t) : table(std::move(t)) {}
+  ~ListingHold() {
+    if (auto t = table.lock())
+      for (Ino ino : inos) t->release(ino);
+  }
+};
+
 bool is_image_file(std::string_view name) {
   return std::find(std::begin(kImageFiles), std::end(kImageFiles), name) != std::end(kImageFiles);
 }
@@ -74,14 +234,9 @@ class FilesystemImpl : public Filesystem {
         info_(std::move(info)),
         access_(std::move(access)),
         uid_(::getuid()),
-        gid_(::getgid()) {
-    MutexLock lock(mu_);
-    dirs_.emplace_back();  // 0: not an inode
-    dirs_.push_back(NameDir{NameDir::Kind::top, images_->default_platform(), "", {}});
-    dirs_.push_back(NameDir{NameDir::Kind::platforms, images_->default_platform(), "", {}});
-  }
+        gid_(::getgid()),
+        names_(std::make_shared<NameTable>(images_->default_platform())) {}
 
-  Result<Entry> lookup(Ino parent, std::string_view name, const Caller& caller) override;
   bool answers_at_once(FsOp op, Ino ino) override {
     if (slot_of(ino) == 0) return op == FsOp::getattr;  // names: from memory
     if (local_of(ino) < kTreeBase) return false;        // archives may be made first
@@ -96,16 +251,47 @@ class FilesystemImpl : public Filesystem {
   Result<size_t> read(const OpenFile& file, uint64_t offset, std::span<uint8_t> out) override;
   Result<std::vector<std::string>> listxattr(Ino ino) override;
   Result<std::string> getxattr(Ino ino, std::string_view name) override;
+  Result<Entry> lookup(Ino parent, std::string_view name, const Caller& caller) override {
+    auto e = lookup_entry(parent, name, caller);
+    if (e.ok()) count_tree(e->ino, 1);
+    return e;
+  }
+  void remember(Ino ino) override {
+    if (slot_of(ino) == 0)
+      names_->remember(ino);
+    else
+      count_tree(ino, 1);
+  }
+  std::vector<std::pair<Ino, std::string>> stale_names(
+      std::chrono::steady_clock::time_point looked_up_before, size_t max) override {
+    return names_->stale(looked_up_before, max);
+  }
+  void forget(Ino ino, uint64_t nlookup) override {
+    if (slot_of(ino) == 0)
+      names_->forget(ino, nlookup);
+    else
+      count_tree(ino, -static_cast<int64_t>(std::min<uint64_t>(nlookup, INT64_MAX)));
+  }
 
  private:
-  Result<NameDir> name_dir(Ino ino) EXCLUDES(mu_);
-  Ino name_dir_ino(NameDir dir) EXCLUDES(mu_);
+  // lookup() without the counting of references.
+  Result<Entry> lookup_entry(Ino parent, std::string_view name, const Caller& caller);
+  // The kernel's references to rootfs inodes, per image (Images::tree_refs): an image whose
+  // rootfs the kernel holds is not closed when idle, since a new tree numbers inodes anew.
+  void count_tree(Ino ino, int64_t delta) {
+    if (slot_of(ino) != 0 && local_of(ino) >= kTreeBase) images_->tree_refs(slot_of(ino), delta);
+  }
+  Result<NameDir> name_dir(Ino ino);
   Entry dir_entry(Ino ino) const;
   Entry status_entry() const;
-  // The directory entry for reference path `path` on `platform`: an image path is resolved
-  // now, so that a name the registry does not know is ENOENT at once.
-  Result<Entry> path_entry(const registry::Platform& platform, std::string path,
-                           const Caller& caller);
+  // The directory entry for reference path `path` on `platform`, counted as a lookup: an image
+  // path is resolved now, so that a name the registry does not know is ENOENT at once.
+  Result<Entry> path_entry(const registry::Platform& platform, std::string path, Ino parent,
+                           std::string_view name, const Caller& caller);
+  // Whether the store knows a reference at or below `path` (any path when empty) on `platform`:
+  // such names keep long entry timeouts; others get kUnknownNameTimeout.
+  bool known(const registry::Platform& platform, const std::string& path,
+             const PathInfo* info) const;
   // Whether `caller` may reach the registry of reference path `path` (see Caller).
   [[nodiscard]] bool trusted(const Caller& caller) const;
   [[nodiscard]] bool may_reach(const Caller& caller, std::string_view path,
@@ -122,28 +308,32 @@ class FilesystemImpl : public Filesystem {
   const uid_t uid_;
   const gid_t gid_;
 
-  Mutex mu_;
-  std::vector<NameDir> dirs_ GUARDED_BY(mu_);  // by inode number (slot 0)
-  std::map<std::string, Ino> dir_inos_ GUARDED_BY(mu_);
+  // Shared with the listings' holds, which may outlive this object.
+  const std::shared_ptr<NameTable> names_;
 };
 
-std::string dir_key(const NameDir& d) {
-  return std::to_string(static_cast<int>(d.kind)) + " " + d.platform.str() + " " + d.path;
-}
-
 Result<NameDir> FilesystemImpl::name_dir(Ino ino) {
-  MutexLock lock(mu_);
-  if (slot_of(ino) != 0 || ino == 0 || ino >= dirs_.size())
-    return make_error(ENOENT, "no such directory");
-  return dirs_[ino];
+  std::optional<NameDir> dir;
+  if (slot_of(ino) == 0 && ino != 0) dir = names_->get(ino);
+  if (!dir) return make_error(ENOENT, "no such directory");
+  return std::move(*dir);
 }
 
-Ino FilesystemImpl::name_dir_ino(NameDir dir) {
-  std::string key = dir_key(dir);
-  MutexLock lock(mu_);
-  auto [it, fresh] = dir_inos_.try_emplace(key, dirs_.size());
-  if (fresh) dirs_.push_back(std::move(dir));
-  return it->second;
+bool FilesystemImpl::known(const registry::Platform& platform, const std::string& path,
+                           const PathInfo* info) const {
+  auto refs = images_->refs();
+  if (!refs.ok()) return false;  // a short timeout costs lookups only
+  std::string p = platform.str();
+  if (info && info->reference) {
+    std::string name = info->reference->str();
+    for (const store::RefRecord& r : *refs)
+      if (r.platform == p && r.reference == name) return true;
+  }
+  if (info && info->kind == DirKind::image) return false;
+  if (path.empty())
+    return std::any_of(refs->begin(), refs->end(),
+                       [&](const store::RefRecord& r) { return r.platform == p; });
+  return !list_level(*refs, p, path).empty();
 }
 
 Entry FilesystemImpl::dir_entry(Ino ino) const {
@@ -214,13 +404,19 @@ bool FilesystemImpl::may_reach(const Caller& caller, std::string_view path,
 }
 
 Result<Entry> FilesystemImpl::path_entry(const registry::Platform& platform, std::string path,
-                                         const Caller& caller) {
+                                         Ino parent, std::string_view name, const Caller& caller) {
   IMAGEFS_TRY(info, classify(path));
   if (!may_reach(caller, path, info))
     return make_error(ENOENT, "not on a registry other users may reach (--allow-registry)");
-  if (info.kind == DirKind::image) IMAGEFS_CHECK(images_->image(*info.reference, platform));
-  Ino ino = name_dir_ino(NameDir{NameDir::Kind::path, platform, std::move(path), std::move(info)});
-  return dir_entry(ino);
+  bool is_known = info.kind == DirKind::image;  // resolved just below, else ENOENT
+  if (is_known) IMAGEFS_CHECK(images_->image(*info.reference, platform));
+  if (!is_known) is_known = known(platform, path, &info);
+  IMAGEFS_TRY(
+      ino, names_->acquire(NameDir{NameDir::Kind::path, platform, std::move(path), std::move(info)},
+                           NameTable::Ref::lookup, {parent, name, !is_known}));
+  Entry e = dir_entry(ino);
+  if (!is_known) e.entry_timeout = kUnknownNameTimeout;
+  return e;
 }
 
 Result<std::shared_ptr<Image>> FilesystemImpl::image_of(Ino ino) {
@@ -281,7 +477,8 @@ Ino image_file_local(std::string_view name) {
   return kDigestLocal;
 }
 
-Result<Entry> FilesystemImpl::lookup(Ino parent, std::string_view name, const Caller& caller) {
+Result<Entry> FilesystemImpl::lookup_entry(Ino parent, std::string_view name,
+                                           const Caller& caller) {
   if (slot_of(parent) != 0) {
     overlay::Ino dir = 0;
     IMAGEFS_TRY(tree, tree_of(parent, &dir));
@@ -295,11 +492,16 @@ Result<Entry> FilesystemImpl::lookup(Ino parent, std::string_view name, const Ca
       if (parent == kRootIno && name == kStatusFile) return status_entry();
       {
         IMAGEFS_TRY(path, child_path("", name));
-        return path_entry(dir.platform, std::move(path), caller);
+        return path_entry(dir.platform, std::move(path), parent, name, caller);
       }
     case NameDir::Kind::platforms: {
       IMAGEFS_TRY(platform, parse_platform_dir(name));
-      return dir_entry(name_dir_ino(NameDir{NameDir::Kind::top, platform, "", {}}));
+      bool is_known = known(platform, "", nullptr);
+      IMAGEFS_TRY(ino, names_->acquire(NameDir{NameDir::Kind::top, platform, "", {}},
+                                       NameTable::Ref::lookup, {parent, name, !is_known}));
+      Entry e = dir_entry(ino);
+      if (!is_known) e.entry_timeout = kUnknownNameTimeout;
+      return e;
     }
     case NameDir::Kind::path:
       break;
@@ -315,7 +517,7 @@ Result<Entry> FilesystemImpl::lookup(Ino parent, std::string_view name, const Ca
   }
   if (dir.info.kind == DirKind::image) return make_error(ENOENT, "no such file");
   IMAGEFS_TRY(path, child_path(dir.path, name));
-  return path_entry(dir.platform, std::move(path), caller);
+  return path_entry(dir.platform, std::move(path), parent, name, caller);
 }
 
 Result<Entry> FilesystemImpl::getattr(Ino ino) {
@@ -333,15 +535,22 @@ Result<Entry> FilesystemImpl::getattr(Ino ino) {
 
 Result<std::vector<DirItem>> FilesystemImpl::readdir(Ino ino, const Caller& caller) {
   std::vector<DirItem> items;
+  // The name directories listed stay in the table while the listing lives.
+  auto hold = std::make_shared<ListingHold>(names_);
+  auto held = [&](NameDir dir) -> Result<Ino> {
+    IMAGEFS_TRY(child, names_->acquire(std::move(dir), NameTable::Ref::hold));
+    hold->inos.push_back(child);
+    return child;
+  };
   Entry self = dir_entry(ino);
-  items.push_back({".", self, false});
-  items.push_back({"..", self, false});
+  items.push_back({".", self, false, nullptr});
+  items.push_back({"..", self, false, nullptr});
   if (slot_of(ino) != 0) {
     overlay::Ino dir = 0;
     IMAGEFS_TRY(tree, tree_of(ino, &dir));
     IMAGEFS_TRY(children, tree->readdir(dir));
     for (overlay::DirEntry& child : children)
-      items.push_back({std::move(child.name), tree_entry(slot_of(ino), child.attr), true});
+      items.push_back({std::move(child.name), tree_entry(slot_of(ino), child.attr), true, nullptr});
     return items;
   }
   IMAGEFS_TRY(dir, name_dir(ino));
@@ -356,14 +565,14 @@ Result<std::vector<DirItem>> FilesystemImpl::readdir(Ino ino, const Caller& call
     names.erase(std::unique(names.begin(), names.end()), names.end());
     for (std::string& name : names) {
       IMAGEFS_TRY(platform, parse_platform_dir(name));
-      Ino child = name_dir_ino(NameDir{NameDir::Kind::top, platform, "", {}});
-      items.push_back({std::move(name), dir_entry(child), true});
+      IMAGEFS_TRY(child, held(NameDir{NameDir::Kind::top, platform, "", {}}));
+      items.push_back({std::move(name), dir_entry(child), true, hold});
     }
     return items;
   }
   if (ino == kRootIno) {
-    items.push_back({std::string(kPlatformDir), dir_entry(kRootIno + 1), true});
-    items.push_back({std::string(kStatusFile), status_entry(), false});
+    items.push_back({std::string(kPlatformDir), dir_entry(kRootIno + 1), true, nullptr});
+    items.push_back({std::string(kStatusFile), status_entry(), false, nullptr});
   }
   std::string platform = dir.platform.str();
   IMAGEFS_TRY(refs, images_->refs());
@@ -383,7 +592,7 @@ Result<std::vector<DirItem>> FilesystemImpl::readdir(Ino ino, const Caller& call
       for (std::string_view name : kImageFiles) {
         Entry e = dir_entry(make_ino(image->slot(), image_file_local(name)));
         if (name != "rootfs") e.attr.st_mode = S_IFREG | 0444;
-        items.push_back({std::string(name), e, false});
+        items.push_back({std::string(name), e, false, nullptr});
       }
     }
   }
@@ -392,8 +601,8 @@ Result<std::vector<DirItem>> FilesystemImpl::readdir(Ino ino, const Caller& call
     if (!child.ok()) continue;
     auto info = classify(*child);
     if (!info.ok() || !may_reach(caller, *child, *info)) continue;
-    Ino child_ino = name_dir_ino(NameDir{NameDir::Kind::path, dir.platform, *child, *info});
-    items.push_back({std::move(name), dir_entry(child_ino), true});
+    IMAGEFS_TRY(child_ino, held(NameDir{NameDir::Kind::path, dir.platform, *child, *info}));
+    items.push_back({std::move(name), dir_entry(child_ino), true, hold});
   }
   return items;
 }
@@ -423,6 +632,9 @@ Result<std::shared_ptr<OpenFile>> FilesystemImpl::open(Ino ino, int flags, const
     IMAGEFS_TRY(archive, image->archive(*format, &changed));
     file->size = archive->size();
     file->archive = std::move(archive);
+    // The image (and so its lease) lives while the file is open: gc keeps the segments and plan
+    // of a leased image (docs/STORE_FORMAT.md), and an idle close waits for the file's release.
+    file->keep_alive = image;
     file->keep_cache = !changed;
     return file;
   }
@@ -508,6 +720,7 @@ std::string FilesystemImpl::status(const Caller& caller) const {
   status["started"] = info_.started;
   status["platform"] = printable(images_->default_platform().str());
   status["tag_ttl_seconds"] = images_->options().tag_ttl.count();
+  status["name_directories"] = names_->size();
   // Every string is printable() text; `replace` only guards against a slip, and never throws.
   return status.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }

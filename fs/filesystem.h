@@ -4,10 +4,23 @@
 //
 // Inode numbers: the top 24 bits are a slot, the low 40 bits a number inside it.
 //  - slot 0: the directories of names (the top level, ".platform", "ghcr.io", "python:3.12",
-//    ...), numbered as they are first looked up (1 is the top level, as FUSE wants), and the
-//    hidden status file.
+//    ...), numbered from a counter as they are first looked up (1 is the top level, as FUSE
+//    wants; 2 is ".platform"), and the hidden status file. A name directory lives in the table
+//    while the kernel holds a reference to it (see "References" below) or an open listing names
+//    it; then it is dropped, and the same name looked up again gets a new number. Numbers are
+//    never reused while the mount lives.
 //  - slot N > 0: image N (Images::by_slot): its files (config.json, manifest.json, digest, the
 //    three archives) by fixed numbers, and its rootfs, whose tree inode T is 16 + T.
+// The kernel keeps the dentries (and so the inodes) of names even after their entry timeout has
+// passed, until memory pressure; names that lead to nothing known ("a.b/<random>") are therefore
+// handed to the adapter (stale_names()) to invalidate, after which the kernel forgets them.
+//
+// References (the FUSE protocol's lookup count): every successful lookup() of a name directory
+// counts one, and so does every entry with attributes that readdirplus actually sends (the
+// adapter calls remember() for each; "." and ".." never carry attributes); forget() takes them
+// back. Name directories need this (their numbers are allocated); for rootfs inodes the counts
+// are kept per image, which is not closed when idle while the kernel holds any of them (a tree
+// opened again numbers its inodes anew). Other inode numbers are computed and fixed.
 // So everything under one image is immutable for the life of the mount (its archives too, unless
 // host files go into them), and a tag that moves to another image gets new inode numbers, with
 // no stale page cache.
@@ -16,12 +29,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/result.h"
@@ -45,6 +60,9 @@ struct DirItem {
   // False when looking the entry up costs real work (an image's archives need their exact size,
   // rootfs its layers): readdirplus then gives the name only, and `ls` without -l stays cheap.
   bool has_attr = true;
+  // Keeps a name directory's number while the listing lives (between opendir and releasedir),
+  // so that readdir's numbers are the ones lookups give; empty for other entries.
+  std::shared_ptr<const void> hold;
 };
 
 // An open file: what read() serves from. Either bytes held in memory, an archive, or a range of
@@ -55,7 +73,7 @@ struct OpenFile {
   int fd = -1;
   uint64_t fd_offset = 0;
   uint64_t size = 0;
-  std::shared_ptr<const void> keep_alive;  // what owns `fd`
+  std::shared_ptr<const void> keep_alive;  // what owns `fd`; for an archive, its image
   bool keep_cache = true;                  // the kernel may keep pages from an earlier open
   bool direct_io = false;                  // the size is not known in advance (status)
 };
@@ -112,6 +130,22 @@ class Filesystem {
   virtual Result<size_t> read(const OpenFile& file, uint64_t offset, std::span<uint8_t> out) = 0;
   virtual Result<std::vector<std::string>> listxattr(Ino ino) = 0;
   virtual Result<std::string> getxattr(Ino ino, std::string_view name) = 0;
+
+  // The kernel's reference counting (see "References" above). lookup() has already counted the
+  // entry it returns; the adapter calls forget(ino, 1) when that reply did not reach the
+  // kernel. remember(ino) counts one readdirplus entry sent with attributes. Both ignore the
+  // fixed numbers (the top, ".platform", an image's files); thread-safe; never fail.
+  virtual void remember(Ino ino) = 0;
+  virtual void forget(Ino ino, uint64_t nlookup) = 0;
+  // Name directories that lead to nothing known, looked up (with a zero entry timeout) before
+  // `looked_up_before`, as (parent, name) for the adapter to invalidate in the kernel: the kernel
+  // keeps dentries of a /dev/fuse mount until memory pressure even once their timeout has passed
+  // (only virtiofs deletes such dentries at their last use), and so their inodes and this table's
+  // entries; invalidated, they are dropped and forgotten, with what the kernel has below them.
+  // So only the topmost unknown name of a path is given ("a.b" for "a.b/<random>/x"), once per
+  // lookup; at most `max`, oldest first.
+  virtual std::vector<std::pair<Ino, std::string>> stale_names(
+      std::chrono::steady_clock::time_point looked_up_before, size_t max) = 0;
 };
 
 // The names in an image directory.

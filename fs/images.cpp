@@ -3,6 +3,8 @@
 #include "fs/images.h"
 
 #include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <cstring>
@@ -10,6 +12,7 @@
 #include <deque>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <thread>
 #include <utility>
 
 #include "common/mutex.h"
@@ -106,6 +109,9 @@ class ImagesImpl : public Images, public std::enable_shared_from_this<ImagesImpl
         layers_(std::move(layers)),
         maker_(std::move(maker)),
         resolves_(ResolveFlights::Options{options_.negative_ttl, kMaxRefs, {}}) {}
+  ~ImagesImpl() override { stop_sweeper(); }
+  ImagesImpl(const ImagesImpl&) = delete;
+  ImagesImpl& operator=(const ImagesImpl&) = delete;
 
   const registry::Platform& default_platform() const override {
     return puller_->default_platform();
@@ -115,7 +121,11 @@ class ImagesImpl : public Images, public std::enable_shared_from_this<ImagesImpl
   Result<std::shared_ptr<Image>> image(const registry::Reference& reference,
                                        const registry::Platform& platform) override;
   std::shared_ptr<Image> by_slot(uint32_t slot) override;
+  size_t close_idle() override EXCLUDES(mu_);
+  void tree_refs(uint32_t slot, int64_t delta) override EXCLUDES(mu_);
   Result<std::vector<store::RefRecord>> refs() const override { return catalog_->refs(); }
+  // Starts the thread that calls close_idle() (when options().idle is not zero).
+  void start_sweeper() EXCLUDES(sweep_mu_);
   std::string status_json() const override;
 
   // For ImageImpl and TaskProgress.
@@ -145,6 +155,10 @@ class ImagesImpl : public Images, public std::enable_shared_from_this<ImagesImpl
   void remember_ref(const std::string& key, RefState state) REQUIRES(mu_);
   Result<std::shared_ptr<Image>> open(const store::Digest& manifest,
                                       const registry::Reference& source) EXCLUDES(mu_);
+  SteadyClock::time_point now() const {
+    return options_.clock ? options_.clock() : SteadyClock::now();
+  }
+  void stop_sweeper() EXCLUDES(sweep_mu_);
   // The catalog's record of a tag, when it is complete in the store; its age in seconds.
   std::optional<std::pair<store::Digest, int64_t>> stored_ref(const registry::Reference& ref,
                                                               const std::string& platform);
@@ -168,8 +182,18 @@ class ImagesImpl : public Images, public std::enable_shared_from_this<ImagesImpl
     Error error;
   };
   std::map<std::string, Unanswered> unanswered_ GUARDED_BY(mu_);
-  std::map<std::string, std::shared_ptr<ImageImpl>> images_ GUARDED_BY(mu_);  // by manifest
-  std::vector<std::shared_ptr<ImageImpl>> slots_ GUARDED_BY(mu_);             // slot - 1
+  // A slot: what its inode numbers mean, kept while the mount lives (a few hundred bytes per
+  // image ever opened), and the image while it is open.
+  struct Slot {
+    store::Digest manifest;
+    registry::Reference source;
+    std::shared_ptr<ImageImpl> open;  // null while closed
+    SteadyClock::time_point used;     // last image() or by_slot()
+    uint64_t tree_refs = 0;           // the kernel's references to its rootfs inodes
+  };
+  std::map<std::string, std::shared_ptr<ImageImpl>> images_ GUARDED_BY(mu_);  // open, by manifest
+  std::map<std::string, uint32_t> slot_of_ GUARDED_BY(mu_);                   // by manifest
+  std::vector<Slot> slots_ GUARDED_BY(mu_);                                   // slot - 1
   std::map<uint64_t, Task> tasks_ GUARDED_BY(mu_);
   uint64_t next_task_ GUARDED_BY(mu_) = 1;
   std::deque<RecentError> recent_ GUARDED_BY(mu_);
@@ -178,6 +202,11 @@ class ImagesImpl : public Images, public std::enable_shared_from_this<ImagesImpl
   std::map<std::string, SteadyClock::time_point> logged_ GUARDED_BY(mu_);
   uint64_t unlogged_ GUARDED_BY(mu_) = 0;  // failures not logged since the table was full
   Mutex log_mu_;                           // one log call at a time
+
+  Mutex sweep_mu_;
+  std::condition_variable_any sweep_wake_;
+  bool sweep_stop_ GUARDED_BY(sweep_mu_) = false;
+  std::thread sweeper_;
 };
 
 // The host files an archive is made of, as (size, mtime) pairs: when they change, the archive
@@ -566,7 +595,10 @@ Result<std::shared_ptr<Image>> ImagesImpl::open(const store::Digest& manifest,
   {
     MutexLock lock(mu_);
     auto it = images_.find(manifest.str());
-    if (it != images_.end()) return std::shared_ptr<Image>(it->second);
+    if (it != images_.end()) {
+      slots_[it->second->slot() - 1].used = now();
+      return std::shared_ptr<Image>(it->second);
+    }
   }
   // The lease first, then the record: gc cannot remove the image between the two.
   IMAGEFS_TRY(lease, store::Lease::image(blobs_->root(), manifest));
@@ -580,11 +612,19 @@ Result<std::shared_ptr<Image>> ImagesImpl::open(const store::Digest& manifest,
   {
     MutexLock lock(mu_);
     auto it = images_.find(manifest.str());
-    if (it != images_.end()) return std::shared_ptr<Image>(it->second);
-    auto slot = static_cast<uint32_t>(slots_.size() + 1);
+    if (it != images_.end()) {
+      slots_[it->second->slot() - 1].used = now();
+      return std::shared_ptr<Image>(it->second);
+    }
+    // An image closed for being idle gets its slot back: its inode numbers keep their meaning.
+    auto [known, fresh] =
+        slot_of_.try_emplace(manifest.str(), static_cast<uint32_t>(slots_.size() + 1));
+    if (fresh) slots_.push_back(Slot{manifest, source, nullptr, {}});
+    uint32_t slot = known->second;
     image = std::make_shared<ImageImpl>(*this, std::move(*record), source, slot, std::move(lease));
     images_.emplace(manifest.str(), image);
-    slots_.push_back(image);
+    slots_[slot - 1].open = image;
+    slots_[slot - 1].used = now();
   }
   // The last-use stamp is an LMDB write (an fsync): never under mu_, which every lookup needs.
   (void)catalog_->touch(manifest, static_cast<int64_t>(std::time(nullptr)));
@@ -592,9 +632,102 @@ Result<std::shared_ptr<Image>> ImagesImpl::open(const store::Digest& manifest,
 }
 
 std::shared_ptr<Image> ImagesImpl::by_slot(uint32_t slot) {
+  std::optional<store::Digest> manifest;
+  registry::Reference source;
+  {
+    MutexLock lock(mu_);
+    if (slot == 0 || slot > slots_.size()) return nullptr;
+    Slot& s = slots_[slot - 1];
+    if (s.open) {
+      s.used = now();
+      return s.open;
+    }
+    manifest = s.manifest;
+    source = s.source;
+  }
+  // Closed for being idle: open it again, through the same path as a lookup (a new lease). The
+  // image may have left the store meanwhile (gc, rm): its inode numbers then mean nothing.
+  auto reopened = open(*manifest, source);
+  if (!reopened.ok()) {
+    failed(source.familiar(),
+           reopened.error().context("cannot reopen " + manifest->str() +
+                                    " (closed while idle); look the name up again"));
+    return nullptr;
+  }
+  return *reopened;
+}
+
+size_t ImagesImpl::close_idle() {
+  if (options_.idle.count() <= 0) return 0;
+  std::vector<std::shared_ptr<ImageImpl>> closing;  // released outside the lock
+  std::vector<std::string> names;
+  {
+    MutexLock lock(mu_);
+    auto t = now();
+    for (Slot& s : slots_) {
+      // Held by images_ and the slot only: no call is under way, no file is open.
+      if (!s.open || t - s.used < options_.idle || s.open.use_count() > 2 || s.tree_refs > 0)
+        continue;
+      images_.erase(s.manifest.str());
+      names.push_back(s.source.familiar() + " (" + s.manifest.str() + ")");
+      closing.push_back(std::move(s.open));
+      s.open = nullptr;
+    }
+  }
+  if (closing.empty()) return 0;
+  size_t n = closing.size();
+  closing.clear();  // trees, archives and leases go here
+  ::malloc_trim(0);
+  for (const std::string& name : names)
+    note(name + ": closed after being idle; its lease is released (gc may remove it)");
+  return n;
+}
+
+void ImagesImpl::tree_refs(uint32_t slot, int64_t delta) {
   MutexLock lock(mu_);
-  if (slot == 0 || slot > slots_.size()) return nullptr;
-  return slots_[slot - 1];
+  if (slot == 0 || slot > slots_.size()) return;
+  uint64_t& refs = slots_[slot - 1].tree_refs;
+  if (delta >= 0)
+    refs += static_cast<uint64_t>(delta);
+  else
+    refs -= std::min(refs, static_cast<uint64_t>(-delta));
+}
+
+void ImagesImpl::start_sweeper() {
+  if (options_.idle.count() <= 0) return;
+  // Often enough that an image closes within a quarter of the idle time after it is due.
+  auto period = std::clamp<std::chrono::milliseconds>(options_.idle / 4, std::chrono::seconds(1),
+                                                      std::chrono::seconds(60));
+  // No signal is for this thread: the daemon's stop signals go to its sigwait thread (fs/ops.cpp
+  // blocks them only later, for the threads it starts). Blocked before it starts, so that none
+  // arrives in between.
+  sigset_t all;
+  sigset_t old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  sweeper_ = std::thread([this, period] {
+    while (true) {
+      {
+        MutexLock lock(sweep_mu_);
+        if (!sweep_stop_) sweep_wake_.wait_for(sweep_mu_, period);
+        if (sweep_stop_) return;
+      }
+      try {  // no exception leaves a thread; the next pass tries again
+        close_idle();
+      } catch (...) {
+      }
+    }
+  });
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+}
+
+void ImagesImpl::stop_sweeper() {
+  {
+    MutexLock lock(sweep_mu_);
+    sweep_stop_ = true;
+  }
+  sweep_wake_.notify_all();
+  if (sweeper_.joinable()) sweeper_.join();
 }
 
 std::string ImagesImpl::status_json() const {
@@ -630,9 +763,11 @@ Result<std::shared_ptr<Images>> Images::create(std::shared_ptr<store::BlobStore>
   IMAGEFS_TRY(puller, registry::Puller::create(blobs, catalog, options.registry));
   IMAGEFS_TRY(layers, overlay::LayerCache::create(blobs));
   IMAGEFS_TRY(maker, cpio::ArchiveMaker::create(blobs));
-  return std::shared_ptr<Images>(std::make_shared<ImagesImpl>(std::move(blobs), std::move(catalog),
-                                                              std::move(options), std::move(puller),
-                                                              std::move(layers), std::move(maker)));
+  auto images =
+      std::make_shared<ImagesImpl>(std::move(blobs), std::move(catalog), std::move(options),
+                                   std::move(puller), std::move(layers), std::move(maker));
+  images->start_sweeper();
+  return std::shared_ptr<Images>(std::move(images));
 }
 
 }  // namespace imagefs::fs

@@ -30,6 +30,12 @@ struct ImagesOptions {
   // A failed resolve is returned again, without asking the registry, for this long: a storm of
   // lookups of a missing tag (or of an unreachable registry) makes one request. 0: not at all.
   std::chrono::milliseconds negative_ttl{5000};
+  // An image nobody has used for this long is closed: its tree and archives are dropped and its
+  // lease released, so that `imagefs gc` may remove it. Its slot (inode numbers) stays, as a
+  // small record, and the next use reopens it. Zero: never closed.
+  std::chrono::milliseconds idle{std::chrono::minutes(10)};
+  // The clock `idle` is measured on; std::chrono::steady_clock when empty (tests set a fake).
+  std::function<std::chrono::steady_clock::time_point()> clock;
   // One line per event worth a person's attention (failures, stale tags served); called from
   // any thread, one call at a time, with printable() text (common/text.h).
   std::function<void(const std::string&)> log;
@@ -84,8 +90,19 @@ class Images {
   // status(). The tags remembered in memory are capped (the store keeps the rest).
   virtual Result<std::shared_ptr<Image>> image(const registry::Reference& reference,
                                                const registry::Platform& platform) = 0;
-  // An image opened earlier by image(), by its slot; nullptr for an unknown slot.
+  // An image opened earlier by image(), by its slot; nullptr for an unknown slot. An image closed
+  // for being idle is opened again (a new lease); when it has left the store meanwhile (gc, rm),
+  // nullptr, with a log line.
   virtual std::shared_ptr<Image> by_slot(uint32_t slot) = 0;
+  // Closes the open images not used (image(), by_slot()) for options().idle and held by no one
+  // else (an open file holds its image); returns how many. A thread of Images calls it
+  // periodically; tests call it with a fake clock.
+  virtual size_t close_idle() = 0;
+  // The kernel's references to inodes of the slot's rootfs (lookups minus forgets, counted by
+  // fs::Filesystem), changed by `delta`. An image whose rootfs the kernel still references is
+  // never closed: a tree opened anew numbers its inodes anew (in the order of first lookups), so
+  // the kernel's numbers would then name other files.
+  virtual void tree_refs(uint32_t slot, int64_t delta) = 0;
   // The references the store has resolved (for listings).
   virtual Result<std::vector<store::RefRecord>> refs() const = 0;
 

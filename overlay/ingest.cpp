@@ -6,6 +6,7 @@
 #include <archive_entry.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -119,12 +120,32 @@ la_ssize_t read_source(archive* a, void* client, const void** out) {
   }
 }
 
+std::string mib(uint64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
+
+// Whether the file system of `fd` keeps more than `reserve` bytes free after `more` bytes are
+// written; ENOSPC naming `layer` when not. Checked before each write, so that a layer bigger
+// than the disk ends with this error, not with a full disk for every other user of it.
+Result<void> check_free(int fd, uint64_t more, uint64_t reserve, const store::Digest& layer) {
+  struct statvfs st {};
+  if (::fstatvfs(fd, &st) != 0) return {};  // cannot tell: the write itself will say
+  uint64_t free = static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+  if (free >= reserve && free - reserve >= more) return {};
+  return make_error(ENOSPC, "layer " + layer.str() +
+                                " needs more disk than the store's filesystem has free (" +
+                                mib(free) + " free, and ingest keeps " + mib(reserve) +
+                                " in reserve); free some space (imagefs gc --max-size) and retry");
+}
+
 // Appends to the data file through a buffer. Holes (of sparse tar entries) are left as holes in
 // the data file rather than written as zeros, so a hostile sparse entry costs no disk.
 class DataWriter {
  public:
-  DataWriter(UniqueFd fd, fs::path path)
-      : fd_(std::move(fd)), path_(std::move(path)), buffer_(kWriteBuffer) {}
+  DataWriter(UniqueFd fd, fs::path path, const store::Digest& layer, uint64_t reserve)
+      : fd_(std::move(fd)),
+        path_(std::move(path)),
+        buffer_(kWriteBuffer),
+        layer_(layer),
+        reserve_(reserve) {}
 
   [[nodiscard]] uint64_t end() const { return start_ + used_; }
 
@@ -160,6 +181,7 @@ class DataWriter {
   }
 
   Result<void> write_at(const uint8_t* p, size_t n, uint64_t at, bool advance) {
+    IMAGEFS_CHECK(check_free(fd_.get(), n, reserve_, layer_));
     size_t done = 0;
     while (done < n) {
       ssize_t w = ::pwrite(fd_.get(), p + done, n - done, static_cast<off_t>(at + done));
@@ -187,6 +209,8 @@ class DataWriter {
   size_t used_ = 0;
   uint64_t start_ = 0;  // file offset of buffer_[0]
   uint64_t written_back_ = 0;
+  const store::Digest& layer_;
+  const uint64_t reserve_;
 };
 
 bool is_dir(EntryType t) { return t == EntryType::directory; }
@@ -225,8 +249,9 @@ std::string_view name_of(std::string_view path) {
 
 class Ingest {
  public:
-  Ingest(const store::LayerRecord& layer, const IngestProgress* progress)
-      : layer_(layer), progress_(progress) {}
+  Ingest(const store::LayerRecord& layer, const IngestProgress* progress,
+         const IngestLimits& limits)
+      : layer_(layer), progress_(progress), limits_(limits) {}
 
   Result<void> run(const fs::path& blob, const fs::path& dir) {
     auto compression = compression_of(layer_.media_type);
@@ -245,7 +270,7 @@ class Ingest {
     fs::path data_path = dir / kDataFile;
     UniqueFd data(::open(data_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444));
     if (!data) return errno_error(errno, "cannot create", data_path);
-    data_.emplace(std::move(data), data_path);
+    data_.emplace(std::move(data), data_path, layer_.digest, limits_.disk_reserve);
 
     IMAGEFS_CHECK(read_entries(fd.get(), *compression));
     IMAGEFS_CHECK(finalize());
@@ -321,7 +346,24 @@ class Ingest {
     return s != nullptr ? s : "unknown libarchive error";
   }
 
+  // The caps of IngestLimits on entries and on the bytes of names kept in memory.
+  Result<void> count_entry(std::string_view raw) {
+    if (++entries_ > limits_.max_entries)
+      return make_error(EFBIG, "layer " + layer_.digest.str() + " has more than " +
+                                   std::to_string(limits_.max_entries) + " entries");
+    return count_name_bytes(raw.size());
+  }
+  Result<void> count_name_bytes(uint64_t n) {
+    name_bytes_ += n;
+    if (name_bytes_ > limits_.max_name_bytes)
+      return make_error(EFBIG, "layer " + layer_.digest.str() + " has more than " +
+                                   std::to_string(limits_.max_name_bytes) +
+                                   " bytes of names, link targets and xattrs");
+    return {};
+  }
+
   Result<void> add_entry(archive* a, archive_entry* e, std::string_view raw) {
+    IMAGEFS_CHECK(count_entry(raw));
     auto name = parse_entry_name(raw);
     if (!name.ok()) return bad_entry(raw, name.error().message);
     switch (name->kind) {
@@ -350,7 +392,10 @@ class Ingest {
     Node n;
     n.path = std::move(name->path);
     IMAGEFS_CHECK(read_metadata(e, raw, n));
+    for (const auto& [xname, value] : n.xattrs)
+      IMAGEFS_CHECK(count_name_bytes(xname.size() + value.size()));
     const char* hardlink = archive_entry_hardlink(e);
+    if (hardlink != nullptr) IMAGEFS_CHECK(count_name_bytes(std::strlen(hardlink)));
     if (hardlink != nullptr) {
       n.type = EntryType::hardlink;
     } else {
@@ -391,6 +436,7 @@ class Ingest {
         return bad_entry(raw, "symbolic link with an empty target");
       n.link = target;
       IMAGEFS_CHECK(check_length(raw, n.link));
+      IMAGEFS_CHECK(count_name_bytes(n.link.size()));
     }
     if (n.type == EntryType::hardlink) IMAGEFS_CHECK(resolve_hardlink(raw, hardlink, n));
     IMAGEFS_CHECK(ensure_parents(n.path));
@@ -726,6 +772,9 @@ class Ingest {
 
     UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444));
     if (!fd) return errno_error(errno, "cannot create", path);
+    IMAGEFS_CHECK(check_free(fd.get(),
+                             head.size() + records.size() + xattrs.size() + strings.size(),
+                             limits_.disk_reserve, layer_.digest));
     for (std::span<const uint8_t> part :
          {std::span<const uint8_t>(head), std::span<const uint8_t>(records),
           std::span<const uint8_t>(xattrs),
@@ -744,6 +793,9 @@ class Ingest {
 
   const store::LayerRecord& layer_;
   const IngestProgress* progress_;
+  const IngestLimits limits_;
+  uint64_t entries_ = 0;     // tar entries read
+  uint64_t name_bytes_ = 0;  // their names, link targets and xattrs
   std::optional<DataWriter> data_;
   std::vector<Node> nodes_;
   // Live paths to their nodes. Ordered, so that a directory's descendants are one range.
@@ -759,8 +811,9 @@ class Ingest {
 }  // namespace
 
 Result<void> ingest_layer(const fs::path& blob, const store::LayerRecord& layer,
-                          const fs::path& dir, const IngestProgress* progress) {
-  Ingest ingest(layer, progress);
+                          const fs::path& dir, const IngestProgress* progress,
+                          const IngestLimits& limits) {
+  Ingest ingest(layer, progress, limits);
   return ingest.run(blob, dir);
 }
 

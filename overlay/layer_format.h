@@ -76,7 +76,8 @@ using imagefs::errno_text;
 // index and data files into `dir` (which exists and is empty), fsynced. Errors name the layer and,
 // for bad tar input, the entry.
 Result<void> ingest_layer(const std::filesystem::path& blob, const store::LayerRecord& layer,
-                          const std::filesystem::path& dir, const IngestProgress* progress);
+                          const std::filesystem::path& dir, const IngestProgress* progress,
+                          const IngestLimits& limits = {});
 
 // Opens the ingested layer in `dir`, checking the whole index (magic, version, the bounds of every
 // offset and length, the order of the entries) and the data file's size. ENOENT when there is no

@@ -320,7 +320,8 @@ class MappedLayerIndex final : public LayerIndex {
 
 class FileLayerCache final : public LayerCache {
  public:
-  explicit FileLayerCache(std::shared_ptr<store::BlobStore> blobs) : blobs_(std::move(blobs)) {}
+  FileLayerCache(std::shared_ptr<store::BlobStore> blobs, IngestLimits limits)
+      : blobs_(std::move(blobs)), limits_(limits) {}
 
   Result<std::shared_ptr<const LayerIndex>> get(const store::LayerRecord& layer,
                                                 const IngestProgress* progress) override {
@@ -358,13 +359,14 @@ class FileLayerCache final : public LayerCache {
         build, store::DerivedBuild::begin(*blobs_, layer.digest, detail::kProductName, if_present));
     if (!build->done()) {
       IMAGEFS_CHECK(
-          detail::ingest_layer(blobs_->path(layer.digest), layer, build->dir(), progress));
+          detail::ingest_layer(blobs_->path(layer.digest), layer, build->dir(), progress, limits_));
       IMAGEFS_CHECK(build->commit());
     }
     return detail::open_layer_index(build->dir(), layer.digest);
   }
 
   std::shared_ptr<store::BlobStore> blobs_;
+  const IngestLimits limits_;
   Mutex mu_;
   // Weak: an index nobody uses is unmapped; opening it again costs one validation pass.
   std::map<store::Digest, std::weak_ptr<const LayerIndex>> open_ GUARDED_BY(mu_);
@@ -405,9 +407,10 @@ Result<std::shared_ptr<const LayerIndex>> open_layer_index(const fs::path& dir,
 
 }  // namespace detail
 
-Result<std::shared_ptr<LayerCache>> LayerCache::create(std::shared_ptr<store::BlobStore> blobs) {
+Result<std::shared_ptr<LayerCache>> LayerCache::create(std::shared_ptr<store::BlobStore> blobs,
+                                                       IngestLimits limits) {
   if (!blobs) return make_error(EINVAL, "LayerCache needs a blob store");
-  return std::shared_ptr<LayerCache>(std::make_shared<FileLayerCache>(std::move(blobs)));
+  return std::shared_ptr<LayerCache>(std::make_shared<FileLayerCache>(std::move(blobs), limits));
 }
 
 }  // namespace imagefs::overlay

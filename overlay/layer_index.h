@@ -97,6 +97,17 @@ class LayerIndex {
   [[nodiscard]] virtual int data_fd() const = 0;
 };
 
+// Caps on what one layer may cost to ingest, so that a hostile or broken layer ends with an
+// error naming it rather than an out-of-memory kill or a full disk (docs/LAYER_FORMAT.md,
+// "Limits"). The defaults are far above any real image.
+struct IngestLimits {
+  uint64_t max_entries = 10'000'000;            // tar entries in one layer
+  uint64_t max_name_bytes = uint64_t{1} << 30;  // paths, link targets and xattrs, summed
+  // Free bytes the store's file system must keep while a layer's data and index are written
+  // (checked as they are written, with statvfs).
+  uint64_t disk_reserve = uint64_t{256} << 20;
+};
+
 struct IngestProgress {
   std::function<void(const store::Digest& layer, uint64_t compressed_bytes_read)> update;
 };
@@ -106,12 +117,15 @@ struct IngestProgress {
 // an index being written is never seen half-written (it appears by rename when complete).
 class LayerCache {
  public:
-  static Result<std::shared_ptr<LayerCache>> create(std::shared_ptr<store::BlobStore> blobs);
+  static Result<std::shared_ptr<LayerCache>> create(std::shared_ptr<store::BlobStore> blobs,
+                                                    IngestLimits limits = {});
   virtual ~LayerCache() = default;
 
   // The index of `layer` (its blob must be in the store). Errors name the layer and, for bad tar
   // input, the entry: corrupt or truncated compression, a media type whose magic bytes disagree,
-  // a hardlink to a later or missing entry of the same layer, sizes that disagree with the data.
+  // a hardlink to a later or missing entry of the same layer, sizes that disagree with the data;
+  // EFBIG for a layer over a cap of IngestLimits, ENOSPC when the store's file system would keep
+  // less than the reserve free. A failed ingest leaves no file behind.
   virtual Result<std::shared_ptr<const LayerIndex>> get(
       const store::LayerRecord& layer, const IngestProgress* progress = nullptr) = 0;
 };

@@ -175,7 +175,8 @@ uint64_t GcReport::bytes_freed() const {
   return n;
 }
 
-Result<GcReport> collect(BlobStore& blobs, Catalog& catalog, uint64_t max_size, int64_t now) {
+Result<GcReport> collect(BlobStore& blobs, Catalog& catalog, uint64_t max_size, int64_t now,
+                         const std::set<std::filesystem::path>& keep_shared) {
   IMAGEFS_TRY(no_pulls, Lease::pull_exclusive(blobs.root()));
   GcReport report;
   int64_t keep_after = now - kKeepUnreferencedSeconds;
@@ -206,6 +207,7 @@ Result<GcReport> collect(BlobStore& blobs, Catalog& catalog, uint64_t max_size, 
 
   std::vector<SharedFile> by_size;  // shared files that stay unless the size demands
   for (const SharedFile& file : shared) {
+    if (keep_shared.contains(file.path)) continue;  // in use, however long ago it was marked
     if (file.last_used < now - kKeepUnusedSharedSeconds) {
       IMAGEFS_CHECK(c.remove_shared(file));
     } else if (file.last_used < now - kMarkUsedInterval) {

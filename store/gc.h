@@ -13,6 +13,8 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
+#include <set>
 #include <string_view>
 #include <vector>
 
@@ -59,9 +61,13 @@ struct GcReport {
 //     which cost CPU to remake where images cost a download; then pulled_at, then digest or
 //     path, so the order is deterministic). Shared files used within kMarkUsedInterval stay:
 //     their mtime cannot tell whether an archive being served needs them.
+// Shared files whose path is in `keep_shared` are never removed, whatever their last use: the
+// module that names them says which are in use (cpio::shared_files_in_use: the plans and segments
+// of images a mount or a build holds a lease on).
 // `now` is unix seconds (a parameter so that tests and the daemon's clock decide). Errors stop the
 // collection where it is; what was done is consistent (see the rules above).
-Result<GcReport> collect(BlobStore& blobs, Catalog& catalog, uint64_t max_size, int64_t now);
+Result<GcReport> collect(BlobStore& blobs, Catalog& catalog, uint64_t max_size, int64_t now,
+                         const std::set<std::filesystem::path>& keep_shared = {});
 
 // `imagefs rm REF`: removes the ref (for one platform, or for every platform when `platform` is
 // empty), and each image that no ref names any more, with its unshared blobs, right away: the

@@ -40,6 +40,7 @@
 #include "store/blob_store.h"
 #include "store/catalog.h"
 #include "store/gc.h"
+#include "store/lease.h"
 #include "tests/unit/overlay/tar_builder.h"
 #include "tests/unit/store/store_test_util.h"
 
@@ -756,6 +757,44 @@ TEST(Segments, GcRemovesSegmentsByLastUseOverTheLimit) {
   ASSERT_TRUE(b.ok());
   EXPECT_TRUE(*b) << "gc removed files of an archive used today";
   EXPECT_EQ(read_whole(**b).size(), (*b)->size());
+TEST(Segments, GcKeepsThePlansAndSegmentsOfALeasedImage) {
+  Env env;
+  auto tree = Env::tree({env.layer(base_entries())});
+  ArchiveOptions options;
+  auto first = env.make(env.image("img"), *tree, options);
+  ASSERT_TRUE(first);
+  const std::string bytes = read_whole(*first);
+  const int64_t now = ::time(nullptr);
+  constexpr int64_t kDay = 86400;
+  auto age_everything = [&] {
+    for (const auto& e : fsys::recursive_directory_iterator(env.blobs().root() / "segments")) {
+      if (!e.is_regular_file()) continue;
+      const struct timespec old[2] = {{now - 8 * kDay, 0}, {now - 8 * kDay, 0}};
+      ASSERT_EQ(::utimensat(AT_FDCWD, e.path().c_str(), old, 0), 0);
+    }
+  };
+  age_everything();
+  auto catalog = store::Catalog::open(store::Catalog::file_in(env.blobs().root()));
+  ASSERT_TRUE(catalog.ok());
+  {
+    // A mount serving the image (or a build reading it) holds its lease: nothing of it goes,
+    // however long ago it was marked used, and the archive it serves reads whole.
+    auto lease = store::Lease::image(env.blobs().root(), env.image("img"));
+    ASSERT_TRUE(lease.ok()) << lease.error().message;
+    auto in_use = shared_files_in_use(env.blobs().root());
+    ASSERT_TRUE(in_use.ok()) << in_use.error().message;
+    auto report = store::collect(env.blobs(), **catalog, 0, now, *in_use);
+    ASSERT_TRUE(report.ok()) << report.error().message;
+    EXPECT_TRUE(report->shared_removed.empty());
+    EXPECT_EQ(read_whole(*first), bytes);
+  }
+  // Released: gc takes them (the segments and the two plans: the image part and the whole).
+  auto in_use = shared_files_in_use(env.blobs().root());
+  ASSERT_TRUE(in_use.ok());
+  EXPECT_TRUE(in_use->empty());
+  auto report = store::collect(env.blobs(), **catalog, 0, now, *in_use);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->shared_removed.size(), first->stats().segments + 2);
 }
 
 TEST(Segments, ConcurrentMakersAgree) {

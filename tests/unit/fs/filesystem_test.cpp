@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -637,6 +638,176 @@ TEST_F(InjectTest, ChangedHostFileDropsOldPagesWhenLookedUpBeforeOpen) {
   ASSERT_TRUE(second.ok());
   EXPECT_TRUE(contains(testing::read_all(fs(), **second), "agent version 2, longer\n"));
   EXPECT_FALSE((*second)->keep_cache) << "the kernel would keep the old archive's pages";
+}
+
+// --- name directories follow the kernel's references (lookup counts, forget) -------------------
+
+class NameTableTest : public FilesystemTest {
+ protected:
+  // The number of name directories the mount keeps, from .status.
+  size_t name_dirs() {
+    auto file = fs().open(must_lookup(fs(), ".status").ino, O_RDONLY);
+    EXPECT_TRUE(file.ok());
+    if (!file.ok()) return 0;
+    auto json = nlohmann::json::parse(testing::read_all(fs(), **file), nullptr, false);
+    EXPECT_TRUE(json.contains("name_directories")) << json.dump();
+    return json.value("name_directories", size_t{0});
+  }
+  Entry must(Result<Entry> e) {
+    EXPECT_TRUE(e.ok()) << e.error().message;
+    return e.ok() ? *e : Entry{};
+  }
+};
+
+TEST_F(NameTableTest, ForgetToZeroDropsANameAndItsNumberIsNeverReused) {
+  Entry level = must(fs().lookup(kRootIno, "a.b"));
+  Entry name = must(fs().lookup(level.ino, "random1"));
+  EXPECT_EQ(slot_of(name.ino), 0u);
+  EXPECT_TRUE(fs().getattr(name.ino).ok());
+  // Two lookups, two references: one forget leaves it.
+  EXPECT_EQ(must(fs().lookup(level.ino, "random1")).ino, name.ino);
+  fs().forget(name.ino, 1);
+  EXPECT_TRUE(fs().getattr(name.ino).ok());
+  EXPECT_EQ(must(fs().lookup(level.ino, "random1")).ino, name.ino);
+  fs().forget(name.ino, 2);
+  EXPECT_EQ(error_of(fs().getattr(name.ino)), ENOENT);
+  EXPECT_EQ(error_of(fs().lookup(name.ino, "x")), ENOENT);
+  // Looked up again: a new number, not the old one.
+  Entry again = must(fs().lookup(level.ino, "random1"));
+  EXPECT_NE(again.ino, name.ino);
+  EXPECT_GT(again.ino, name.ino);
+  // A forget of more than was counted, or of an unknown number, is harmless.
+  fs().forget(again.ino, 5);
+  fs().forget(again.ino, 1);
+  fs().forget(Ino{123456789}, 1);
+  EXPECT_EQ(error_of(fs().getattr(again.ino)), ENOENT);
+  // The fixed directories and image inodes ignore forget.
+  fs().forget(kRootIno, 100);
+  fs().forget(must_lookup(fs(), ".platform").ino, 100);
+  Entry digest = must_lookup(fs(), "python:3.12/digest");
+  fs().forget(digest.ino, 100);
+  EXPECT_TRUE(fs().getattr(kRootIno).ok());
+  EXPECT_TRUE(fs().getattr(digest.ino).ok());
+  EXPECT_TRUE(lookup_path(fs(), ".platform/linux-arm64/python:3.12").ok());
+}
+
+TEST_F(NameTableTest, ManyUnknownNamesLookedUpAndForgottenLeaveTheTableFlat) {
+  size_t before = name_dirs();
+  Entry level = must(fs().lookup(kRootIno, "a.b"));
+  for (int i = 0; i < 20000; ++i) {
+    // What the kernel does for `stat a.b/nI/x`: two lookups, both with a zero entry timeout; at
+    // the last dput each dentry is deleted, its inode evicted, and FORGET comes.
+    Entry name = must(fs().lookup(level.ino, "n" + std::to_string(i)));
+    Entry x = must(fs().lookup(name.ino, "x"));
+    EXPECT_EQ(x.entry_timeout, 0);
+    fs().forget(x.ino, 1);
+    fs().forget(name.ino, 1);
+    if (i == 0) EXPECT_EQ(name_dirs(), before + 1) << "a.b itself";
+  }
+  fs().forget(level.ino, 1);
+  EXPECT_EQ(name_dirs(), before);
+}
+
+TEST_F(NameTableTest, UnknownNamesGetAShortEntryTimeoutKnownOnesALongOne) {
+  // Nothing stored at or below these: the kernel must drop them after use.
+  EXPECT_EQ(must(fs().lookup(kRootIno, "a.b")).entry_timeout, 0);
+  EXPECT_EQ(must(lookup_path(fs(), "a.b/random")).entry_timeout, 0);
+  EXPECT_EQ(must(fs().lookup(kRootIno, "nothing-here")).entry_timeout, 0);
+  EXPECT_EQ(must(lookup_path(fs(), ".platform/linux-s390x")).entry_timeout, 0);
+  // Stored references and the levels above them, and images that resolved: long.
+  EXPECT_EQ(must(fs().lookup(kRootIno, "localhost:5000")).entry_timeout, kForever);
+  EXPECT_EQ(must(lookup_path(fs(), "localhost:5000/demo")).entry_timeout, kForever);
+  EXPECT_EQ(must(lookup_path(fs(), "localhost:5000/demo/app:1")).entry_timeout, kForever);
+  EXPECT_EQ(must(fs().lookup(kRootIno, "alpine")).entry_timeout, kForever);
+  EXPECT_EQ(must(fs().lookup(kRootIno, "python:3.12")).entry_timeout, kForever);
+  EXPECT_EQ(must(lookup_path(fs(), ".platform/linux-arm64")).entry_timeout, kForever);
+  // Every attribute stays long: only the name is short-lived.
+  EXPECT_EQ(must(lookup_path(fs(), "a.b/random")).attr_timeout, kForever);
+}
+
+TEST_F(NameTableTest, TopmostUnknownNamesAreHandedOutOnceForInvalidationKnownOnesNever) {
+  using Names = std::vector<std::pair<Ino, std::string>>;
+  auto later = std::chrono::steady_clock::now() + std::chrono::hours(1);
+  Entry level = must(fs().lookup(kRootIno, "a.b"));
+  Entry name = must(fs().lookup(level.ino, "zz"));
+  Entry below = must(fs().lookup(name.ino, "x"));
+  must(lookup_path(fs(), "localhost:5000/demo/app:1"));
+  must(lookup_path(fs(), "localhost:5000/nothing"));  // unknown, under a known level
+  Entry platform = must(lookup_path(fs(), ".platform/linux-s390x"));
+  must(lookup_path(fs(), ".platform/linux-arm64"));
+  // Not yet: looked up just now, and the adapter waits a second.
+  EXPECT_TRUE(
+      fs().stale_names(std::chrono::steady_clock::now() - std::chrono::seconds(1), 100).empty());
+  Ino localhost = must(fs().lookup(kRootIno, "localhost:5000")).ino;
+  // "a.b" only: invalidating it takes "zz" and "x" with it.
+  EXPECT_EQ(fs().stale_names(later, 100),
+            (Names{{kRootIno, "a.b"}, {localhost, "nothing"}, {kRootIno + 1, "linux-s390x"}}));
+  EXPECT_TRUE(fs().stale_names(later, 100).empty()) << "each lookup yields a name once";
+  // Looked up again (the kernel revalidates a zero-timeout name at every walk): once more.
+  EXPECT_EQ(must(fs().lookup(level.ino, "zz")).ino, name.ino);
+  EXPECT_EQ(must(fs().lookup(kRootIno, "a.b")).ino, level.ino);
+  EXPECT_EQ(must(fs().lookup(kRootIno, "a.b")).ino, level.ino);
+  EXPECT_EQ(fs().stale_names(later, 1), (Names{{kRootIno, "a.b"}}));
+  EXPECT_TRUE(fs().stale_names(later, 100).empty());
+  // A name forgotten before it was taken is skipped.
+  must(fs().lookup(kRootIno, "a.b"));
+  fs().forget(below.ino, 1);
+  fs().forget(name.ino, 2);
+  fs().forget(level.ino, 4);
+  fs().forget(platform.ino, 1);
+  EXPECT_TRUE(fs().stale_names(later, 100).empty());
+}
+
+TEST_F(NameTableTest, ListingsHoldTheirNamesAndReaddirplusEntriesCountAsLookups) {
+  auto items = fs().readdir(kRootIno);
+  ASSERT_TRUE(items.ok());
+  // Entries only: a DirItem copy would hold the listing.
+  auto find = [&](std::string_view name) {
+    for (const DirItem& item : *items)
+      if (item.name == name) return item.entry;
+    ADD_FAILURE() << "no " << name;
+    return Entry{};
+  };
+  Entry alpine = find("alpine:latest");
+  Entry localhost = find("localhost:5000");
+  ASSERT_EQ(slot_of(alpine.ino), 0u);
+  // While the listing lives, its numbers are the lookups' numbers (readdir and readdirplus
+  // give the same inode numbers as lookup).
+  Entry looked = must(fs().lookup(kRootIno, "localhost:5000"));
+  EXPECT_EQ(looked.ino, localhost.ino);
+  // readdirplus sent "alpine:latest" with its attributes: one reference.
+  fs().remember(alpine.ino);
+  Ino never_sent = find("python:3.12").ino;
+  items->clear();  // releasedir
+  // The one sent with attributes and the one looked up stay; the one only listed is gone.
+  EXPECT_TRUE(fs().getattr(alpine.ino).ok());
+  EXPECT_TRUE(fs().getattr(localhost.ino).ok());
+  EXPECT_EQ(error_of(fs().getattr(never_sent)), ENOENT);
+  EXPECT_EQ(must(fs().lookup(kRootIno, "alpine:latest")).ino, alpine.ino);
+  fs().forget(alpine.ino, 2);  // readdirplus + lookup
+  fs().forget(localhost.ino, 1);
+  EXPECT_EQ(error_of(fs().getattr(alpine.ino)), ENOENT);
+  EXPECT_EQ(error_of(fs().getattr(localhost.ino)), ENOENT);
+  // Listings that come and go leave nothing behind.
+  size_t before = name_dirs();
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(fs().readdir(kRootIno).ok());
+  EXPECT_EQ(name_dirs(), before);
+}
+
+TEST_F(NameTableTest, ListingInodesMatchLookupsBelowTheTop) {
+  // `ls -R` of a level: each listed name looks up to the number readdir gave, and each of those
+  // lists in turn.
+  Entry level = must(fs().lookup(kRootIno, "localhost:5000"));
+  auto items = fs().readdir(level.ino);
+  ASSERT_TRUE(items.ok());
+  for (const DirItem& item : *items) {
+    if (item.name == "." || item.name == "..") continue;
+    Entry e = must(fs().lookup(level.ino, item.name));
+    EXPECT_EQ(e.ino, item.entry.ino) << item.name;
+    auto below = fs().readdir(e.ino);
+    ASSERT_TRUE(below.ok()) << item.name;
+    EXPECT_GT(below->size(), 2u) << item.name;
+  }
 }
 
 // --- .status ----------------------------------------------------------------------------------

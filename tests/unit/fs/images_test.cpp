@@ -3,6 +3,7 @@
 // archive however many callers wait, and status.
 #include "fs/images.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -15,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include "store/gc.h"
+#include "store/lease.h"
 #include "tests/unit/fs/fs_test_env.h"
 
 namespace imagefs::fs {
@@ -225,6 +228,126 @@ TEST_F(ImagesTest, ArchivesOfAFreshImagesComeFromTheStore) {
   ASSERT_TRUE(cached.ok()) << cached.error().message;
   EXPECT_EQ((*cached)->size(), (*made)->size());
   EXPECT_EQ((*cached)->stats().segments_built, 0u);
+}
+
+// --- idle images -------------------------------------------------------------------------------
+
+// Images with an idle time of ten minutes on a clock the test moves.
+class IdleTest : public testing::FsEnv {
+ protected:
+  void SetUp() override {
+    FsEnv::SetUp();
+    pull_standard();
+    ImagesOptions o = images_options();
+    o.idle = std::chrono::minutes(10);
+    o.clock = [this] {
+      return std::chrono::steady_clock::time_point(std::chrono::milliseconds(now_ms.load()));
+    };
+    m = mount(std::move(o));
+  }
+  void advance(std::chrono::minutes d) { now_ms += std::chrono::milliseconds(d).count(); }
+  bool logged_line(std::string_view part) {
+    for (const std::string& line : logged())
+      if (line.find(part) != std::string::npos) return true;
+    return false;
+  }
+  std::atomic<int64_t> now_ms{1000000000};
+  testing::Mounted m;
+};
+
+TEST_F(IdleTest, AnIdleImageIsClosedItsLeaseReleasedAndItsSlotReopens) {
+  std::shared_ptr<Image> py = m.images->image(ref("python:3.12"), kAmd64).value();
+  const uint32_t slot = py->slot();
+  const store::Digest manifest = py->record().manifest;
+  EXPECT_TRUE(store::in_use(store_root, manifest));
+
+  advance(std::chrono::minutes(11));
+  EXPECT_EQ(m.images->close_idle(), 0u) << "someone holds it";
+  py.reset();
+  EXPECT_EQ(m.images->close_idle(), 1u);
+  EXPECT_FALSE(store::in_use(store_root, manifest)) << "gc may remove it now";
+  EXPECT_TRUE(logged_line("closed after being idle"));
+
+  // The slot reopens it: the same slot, a new lease.
+  auto again = m.images->by_slot(slot);
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(again->slot(), slot);
+  EXPECT_EQ(again->record().manifest, manifest);
+  EXPECT_TRUE(store::in_use(store_root, manifest));
+  // And so does the name: still the same slot.
+  EXPECT_EQ(m.images->image(ref("python:3.12"), kAmd64).value()->slot(), slot);
+  again = nullptr;
+
+  // Used five minutes ago: not idle yet.
+  advance(std::chrono::minutes(5));
+  EXPECT_EQ(m.images->close_idle(), 0u);
+  advance(std::chrono::minutes(6));
+  EXPECT_EQ(m.images->close_idle(), 1u);
+  EXPECT_EQ(m.images->close_idle(), 0u) << "nothing open";
+}
+
+TEST_F(IdleTest, OpenFilesAndKernelReferencesToRootfsKeepAnImageOpen) {
+  Entry archive = testing::must_lookup(*m.fs, "python:3.12/initramfs.cpio");
+  // Three references to rootfs inodes, as the kernel would hold after `cat rootfs/etc/os-release`.
+  Entry rootfs = testing::must_lookup(*m.fs, "python:3.12/rootfs");
+  Entry etc = m.fs->lookup(rootfs.ino, "etc").value();
+  Entry release = m.fs->lookup(etc.ino, "os-release").value();
+  std::shared_ptr<OpenFile> file = m.fs->open(archive.ino, O_RDONLY).value();
+  advance(std::chrono::minutes(30));
+  EXPECT_EQ(m.images->close_idle(), 0u) << "an open file holds its image";
+  std::string bytes = testing::read_all(*m.fs, *file);
+  EXPECT_EQ(bytes.size(), static_cast<size_t>(archive.attr.st_size));
+  file.reset();
+  EXPECT_EQ(m.images->close_idle(), 0u) << "the kernel holds inodes of its rootfs";
+  m.fs->forget(release.ino, 1);
+  m.fs->forget(etc.ino, 1);
+  EXPECT_EQ(m.images->close_idle(), 0u) << "the kernel holds rootfs itself";
+  m.fs->forget(rootfs.ino, 1);
+  EXPECT_EQ(m.images->close_idle(), 1u);
+  // The kernel's fixed numbers (the archive's) reach the same image again, reopened.
+  EXPECT_EQ(testing::read_ino(*m.fs, archive.ino), bytes);
+  // readdirplus entries of rootfs count as references too (readdir itself does not).
+  Ino root = 0;
+  auto image_dir = m.fs->readdir(testing::must_lookup(*m.fs, "python:3.12").ino);
+  ASSERT_TRUE(image_dir.ok());
+  for (const DirItem& item : *image_dir)
+    if (item.name == "rootfs") root = item.entry.ino;
+  Ino bin = 0;
+  auto rootfs_dir = m.fs->readdir(root);
+  ASSERT_TRUE(rootfs_dir.ok());
+  for (const DirItem& item : *rootfs_dir)
+    if (item.name == "bin") bin = item.entry.ino;
+  ASSERT_NE(bin, 0u);
+  m.fs->remember(bin);  // sent by readdirplus
+  advance(std::chrono::minutes(30));
+  EXPECT_EQ(m.images->close_idle(), 0u) << "a readdirplus entry is a reference";
+  m.fs->forget(bin, 1);
+  EXPECT_EQ(m.images->close_idle(), 1u);
+  // rootfs looked up anew serves the same content.
+  EXPECT_EQ(testing::read_path(*m.fs, "python:3.12/rootfs/etc/os-release"),
+            "NAME=imagefs-test\nARCH=amd64\n");
+}
+
+TEST_F(IdleTest, AClosedImageThatLeftTheStoreIsENOENTWithALogLine) {
+  Entry digest = testing::must_lookup(*m.fs, "alpine/digest");
+  const uint32_t slot = static_cast<uint32_t>(digest.ino >> 40);
+  advance(std::chrono::minutes(11));
+  EXPECT_GE(m.images->close_idle(), 1u);
+  // gc may take it now that no lease holds it; rm removes it at once.
+  auto removed = store::remove_reference(*blobs, *catalog, "docker.io/library/alpine:latest", "");
+  ASSERT_TRUE(removed.ok()) << removed.error().message;
+  ASSERT_EQ(removed->images_removed.size(), 1u);
+  EXPECT_EQ(m.images->by_slot(slot), nullptr);
+  EXPECT_EQ(testing::error_of(m.fs->getattr(digest.ino)), ENOENT);
+  EXPECT_TRUE(logged_line("cannot reopen " + alpine.manifest_digest().str()));
+}
+
+TEST_F(IdleTest, ZeroIdleNeverCloses) {
+  ImagesOptions o = images_options();
+  o.idle = std::chrono::milliseconds(0);
+  auto images = mount(std::move(o)).images;
+  ASSERT_TRUE(images->image(ref("python:3.12"), kAmd64).ok());
+  EXPECT_EQ(images->close_idle(), 0u);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -755,6 +756,80 @@ TEST_F(Layer, GcRemovesTheProductWithItsBlob) {
   auto removed = store::remove_stale_derived(*blobs_);
   ASSERT_TRUE(removed.ok());
   EXPECT_FALSE(fs::exists(derived));
+}
+
+// --- caps (IngestLimits) ------------------------------------------------------------------------
+
+// An ingest over a cap fails with the layer's digest in the error and leaves nothing in the
+// store's derived directory: no product, no temporary directory.
+class Caps : public Layer {
+ protected:
+  Result<Index> ingest_with(IngestLimits limits, const std::string& blob) {
+    layer_ = put(blob);
+    auto cache = LayerCache::create(blobs_, limits);
+    EXPECT_TRUE(cache.ok());
+    return (*cache)->get(*layer_);
+  }
+  void expect_refused(const Result<Index>& r, int code, const std::string& says) {
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code, code) << r.error().message;
+    EXPECT_NE(r.error().message.find("layer " + layer_->digest.str()), std::string::npos)
+        << r.error().message;
+    EXPECT_NE(r.error().message.find(says), std::string::npos) << r.error().message;
+    std::error_code ec;
+    size_t left = 0;
+    for (auto it = fs::recursive_directory_iterator(blobs_->derived_dir(layer_->digest), ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
+      if (it->is_regular_file()) ++left;
+    EXPECT_EQ(left, 0u) << "partial files left behind";
+  }
+  std::optional<store::LayerRecord> layer_;
+};
+
+std::vector<TarEntry> many_files(int n) {
+  std::vector<TarEntry> entries{Dir("d")};
+  for (int i = 0; i < n; ++i) entries.push_back(File("d/f" + std::to_string(i), "x"));
+  return entries;
+}
+
+TEST_F(Caps, MoreEntriesThanTheCapIsRefusedNamingTheLayer) {
+  IngestLimits limits;
+  limits.max_entries = 50;
+  expect_refused(ingest_with(limits, make_tar(many_files(60))), EFBIG, "has more than 50 entries");
+  // At the cap it is fine: 1 directory and 49 files.
+  auto at_cap = ingest_with(limits, make_tar(many_files(49)));
+  ASSERT_TRUE(at_cap.ok()) << at_cap.error().message;
+  EXPECT_EQ((*at_cap)->size(), 50u);
+}
+
+TEST_F(Caps, MoreNameBytesThanTheCapIsRefused) {
+  IngestLimits limits;
+  limits.max_name_bytes = 4096;
+  std::vector<TarEntry> entries{Dir("d")};
+  for (int i = 0; i < 40; ++i)
+    entries.push_back(
+        Symlink("d/link" + std::to_string(i), std::string(200, static_cast<char>('a' + i % 26))));
+  expect_refused(ingest_with(limits, make_tar(entries)), EFBIG, "bytes of names");
+  // Long xattr values count too.
+  std::vector<TarEntry> xattrs{Dir("d")};
+  for (int i = 0; i < 3; ++i) {
+    TarEntry f = File("d/x" + std::to_string(i), "x");
+    f.xattrs.emplace_back("user.big", std::string(2000, 'v'));
+    xattrs.push_back(std::move(f));
+  }
+  expect_refused(ingest_with(limits, make_tar(xattrs)), EFBIG, "bytes of names");
+}
+
+TEST_F(Caps, ALayerNeedingMoreDiskThanIsFreeIsENOSPC) {
+  // A reserve larger than any disk: the first write of data must be refused, before it is made.
+  IngestLimits limits;
+  limits.disk_reserve = uint64_t{1} << 62;
+  expect_refused(ingest_with(limits, make_tar({Dir("d"), File("d/f", pattern(300000, 2))})), ENOSPC,
+                 "needs more disk than the store's filesystem has free");
+  // With the ordinary reserve the same layer is fine.
+  auto fine = ingest_with(IngestLimits{}, make_tar({Dir("d"), File("d/f", pattern(300000, 2))}));
+  ASSERT_TRUE(fine.ok()) << fine.error().message;
+  EXPECT_EQ(content(*fine, "d/f"), pattern(300000, 2));
 }
 
 }  // namespace
