@@ -757,6 +757,10 @@ TEST(Segments, GcRemovesSegmentsByLastUseOverTheLimit) {
   ASSERT_TRUE(b.ok());
   EXPECT_TRUE(*b) << "gc removed files of an archive used today";
   EXPECT_EQ(read_whole(**b).size(), (*b)->size());
+}
+
+// A mount serving an image (or a build reading it) holds its lease: gc keeps its plans and
+// segments however long ago they were marked used.
 TEST(Segments, GcKeepsThePlansAndSegmentsOfALeasedImage) {
   Env env;
   auto tree = Env::tree({env.layer(base_entries())});
@@ -779,7 +783,7 @@ TEST(Segments, GcKeepsThePlansAndSegmentsOfALeasedImage) {
   {
     // A mount serving the image (or a build reading it) holds its lease: nothing of it goes,
     // however long ago it was marked used, and the archive it serves reads whole.
-    auto lease = store::Lease::image(env.blobs().root(), env.image("img"));
+    auto lease = store::Lease::image(env.blobs().root(), env.image("img").manifest);
     ASSERT_TRUE(lease.ok()) << lease.error().message;
     auto in_use = shared_files_in_use(env.blobs().root());
     ASSERT_TRUE(in_use.ok()) << in_use.error().message;

@@ -191,6 +191,12 @@ class ThrowingFilesystem : public Filesystem {
     return std::vector<DirItem>{};
   }
   bool answers_at_once(FsOp, Ino) override { return true; }
+  void remember(Ino) override {}
+  void forget(Ino, uint64_t) override {}
+  std::vector<std::pair<Ino, std::string>> stale_names(std::chrono::steady_clock::time_point,
+                                                       size_t) override {
+    return {};
+  }
   bool listing_immutable(Ino) override { return false; }
   Result<std::string> readlink(Ino) override { return std::string(); }
   Result<std::shared_ptr<OpenFile>> open(Ino, int, const Caller&) override {
