@@ -18,6 +18,7 @@
 #include "common/mutex.h"
 #include "common/single_flight.h"
 #include "common/text.h"
+#include "fs/open_image.h"
 #include "overlay/layer_index.h"
 #include "registry/puller.h"
 #include "store/lease.h"
@@ -100,13 +101,13 @@ class ImageImpl;
 class ImagesImpl : public Images, public std::enable_shared_from_this<ImagesImpl> {
  public:
   ImagesImpl(std::shared_ptr<store::BlobStore> blobs, std::shared_ptr<store::Catalog> catalog,
-             ImagesOptions options, std::unique_ptr<registry::Puller> puller,
+             ImagesOptions options, std::shared_ptr<registry::Puller> puller,
              std::shared_ptr<overlay::LayerCache> layers, std::shared_ptr<cpio::ArchiveMaker> maker)
       : blobs_(std::move(blobs)),
         catalog_(std::move(catalog)),
         options_(std::move(options)),
         puller_(std::move(puller)),
-        layers_(std::move(layers)),
+        opener_(blobs_, catalog_, puller_, std::move(layers)),
         maker_(std::move(maker)),
         resolves_(ResolveFlights::Options{options_.negative_ttl, kMaxRefs, {}}) {}
   ~ImagesImpl() override { stop_sweeper(); }
@@ -130,9 +131,9 @@ class ImagesImpl : public Images, public std::enable_shared_from_this<ImagesImpl
 
   // For ImageImpl and TaskProgress.
   store::BlobStore& blobs() { return *blobs_; }
-  overlay::LayerCache& layers() { return *layers_; }
+  // Opening an image: the one sequence the CLI shares (fs/open_image.h).
+  ImageOpener& opener() { return opener_; }
   cpio::ArchiveMaker& maker() { return *maker_; }
-  registry::Puller& puller() { return *puller_; }
   uint64_t start_task(std::string image, std::string what) EXCLUDES(mu_);
   void update_task(uint64_t id, uint64_t bytes_delta, uint64_t total_delta) EXCLUDES(mu_);
   void end_task(uint64_t id) EXCLUDES(mu_);
@@ -166,8 +167,8 @@ class ImagesImpl : public Images, public std::enable_shared_from_this<ImagesImpl
   std::shared_ptr<store::BlobStore> blobs_;
   std::shared_ptr<store::Catalog> catalog_;
   ImagesOptions options_;
-  std::unique_ptr<registry::Puller> puller_;
-  std::shared_ptr<overlay::LayerCache> layers_;
+  std::shared_ptr<registry::Puller> puller_;
+  ImageOpener opener_;
   std::shared_ptr<cpio::ArchiveMaker> maker_;
 
   ResolveFlights resolves_;  // one registry request per key at a time; failures kept briefly
@@ -333,27 +334,16 @@ class ImageImpl : public Image {
 
   Result<std::shared_ptr<overlay::Tree>> make_tree() {
     std::string name = source_.familiar();
-    bool missing = false;
-    for (const store::LayerRecord& layer : record_.layers)
-      missing = missing || !images_.blobs().contains(layer.digest);
-    if (missing) {
+    ImageOpener& opener = images_.opener();
+    if (!opener.has_layers(record_)) {
       uint64_t task = images_.start_task(name, "downloading layers");
       TaskProgress progress(images_, task);
-      Result<void> fetched = images_.puller().fetch_layers(source_, record_, &progress);
+      Result<void> fetched = opener.fetch_layers(record_, source_, &progress);
       images_.end_task(task);
       if (!fetched.ok()) return images_.failed(name, fetched.error());
     }
     uint64_t task = images_.start_task(name, "reading layers");
-    std::vector<std::shared_ptr<const overlay::LayerIndex>> layers;
-    for (const store::LayerRecord& layer : record_.layers) {
-      auto index = images_.layers().get(layer);
-      if (!index.ok()) {
-        images_.end_task(task);
-        return images_.failed(name, index.error());
-      }
-      layers.push_back(std::move(*index));
-    }
-    auto tree = overlay::Tree::open(std::move(layers));
+    auto tree = opener.open_tree(record_);
     images_.end_task(task);
     if (!tree.ok()) return images_.failed(name, tree.error());
     return tree;
@@ -600,14 +590,10 @@ Result<std::shared_ptr<Image>> ImagesImpl::open(const store::Digest& manifest,
       return std::shared_ptr<Image>(it->second);
     }
   }
-  // The lease first, then the record: gc cannot remove the image between the two.
-  IMAGEFS_TRY(lease, store::Lease::image(blobs_->root(), manifest));
-  IMAGEFS_TRY(record, catalog_->image(manifest));
-  if (!record)
-    return failed(source.familiar(),
-                  make_error(EIO, "the image " + manifest.str() +
-                                      " left the store while it was being opened (gc?); "
-                                      "look again"));
+  // Lease, then record (and the last-use stamp, an LMDB write: never under mu_, which every
+  // lookup needs), as every command opens an image.
+  auto leased = opener_.lease(manifest);
+  if (!leased.ok()) return failed(source.familiar(), leased.error());
   std::shared_ptr<ImageImpl> image;
   {
     MutexLock lock(mu_);
@@ -621,13 +607,12 @@ Result<std::shared_ptr<Image>> ImagesImpl::open(const store::Digest& manifest,
         slot_of_.try_emplace(manifest.str(), static_cast<uint32_t>(slots_.size() + 1));
     if (fresh) slots_.push_back(Slot{manifest, source, nullptr, {}});
     uint32_t slot = known->second;
-    image = std::make_shared<ImageImpl>(*this, std::move(*record), source, slot, std::move(lease));
+    image = std::make_shared<ImageImpl>(*this, std::move(leased->record), source, slot,
+                                        std::move(leased->lease));
     images_.emplace(manifest.str(), image);
     slots_[slot - 1].open = image;
     slots_[slot - 1].used = now();
   }
-  // The last-use stamp is an LMDB write (an fsync): never under mu_, which every lookup needs.
-  (void)catalog_->touch(manifest, static_cast<int64_t>(std::time(nullptr)));
   return std::shared_ptr<Image>(image);
 }
 
