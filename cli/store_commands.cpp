@@ -5,8 +5,8 @@
 #include <sstream>
 
 #include "cli/commands.h"
-#include "cpio/archive.h"
 #include "cli/progress.h"
+#include "cpio/archive.h"
 #include "registry/puller.h"
 #include "registry/reference.h"
 #include "store/gc.h"

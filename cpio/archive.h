@@ -10,9 +10,9 @@
 
 #include <cstdint>
 #include <filesystem>
-#include <set>
 #include <functional>
 #include <memory>
+#include <set>
 #include <span>
 #include <string>
 
@@ -101,6 +101,7 @@ class ArchiveMaker {
 // The shared files of the store (archive plans and segments) that gc must keep whatever their
 // last use: those of images someone holds an image lease on (a mount serving them, a build
 // reading them). For store::collect()'s `keep_shared`. Unreadable plans are not counted.
-Result<std::set<std::filesystem::path>> shared_files_in_use(const std::filesystem::path& store_root);
+Result<std::set<std::filesystem::path>> shared_files_in_use(
+    const std::filesystem::path& store_root);
 
 }  // namespace imagefs::cpio

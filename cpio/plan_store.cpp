@@ -179,8 +179,8 @@ Result<void> write_image_part(const fs::path& store_root, std::string_view key,
 
 Result<std::set<fs::path>> shared_files_in_use(const fs::path& store_root) {
   std::set<fs::path> keep;
-  const fs::path dir = store::shared_path(store_root, kPlansKind, std::string(kHexDigits, '0'))
-                           .parent_path();
+  const fs::path dir =
+      store::shared_path(store_root, kPlansKind, std::string(kHexDigits, '0')).parent_path();
   std::error_code ec;
   fs::directory_iterator it(dir, ec);
   if (ec) {

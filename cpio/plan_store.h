@@ -58,5 +58,6 @@ Result<void> write_image_part(const std::filesystem::path& store_root, std::stri
 // does not mark them used again while it keeps an archive in memory) or an `imagefs build`
 // reading them, and every segment those plans name. A plan's image is the manifest digest its key
 // begins with. Paths as store::list_shared() gives them.
-Result<std::set<std::filesystem::path>> shared_files_in_use(const std::filesystem::path& store_root);
+Result<std::set<std::filesystem::path>> shared_files_in_use(
+    const std::filesystem::path& store_root);
 }  // namespace imagefs::cpio::detail
