@@ -85,12 +85,6 @@ class ProgressView;
 // Renders a pull's events in `view`, one item per layer (cli/store_commands.cpp).
 std::unique_ptr<registry::ProgressSink> make_pull_progress(ProgressView& view, std::string image);
 
-// errno_error(errno, what, path) (common/errno_error.h), under the name mount_command.cpp still
-// uses; the other commands call errno_error directly. Remove once mount_command.cpp does too.
-inline Error sys_error(const std::string& what, const std::filesystem::path& path) {
-  return errno_error(errno, what, path);
-}
-
 // Prints "imagefs: WHAT: message" and returns kExitFailed.
 int report(Io& io, const std::string& what, const Error& error);
 

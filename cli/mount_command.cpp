@@ -26,6 +26,7 @@
 
 #include "cli/commands.h"
 #include "cli/progress.h"
+#include "common/errno_error.h"
 #include "common/text.h"
 #include "common/unique_fd.h"
 #include "fs/daemon.h"
@@ -102,7 +103,7 @@ Result<std::vector<std::string>> allowed_registries(const Args& args) {
   }
   if (auto file = args.get("allow-registry-file")) {
     std::ifstream in(*file);
-    if (!in) return sys_error("cannot read --allow-registry-file", *file);
+    if (!in) return errno_error(errno, "cannot read --allow-registry-file", *file);
     std::string line;
     for (int n = 1; std::getline(in, line); ++n) {
       line = line.substr(0, line.find('#'));
@@ -275,16 +276,17 @@ int mount_background(MountSetup setup, Io& io) {
   std::error_code ec;
   fsys::create_directories(setup.log_file.parent_path(), ec);
   UniqueFd log_fd(::open(setup.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
-  if (!log_fd) return report(io, "mount", sys_error("cannot open the log", setup.log_file));
+  if (!log_fd)
+    return report(io, "mount", errno_error(errno, "cannot open the log", setup.log_file));
   int pipe_fds[2];
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0)
-    return report(io, "mount", sys_error("cannot create a pipe for", setup.mountpoint));
+    return report(io, "mount", errno_error(errno, "cannot create a pipe for", setup.mountpoint));
   UniqueFd read_end(pipe_fds[0]);
   UniqueFd write_end(pipe_fds[1]);
   io.out.flush();
   io.err.flush();
   pid_t pid = ::fork();
-  if (pid < 0) return report(io, "mount", sys_error("cannot fork for", setup.mountpoint));
+  if (pid < 0) return report(io, "mount", errno_error(errno, "cannot fork for", setup.mountpoint));
   if (pid == 0) {
     read_end.reset();
     ::setsid();

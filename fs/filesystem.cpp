@@ -15,6 +15,7 @@
 #include <system_error>
 #include <unordered_map>
 
+#include "common/errno_error.h"
 #include "common/mutex.h"
 #include "common/text.h"
 #include "fs/namespace.h"
@@ -676,9 +677,7 @@ Result<size_t> FilesystemImpl::read(const OpenFile& file, uint64_t offset, std::
     ssize_t n = ::pread(file.fd, out.data() + done, want - done,
                         static_cast<off_t>(file.fd_offset + offset + done));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0)
-      return make_error(errno, std::string("cannot read layer data: ") +
-                                   std::error_code(errno, std::generic_category()).message());
+    if (n < 0) return errno_error(errno, "cannot read layer data");
     if (n == 0) return make_error(EIO, "layer data ended early");
     done += static_cast<size_t>(n);
   }

@@ -26,6 +26,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/errno_error.h"
 #include "common/mutex.h"
 #include "fs/daemon.h"
 #include "fs/guard.h"
@@ -569,9 +570,7 @@ Result<void> serve(Filesystem& fs, const ServeOptions& options,
   stopper.join();
   pruner.join();
   fuse_session_unmount(se.get());
-  if (rc < 0)
-    return make_error(-rc, std::string("serving ended: ") +
-                               std::error_code(-rc, std::generic_category()).message());
+  if (rc < 0) return errno_error(-rc, "serving ended");
   return {};
 }
 
@@ -596,8 +595,7 @@ Result<MountState> mount_state(const std::filesystem::path& mountpoint) {
 Result<void> detach(const std::filesystem::path& mountpoint) {
   if (::geteuid() == 0) {
     if (::umount2(mountpoint.c_str(), MNT_DETACH) != 0)
-      return make_error(errno, "cannot unmount " + mountpoint.string() + ": " +
-                                   std::error_code(errno, std::generic_category()).message());
+      return errno_error(errno, "cannot unmount", mountpoint);
     return {};
   }
   pid_t pid = ::fork();

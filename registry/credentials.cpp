@@ -21,6 +21,8 @@
 #include <system_error>
 #include <utility>
 
+#include "common/errno_error.h"
+
 extern char** environ;
 
 namespace imagefs::registry {
@@ -74,8 +76,7 @@ struct Pipe {
 
 Result<Pipe> make_pipe() {
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0)
-    return make_error(errno, "pipe: " + std::generic_category().message(errno));
+  if (::pipe2(fds, O_CLOEXEC) != 0) return errno_error(errno, "pipe");
   return Pipe{Fd(fds[0]), Fd(fds[1])};
 }
 
@@ -151,7 +152,7 @@ Result<HelperRun> run_program(const std::string& program, const std::string& arg
   char* argv[] = {program_copy.data(), arg_copy.data(), nullptr};
   pid_t pid = -1;
   int rc = posix_spawnp(&pid, program.c_str(), actions.get(), nullptr, argv, environ);
-  if (rc != 0) return make_error(rc, program + ": " + std::generic_category().message(rc));
+  if (rc != 0) return errno_error(rc, program);
   in.read.reset();
   out.write.reset();
   err.write.reset();

@@ -702,7 +702,9 @@ TEST_F(NameTableTest, ManyUnknownNamesLookedUpAndForgottenLeaveTheTableFlat) {
     EXPECT_EQ(x.entry_timeout, 0);
     fs().forget(x.ino, 1);
     fs().forget(name.ino, 1);
-    if (i == 0) EXPECT_EQ(name_dirs(), before + 1) << "a.b itself";
+    if (i == 0) {
+      EXPECT_EQ(name_dirs(), before + 1) << "a.b itself";
+    }
   }
   fs().forget(level.ino, 1);
   EXPECT_EQ(name_dirs(), before);
@@ -726,7 +728,7 @@ TEST_F(NameTableTest, UnknownNamesGetAShortEntryTimeoutKnownOnesALongOne) {
 }
 
 TEST_F(NameTableTest, TopmostUnknownNamesAreHandedOutOnceForInvalidationKnownOnesNever) {
-  using Names = std::vector<std::pair<Ino, std::string>>;
+  using StaleNames = std::vector<std::pair<Ino, std::string>>;
   auto later = std::chrono::steady_clock::now() + std::chrono::hours(1);
   Entry level = must(fs().lookup(kRootIno, "a.b"));
   Entry name = must(fs().lookup(level.ino, "zz"));
@@ -741,13 +743,13 @@ TEST_F(NameTableTest, TopmostUnknownNamesAreHandedOutOnceForInvalidationKnownOne
   Ino localhost = must(fs().lookup(kRootIno, "localhost:5000")).ino;
   // "a.b" only: invalidating it takes "zz" and "x" with it.
   EXPECT_EQ(fs().stale_names(later, 100),
-            (Names{{kRootIno, "a.b"}, {localhost, "nothing"}, {kRootIno + 1, "linux-s390x"}}));
+            (StaleNames{{kRootIno, "a.b"}, {localhost, "nothing"}, {kRootIno + 1, "linux-s390x"}}));
   EXPECT_TRUE(fs().stale_names(later, 100).empty()) << "each lookup yields a name once";
   // Looked up again (the kernel revalidates a zero-timeout name at every walk): once more.
   EXPECT_EQ(must(fs().lookup(level.ino, "zz")).ino, name.ino);
   EXPECT_EQ(must(fs().lookup(kRootIno, "a.b")).ino, level.ino);
   EXPECT_EQ(must(fs().lookup(kRootIno, "a.b")).ino, level.ino);
-  EXPECT_EQ(fs().stale_names(later, 1), (Names{{kRootIno, "a.b"}}));
+  EXPECT_EQ(fs().stale_names(later, 1), (StaleNames{{kRootIno, "a.b"}}));
   EXPECT_TRUE(fs().stale_names(later, 100).empty());
   // A name forgotten before it was taken is skipped.
   must(fs().lookup(kRootIno, "a.b"));
@@ -768,25 +770,25 @@ TEST_F(NameTableTest, ListingsHoldTheirNamesAndReaddirplusEntriesCountAsLookups)
     ADD_FAILURE() << "no " << name;
     return Entry{};
   };
-  Entry alpine = find("alpine:latest");
+  Entry alpine_dir = find("alpine:latest");
   Entry localhost = find("localhost:5000");
-  ASSERT_EQ(slot_of(alpine.ino), 0u);
+  ASSERT_EQ(slot_of(alpine_dir.ino), 0u);
   // While the listing lives, its numbers are the lookups' numbers (readdir and readdirplus
   // give the same inode numbers as lookup).
   Entry looked = must(fs().lookup(kRootIno, "localhost:5000"));
   EXPECT_EQ(looked.ino, localhost.ino);
   // readdirplus sent "alpine:latest" with its attributes: one reference.
-  fs().remember(alpine.ino);
+  fs().remember(alpine_dir.ino);
   Ino never_sent = find("python:3.12").ino;
   items->clear();  // releasedir
   // The one sent with attributes and the one looked up stay; the one only listed is gone.
-  EXPECT_TRUE(fs().getattr(alpine.ino).ok());
+  EXPECT_TRUE(fs().getattr(alpine_dir.ino).ok());
   EXPECT_TRUE(fs().getattr(localhost.ino).ok());
   EXPECT_EQ(error_of(fs().getattr(never_sent)), ENOENT);
-  EXPECT_EQ(must(fs().lookup(kRootIno, "alpine:latest")).ino, alpine.ino);
-  fs().forget(alpine.ino, 2);  // readdirplus + lookup
+  EXPECT_EQ(must(fs().lookup(kRootIno, "alpine:latest")).ino, alpine_dir.ino);
+  fs().forget(alpine_dir.ino, 2);  // readdirplus + lookup
   fs().forget(localhost.ino, 1);
-  EXPECT_EQ(error_of(fs().getattr(alpine.ino)), ENOENT);
+  EXPECT_EQ(error_of(fs().getattr(alpine_dir.ino)), ENOENT);
   EXPECT_EQ(error_of(fs().getattr(localhost.ino)), ENOENT);
   // Listings that come and go leave nothing behind.
   size_t before = name_dirs();
