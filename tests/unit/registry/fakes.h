@@ -97,6 +97,12 @@ class FakeRegistry final : public Http {
   int drop_count = 0;
   // How a cut body ends: interrupted (a dropped connection) or timeout (the stall rule fired).
   HttpFailure drop_failure = HttpFailure::interrupted;
+  // Blob bodies streamed to a sink (layers) go on after the blob with bytes without end, as a
+  // chunked answer would, until the sink refuses them (or kEndlessCap bytes, when the test has
+  // failed). endless_sent counts the extra bytes the sink took.
+  bool endless_blobs = false;
+  static constexpr uint64_t kEndlessCap = 64u << 20;
+  std::atomic<uint64_t> endless_sent{0};
 
   explicit FakeRegistry(std::shared_ptr<FakeClock> c) : clock(std::move(c)) {}
 
