@@ -18,7 +18,8 @@ python_manifest=$FIXTURES_OUT/oci/python/blobs/sha256/$(fixture_manifest_digest 
 big_layer=$(jq -r '.layers | max_by(.size) | .digest' "$python_manifest")
 big_size=$(jq -r '.layers | max_by(.size) | .size' "$python_manifest")
 partial=$CACHE/tmp/${big_layer#sha256:}.partial
-big_gets() { grep -c "GET /v2/.*/blobs/$big_layer" "$FAULTPROXY_LOG" || true; }
+# Requests for the big layer in the proxy's log (an endless answer logs a second line, "-> endless:").
+big_gets() { grep "GET /v2/.*/blobs/$big_layer" "$FAULTPROXY_LOG" | grep -vc -- "-> endless:" || true; }
 size_of() { stat -c %s "$1" 2>/dev/null || echo 0; }
 
 # --- endless bytes after the layer: a clean failure, a bounded partial -------------------------
