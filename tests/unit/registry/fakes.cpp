@@ -250,7 +250,7 @@ HttpResponse FakeRegistry::deliver(const SeenRequest& r, int status, Headers hea
   bool drop = false;
   {
     std::lock_guard lock(mu_);
-    if (is_blob && drop_count > 0 && drop_after < body.size()) {
+    if (is_blob && drop_count > 0 && drop_after <= body.size()) {
       --drop_count;
       limit = drop_after;
       drop = true;

@@ -92,7 +92,8 @@ class FakeRegistry final : public Http {
 
   // Faults: checked before routing; returning a response answers the request with it.
   std::function<std::optional<HttpResponse>(const SeenRequest&)> intercept;
-  // Blob bodies are cut after this many bytes (then HttpFailure::interrupted), this many times.
+  // Blob bodies are cut after this many bytes (then HttpFailure::interrupted), this many times;
+  // drop_after equal to the body's size cuts the connection right after its last byte.
   uint64_t drop_after = 0;
   int drop_count = 0;
   // How a cut body ends: interrupted (a dropped connection) or timeout (the stall rule fired).

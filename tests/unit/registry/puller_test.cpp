@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "registry/client.h"
 #include "registry/manifest.h"
 #include "tests/unit/registry/fakes.h"
 
@@ -488,6 +489,28 @@ TEST_F(PullerTest, EndlessForeignLayerStopsAtItsSize) {
       << pulled.error().message;
   EXPECT_LE(env.partial_size(store::Digest::of(foreign)), foreign.size());
   EXPECT_EQ(env.registry->endless_sent.load(), 0u);
+}
+
+TEST_F(PullerTest, ClientCommitsAWriterHoldingTheWholeBlobWithoutARequest) {
+  const store::Digest layer = store::Digest::of("app layer bytes");
+  env.write_partial(layer, "app layer bytes");
+  auto transport =
+      std::make_shared<Transport>(env.registry, env.clock, DockerCredentials::none(), env.options);
+  RegistryClient client(transport);
+  auto writer = env.blobs->open_writer(layer);  // no size given: the partial is taken as it is
+  ASSERT_TRUE(writer.ok()) << writer.error().message;
+  ASSERT_EQ((*writer)->offset(), 15u);
+  Descriptor d{.media_type = std::string(media_type::kOciLayerGzip),
+               .digest = layer,
+               .size = 15,
+               .urls = {},
+               .platform = std::nullopt};
+  auto fetched =
+      client.fetch_blob(TestEnv::ref("registry.example/app:1.0"), d, **writer, "layer 2 of 2", {});
+  ASSERT_TRUE(fetched.ok()) << fetched.error().message;
+  EXPECT_TRUE((*writer)->done());
+  EXPECT_EQ(env.blobs->read(layer).value(), "app layer bytes");
+  EXPECT_EQ(env.registry->count(layer.str()), 0u) << "no Range request past the end";
 }
 
 }  // namespace

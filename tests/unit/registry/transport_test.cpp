@@ -541,5 +541,24 @@ TEST_F(TransportTest, ForeignUrlRedirectsAreBounded) {
   EXPECT_LE(env.registry->count("mirror.example"), 11u);
 }
 
+TEST_F(TransportTest, ConnectionDroppedAfterTheLastByteCommitsOn416) {
+  // All of the layer arrived, then the connection dropped: the resume asks for the bytes after
+  // the end, the registry answers 416, and what was received is verified and committed.
+  std::string layer(5000, 'L');
+  auto img = testing::make_image("amd64", {layer});
+  testing::push(*env.registry, "edge", "1", img);
+  env.registry->drop_after = layer.size();
+  env.registry->drop_count = 1;
+  auto pulled = pull("registry.example/edge:1");
+  ASSERT_TRUE(pulled.ok()) << pulled.error().message;
+  EXPECT_EQ(env.blobs->read(store::Digest::of(layer)).value(), layer);
+  std::vector<uint64_t> ranges;
+  for (const auto& r : env.registry->requests()) {
+    if (r.url.find("/blobs/" + store::Digest::of(layer).str()) != std::string::npos)
+      ranges.push_back(r.range_start.value_or(0));
+  }
+  EXPECT_EQ(ranges, (std::vector<uint64_t>{0, 5000}));
+}
+
 }  // namespace
 }  // namespace imagefs::registry
