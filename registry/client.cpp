@@ -1,6 +1,7 @@
 // Manifests and blobs over the transport, with digests checked and errors worded for people.
 #include "registry/client.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 namespace imagefs::registry {
@@ -116,6 +117,21 @@ class WriterSink final : public ResumableSink {
     } else if (writer_.offset() > 0) {
       // The server ignored Range and sends the whole blob again.
       IMAGEFS_CHECK(writer_.restart());
+    }
+    // A declared length past the blob's end is refused before its first byte.
+    if (std::optional<std::string> length = headers.get("Content-Length")) {
+      uint64_t declared = 0;
+      bool number = !length->empty() && length->size() < 19 &&
+                    length->find_first_not_of("0123456789") == std::string::npos;
+      if (number) declared = std::stoull(*length);
+      uint64_t left = size_ - std::min(size_, writer_.offset());
+      if (number && declared > left)
+        return make_error(
+            EIO, source_ + " sent more than the " + std::to_string(size_) +
+                     " bytes its manifest declares (Content-Length " + *length +
+                     (writer_.offset() > 0 ? " from byte " + std::to_string(writer_.offset())
+                                           : std::string()) +
+                     ")");
     }
     if (progress_) progress_(writer_.offset());
     return {};

@@ -513,5 +513,27 @@ TEST_F(PullerTest, ClientCommitsAWriterHoldingTheWholeBlobWithoutARequest) {
   EXPECT_EQ(env.registry->count(layer.str()), 0u) << "no Range request past the end";
 }
 
+TEST_F(PullerTest, ContentLengthPastTheBlobIsRefusedBeforeItsFirstByte) {
+  const store::Digest layer = store::Digest::of("app layer bytes");
+  env.registry->intercept = [&](const testing::SeenRequest& r) -> std::optional<HttpResponse> {
+    if (r.url.find(layer.str()) == std::string::npos) return std::nullopt;
+    HttpResponse longer;
+    longer.status = 200;
+    longer.headers.add("Content-Length", "20000000000");
+    longer.body = "app layer bytes and more";
+    return longer;
+  };
+  auto pulled = env.puller()->pull(TestEnv::ref("registry.example/app:1.0"), kAmd64);
+  ASSERT_FALSE(pulled.ok());
+  EXPECT_NE(pulled.error().message.find("layer 2 of 2 " + layer.str() +
+                                        " from registry.example/app: registry registry.example "
+                                        "sent more than the 15 bytes its manifest declares "
+                                        "(Content-Length 20000000000)"),
+            std::string::npos)
+      << pulled.error().message;
+  EXPECT_EQ(env.partial_size(layer), 0u) << "nothing of it was written";
+  EXPECT_EQ(env.registry->count(layer.str()), 1u);
+}
+
 }  // namespace
 }  // namespace imagefs::registry
