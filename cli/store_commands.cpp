@@ -148,6 +148,16 @@ int run_images(const Args& args, Io& io) {
   for (const Row& r : rows)
     io.out << pad(r.ref, w[0]) << pad(r.digest, w[1]) << pad(r.platform, w[2]) << pad(r.size, w[3])
            << r.used << "\n";
+  // Partial downloads take space no image row shows.
+  auto partials = store->blobs->list_partials();
+  if (!partials.ok()) return report(io, "images", partials.error());
+  if (!partials->empty()) {
+    uint64_t bytes = 0;
+    for (const store::PartialInfo& p : *partials) bytes += p.size;
+    io.err << "imagefs images: the store also holds " << partials->size() << " partial downloads ("
+           << format_size(bytes)
+           << "): the next pull resumes them; `imagefs verify` and `imagefs gc` remove them\n";
+  }
   return kExitOk;
 }
 
@@ -215,6 +225,45 @@ int run_verify(const Args& args, Io& io) {
   for (const store::Digest& d : *bad)
     io.err << "imagefs verify: " << store->blobs->path(d).string() << " does not match its name\n";
   io.out << listed->size() << " blobs verified, " << bad->size() << " bad\n";
+
+  // Partial downloads: those that can never become their blob (longer than the size an image
+  // record declares for it) or whose blob is already stored are removed; the others wait for a
+  // pull to resume them, or for gc.
+  auto partials = store->blobs->list_partials();
+  if (!partials.ok()) return report(io, "verify", partials.error());
+  if (!partials->empty()) {
+    auto images = store->catalog->images();
+    if (!images.ok()) return report(io, "verify", images.error());
+    std::map<store::Digest, uint64_t> declared;
+    for (const store::ImageRecord& image : *images)
+      for (const store::LayerRecord& layer : image.layers) declared[layer.digest] = layer.size;
+    uint64_t bytes = 0;
+    size_t removed = 0;
+    for (const store::PartialInfo& p : *partials) {
+      bytes += p.size;
+      auto size = declared.find(p.digest);
+      bool useless =
+          store->blobs->contains(p.digest) || (size != declared.end() && p.size > size->second);
+      if (!useless) continue;
+      auto gone = store->blobs->remove_partial(p.digest);
+      if (!gone.ok()) return report(io, "verify", gone.error());
+      if (!*gone) continue;  // a pull is writing it
+      io.err << "imagefs verify: removed the partial download of " << p.digest.str() << " ("
+             << format_size(p.size) << "): "
+             << (size != declared.end() && p.size > size->second
+                     ? "longer than the " + std::to_string(size->second) + " bytes of its blob"
+                     : std::string("its blob is stored"))
+             << "\n";
+      ++removed;
+    }
+    io.out << partials->size() << " partial downloads (" << format_size(bytes) << "), " << removed
+           << " removed";
+    if (removed < partials->size()) {
+      io.out << "; the next pull resumes the others, `imagefs gc` removes those untouched for a "
+                "day (all of them when the store is over --max-size)";
+    }
+    io.out << "\n";
+  }
   return bad->empty() ? kExitOk : kExitFailed;
 }
 

@@ -1,6 +1,7 @@
 // Manifests and blobs over the transport, with digests checked and errors worded for people.
 #include "registry/client.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 namespace imagefs::registry {
@@ -87,11 +88,16 @@ std::string rate_limit_message(const std::string& host, const Reply& reply,
   return message;
 }
 
-// Sends a blob's body to a BlobWriter, resuming where it stopped.
+// Sends a blob's body to a BlobWriter, resuming where it stopped. Never more than the blob's
+// declared size reaches the writer: the first byte past it ends the transfer (whatever the
+// framing: a Content-Length, chunks without end), so a registry that keeps sending cannot fill
+// the disk, and the partial file never holds more than the blob.
 class WriterSink final : public ResumableSink {
  public:
-  WriterSink(store::BlobWriter& writer, const RegistryClient::Progress& progress)
-      : writer_(writer), progress_(progress) {}
+  // `source` names who sends the body in messages ("registry HOST", "URL").
+  WriterSink(store::BlobWriter& writer, const RegistryClient::Progress& progress, uint64_t size,
+             std::string source)
+      : writer_(writer), progress_(progress), size_(size), source_(std::move(source)) {}
 
   [[nodiscard]] uint64_t offset() const override { return writer_.offset(); }
 
@@ -112,19 +118,42 @@ class WriterSink final : public ResumableSink {
       // The server ignored Range and sends the whole blob again.
       IMAGEFS_CHECK(writer_.restart());
     }
+    // A declared length past the blob's end is refused before its first byte.
+    if (std::optional<std::string> length = headers.get("Content-Length")) {
+      uint64_t declared = 0;
+      bool number = !length->empty() && length->size() < 19 &&
+                    length->find_first_not_of("0123456789") == std::string::npos;
+      if (number) declared = std::stoull(*length);
+      uint64_t left = size_ - std::min(size_, writer_.offset());
+      if (number && declared > left)
+        return make_error(
+            EIO, source_ + " sent more than the " + std::to_string(size_) +
+                     " bytes its manifest declares (Content-Length " + *length +
+                     (writer_.offset() > 0 ? " from byte " + std::to_string(writer_.offset())
+                                           : std::string()) +
+                     ")");
+    }
     if (progress_) progress_(writer_.offset());
     return {};
   }
 
   Result<void> write(std::span<const uint8_t> bytes) override {
-    IMAGEFS_CHECK(writer_.write(bytes));
-    if (progress_) progress_(writer_.offset());
+    uint64_t room = size_ - std::min(size_, writer_.offset());
+    bool over = bytes.size() > room;
+    if (over) bytes = bytes.first(static_cast<size_t>(room));
+    if (!bytes.empty()) IMAGEFS_CHECK(writer_.write(bytes));
+    if (progress_ && !bytes.empty()) progress_(writer_.offset());
+    if (over)
+      return make_error(EIO, source_ + " sent more than the " + std::to_string(size_) +
+                                 " bytes its manifest declares");
     return {};
   }
 
  private:
   store::BlobWriter& writer_;
   const RegistryClient::Progress& progress_;
+  uint64_t size_;
+  std::string source_;
 };
 
 }  // namespace
@@ -282,15 +311,23 @@ Result<void> RegistryClient::fetch_blob(const Reference& ref, const Descriptor& 
   if (media_type::is_foreign_layer(blob.media_type))
     return fetch_foreign(ref, blob, writer, what, progress, notice);
   std::string subject = what + " " + blob.digest.str();
+  // All there already (a partial left complete): verify it without asking for bytes past the end.
+  if (writer.offset() >= blob.size) {
+    Result<void> committed = writer.commit(blob.size);
+    if (!committed.ok()) return committed.error().context(subject + " (partial download)");
+    return {};
+  }
   RegistryRequest request;
   request.path = "/v2/" + ref.repository + "/blobs/" + blob.digest.str();
   request.scope = pull_scope(ref);
   request.notice = notice;
-  WriterSink sink(writer, progress);
+  WriterSink sink(writer, progress, blob.size, "registry " + ref.domain);
   Result<Reply> reply = transport_->send(ref.domain, request, &sink);
   if (!reply.ok()) return reply.error().context(subject + " from " + ref.name());
   int status = reply->response.status;
-  if (status != 200 && status != 206) return status_error(ref, subject, *reply, false);
+  // A resume asked for the bytes after the last one (the connection dropped right at the end).
+  bool complete = status == 416 && writer.offset() == blob.size;
+  if (status != 200 && status != 206 && !complete) return status_error(ref, subject, *reply, false);
   Result<void> committed = writer.commit(blob.size);
   if (!committed.ok()) return committed.error().context(subject + " from " + ref.name());
   return {};
@@ -304,13 +341,21 @@ Result<void> RegistryClient::fetch_foreign(const Reference& ref, const Descripto
     return make_error(EIO, subject + " of " + ref.name() + " is non-distributable (" +
                                blob.media_type +
                                ") and its manifest lists no URLs to download it from");
+  if (writer.offset() >= blob.size) {
+    Result<void> committed = writer.commit(blob.size);
+    if (!committed.ok()) return committed.error().context(subject + " (partial download)");
+    return {};
+  }
   Error last = make_error(EIO, "no usable URL");
   for (const std::string& url : blob.urls) {
-    WriterSink sink(writer, progress);
+    WriterSink sink(writer, progress, blob.size, url);
     Result<Reply> reply = transport_->get_url(url, &sink, notice);
     if (!reply.ok()) {
       last = reply.error();
-      continue;
+      if (writer.offset() < blob.size) continue;
+      // It sent more than the blob: refused as from a registry (the partial holds the first
+      // blob-size bytes; the next pull verifies them and commits or discards them).
+      return last.context(subject + " from " + url);
     }
     if (reply->response.status != 200 && reply->response.status != 206) {
       last = make_error(EIO, url + " answered HTTP " + std::to_string(reply->response.status));

@@ -205,7 +205,7 @@ Result<ResolvedImage> Puller::resolve_unscrubbed(const Reference& reference,
   if (!blobs_->contains(config_desc.digest)) {
     // Under the blob's writer lock, so that processes pulling one image at once fetch it once:
     // the others wait here and then find it done.
-    IMAGEFS_TRY(writer, blobs_->open_writer(config_desc.digest));
+    IMAGEFS_TRY(writer, blobs_->open_writer(config_desc.digest, config_desc.size));
     if (!writer->done()) {
       IMAGEFS_TRY(bytes, client_->get_blob(reference, config_desc, "config", notice));
       IMAGEFS_CHECK(writer->restart());
@@ -315,7 +315,8 @@ Result<void> Puller::fetch_unscrubbed(const Reference& source, const store::Imag
         continue;
       }
       std::string what = "layer " + std::to_string(i + 1) + " of " + std::to_string(count);
-      Result<std::unique_ptr<store::BlobWriter>> writer = blobs_->open_writer(layer.digest);
+      Result<std::unique_ptr<store::BlobWriter>> writer =
+          blobs_->open_writer(layer.digest, layer.size);
       if (!writer.ok()) {
         fail(id, writer.error().context(what + " " + layer.digest.str()));
         return;

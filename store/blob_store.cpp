@@ -256,7 +256,7 @@ class FileBlobStore final : public BlobStore {
     Digest actual = Digest::of(bytes);
     if (actual != expected)
       return make_error(EIO, mismatch_message(path(expected), expected, actual));
-    IMAGEFS_TRY(writer, open_writer(expected));
+    IMAGEFS_TRY(writer, open_writer(expected, bytes.size()));
     if (writer->done()) return {};
     if (writer->offset() != 0) IMAGEFS_CHECK(writer->restart());
     auto span = std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
@@ -270,7 +270,14 @@ class FileBlobStore final : public BlobStore {
     return r;
   }
 
-  Result<std::unique_ptr<BlobWriter>> open_writer(const Digest& expected) override {
+  Result<std::unique_ptr<BlobWriter>> open_writer(const Digest& expected,
+                                                  std::optional<uint64_t> expected_size) override {
+    return open_writer_once(expected, expected_size, true);
+  }
+
+  Result<std::unique_ptr<BlobWriter>> open_writer_once(const Digest& expected,
+                                                       std::optional<uint64_t> expected_size,
+                                                       bool commit_complete) {
     fs::path final_path = path(expected);
     if (auto size = file_size(final_path)) return done_writer(expected, final_path, *size);
     IMAGEFS_TRY(lock, FileLock::acquire(lock_path(expected), detail::LockMode::exclusive));
@@ -280,12 +287,28 @@ class FileBlobStore final : public BlobStore {
     fs::path partial = partial_path(expected);
     UniqueFd fd(::open(partial.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
     if (!fd) return errno_error(errno, "cannot create", partial);
+    if (expected_size) {
+      struct stat st {};
+      if (::fstat(fd.get(), &st) != 0) return errno_error(errno, "cannot stat", partial);
+      // Longer than the blob: nothing in it is worth hashing (it may be gigabytes of a registry's
+      // endless answer), and a resume from there could only fail.
+      if (static_cast<uint64_t>(st.st_size) > *expected_size && ::ftruncate(fd.get(), 0) != 0)
+        return errno_error(errno, "cannot truncate", partial);
+    }
     // Resume: the hash state cannot be saved, so rebuild it from the bytes on disk.
     auto hasher = std::make_unique<Sha256>();
     IMAGEFS_TRY(offset, hash_file(fd.get(), *hasher, partial));
-    return std::unique_ptr<BlobWriter>(std::make_unique<FileBlobWriter>(
-        expected, std::move(partial), std::move(final_path), std::move(lock), std::move(fd),
-        std::move(hasher), offset));
+    auto writer = std::make_unique<FileBlobWriter>(expected, partial, final_path, std::move(lock),
+                                                   std::move(fd), std::move(hasher), offset);
+    if (commit_complete && expected_size && offset == *expected_size) {
+      // Complete already (killed after the last byte): commit it now rather than ask the
+      // registry for the bytes after the end (416). A mismatch deletes it: start again (once;
+      // another failure, such as a failed rename, is the caller's to see on its own commit).
+      if (writer->commit(expected_size).ok()) return std::unique_ptr<BlobWriter>(std::move(writer));
+      writer.reset();  // releases the lock: take it again for a fresh writer
+      return open_writer_once(expected, expected_size, false);
+    }
+    return std::unique_ptr<BlobWriter>(std::move(writer));
   }
 
   Result<void> remove(const Digest& digest) override {
@@ -354,6 +377,38 @@ class FileBlobStore final : public BlobStore {
     }
     IMAGEFS_CHECK(detail::sweep_lock_dir(locks_));
     return removed;
+  }
+
+  [[nodiscard]] Result<std::vector<PartialInfo>> list_partials() const override {
+    std::vector<PartialInfo> out;
+    IMAGEFS_TRY(names, detail::list_dir(tmp_));
+    for (const std::string& name : names) {
+      if (!name.ends_with(kPartialSuffix)) continue;
+      auto digest = Digest::parse("sha256:" + name.substr(0, name.size() - kPartialSuffix.size()));
+      if (!digest.ok()) continue;
+      fs::path p = tmp_ / name;
+      struct stat st {};
+      if (::lstat(p.c_str(), &st) != 0) {
+        if (errno == ENOENT) continue;  // committed or removed meanwhile
+        return errno_error(errno, "cannot stat", p);
+      }
+      if (!S_ISREG(st.st_mode)) continue;
+      out.push_back(PartialInfo{std::move(*digest), static_cast<uint64_t>(st.st_size),
+                                detail::mtime_seconds(st)});
+    }
+    return out;
+  }
+
+  Result<bool> remove_partial(const Digest& digest) override {
+    IMAGEFS_TRY(lock, FileLock::try_acquire(lock_path(digest), detail::LockMode::exclusive,
+                                            detail::IfMissing::create));
+    if (!lock) return false;
+    fs::path p = partial_path(digest);
+    if (::unlink(p.c_str()) != 0) {
+      if (errno == ENOENT) return false;
+      return errno_error(errno, "cannot remove", p);
+    }
+    return true;
   }
 
  private:

@@ -65,7 +65,13 @@ class BlobStore {
   // writer's done() is true when the blob is already present (nothing to do), including when the
   // writer we waited for committed it. A resumed writer re-reads the partial file to restore its
   // hash and reports its length as offset().
-  virtual Result<std::unique_ptr<BlobWriter>> open_writer(const Digest& expected) = 0;
+  // With `expected_size` (the descriptor's size) a partial file is never resumed past the blob: a
+  // partial longer than expected_size is discarded unread (a registry that sent more than the
+  // blob, or a damaged file), and one of exactly expected_size bytes (a pull killed after the last
+  // byte, before the rename) is verified and committed here, so the writer comes back done(); if
+  // its bytes do not verify it is discarded and the writer starts at 0.
+  virtual Result<std::unique_ptr<BlobWriter>> open_writer(
+      const Digest& expected, std::optional<uint64_t> expected_size = std::nullopt) = 0;
 
   // Removes a blob, and its partial download unless a writer is busy with it (that writer keeps
   // going). Removing an absent blob succeeds. Callers keep references in order: gc removes only
@@ -80,6 +86,12 @@ class BlobStore {
   // `modified_before` (unix seconds), or whose blob is already present; returns them. Also removes
   // lock files nobody holds. For gc.
   virtual Result<std::vector<PartialInfo>> remove_stale_partials(int64_t modified_before) = 0;
+  // Every partial download in ROOT/tmp/ (busy or not), with its size: they count in the store's
+  // size (gc, `imagefs verify`).
+  [[nodiscard]] virtual Result<std::vector<PartialInfo>> list_partials() const = 0;
+  // Removes the partial download of `digest` unless a writer holds it; true if it was removed
+  // (false: busy, or none). For `imagefs verify`'s repair of partials that cannot be resumed.
+  virtual Result<bool> remove_partial(const Digest& digest) = 0;
 };
 
 // Writes one blob. Not thread-safe; owned by one thread. Destroying a writer without commit()

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <set>
 #include <string>
@@ -76,6 +77,32 @@ class Collector {
     report_.size_before = total_;
     report_.size_after = total_;
   }
+
+  // Counts the partial downloads left (`kept`) in the store's size, and those removed before the
+  // collection (`removed`) in its size before.
+  void add_partials(const std::vector<PartialInfo>& kept, const std::vector<PartialInfo>& removed) {
+    for (const PartialInfo& p : kept) {
+      total_ += p.size;
+      partials_.push_back(p);
+    }
+    report_.size_before = total_;
+    for (const PartialInfo& p : removed) report_.size_before += p.size;
+    report_.size_after = total_;
+  }
+
+  // Removes every partial download no writer holds (gc runs under an exclusive pull lease, so
+  // none is being written by a pull).
+  Result<void> remove_idle_partials() {
+    IMAGEFS_TRY(removed, blobs_.remove_stale_partials(std::numeric_limits<int64_t>::max()));
+    for (PartialInfo& p : removed) {
+      total_ -= std::min(total_, p.size);
+      report_.partials_removed.push_back(std::move(p));
+    }
+    report_.size_after = total_;
+    return {};
+  }
+
+  [[nodiscard]] bool has_partials() const { return !partials_.empty(); }
 
   Result<void> remove_shared(const SharedFile& file) {
     if (::unlink(file.path.c_str()) != 0 && errno != ENOENT)
@@ -163,6 +190,7 @@ class Collector {
   std::map<Digest, int> uses_;  // how many images (each once) and refs (index) name a digest
   std::map<Digest, BlobInfo> present_;
   uint64_t total_ = 0;
+  std::vector<PartialInfo> partials_;  // left after the stale ones went
 };
 
 }  // namespace
@@ -194,6 +222,8 @@ Result<GcReport> collect(BlobStore& blobs, Catalog& catalog, uint64_t max_size, 
   Collector c(blobs, catalog, report);
   IMAGEFS_CHECK(c.load());
   c.add_shared(shared);
+  IMAGEFS_TRY(partials_left, blobs.list_partials());
+  c.add_partials(partials_left, report.partials_removed);
 
   std::vector<Digest> unnamed;
   for (const ImageRecord& image : c.images())
@@ -232,6 +262,9 @@ Result<GcReport> collect(BlobStore& blobs, Catalog& catalog, uint64_t max_size, 
     return std::tie(a.when, a.kind, a.pulled_at, a.name) <
            std::tie(b.when, b.kind, b.pulled_at, b.name);
   });
+  // Over the limit, young partial downloads go before any image: no pull is running (the
+  // exclusive lease), and a pull downloads them again if still wanted.
+  if (c.total() > max_size && c.has_partials()) IMAGEFS_CHECK(c.remove_idle_partials());
   for (const Candidate& candidate : by_use) {
     if (c.total() <= max_size) break;
     if (candidate.kind == 0) {
@@ -265,6 +298,8 @@ Result<GcReport> remove_reference(BlobStore& blobs, Catalog& catalog, std::strin
 
   Collector c(blobs, catalog, report);
   IMAGEFS_CHECK(c.load());  // sees the catalog without the removed refs
+  IMAGEFS_TRY(partials, blobs.list_partials());
+  c.add_partials(partials, {});
   std::set<Digest> seen;
   for (const RefRecord& ref : matches) {
     if (seen.insert(ref.manifest).second && !c.named(ref.manifest))

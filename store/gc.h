@@ -39,7 +39,8 @@ struct GcReport {
   std::vector<PartialInfo> partials_removed;  // stale partial downloads
   std::vector<Digest> images_in_use;          // would have been removed, but a lease holds them
   std::vector<SharedFile> shared_removed;     // archive segments and plans (collect() only)
-  // Blobs, what was derived from them (derived/) and, for collect(), shared files (segments/).
+  // Blobs, what was derived from them (derived/), partial downloads (tmp/) and, for collect(),
+  // shared files (segments/).
   uint64_t size_before = 0;  // in bytes
   uint64_t size_after = 0;
 
@@ -47,7 +48,8 @@ struct GcReport {
   [[nodiscard]] uint64_t bytes_freed() const;
 };
 
-// Brings the store's size (verified blobs, their derived products and the shared derived files)
+// Brings the store's size (verified blobs, their derived products, partial downloads and the
+// shared derived files)
 // down to `max_size` bytes, if the images in use allow.
 // In order:
 //  1. partial downloads not being written and last written before now - kKeepUnreferencedSeconds;
@@ -56,7 +58,9 @@ struct GcReport {
 //     died between recording the image and its ref);
 //  3. blobs that no image or ref references, last written before now - kKeepUnreferencedSeconds;
 //     shared files unused since now - kKeepUnusedSharedSeconds;
-//  4. while the total exceeds max_size: images and shared files by least recent use, oldest first
+//  4. while the total exceeds max_size: first every partial download (no pull runs during gc, and
+//     a pull that still wants one downloads it again), then images and shared files by least
+//     recent use, oldest first
 //     (an image's ImageRecord::last_used, a shared file's mtime; on a tie shared files first,
 //     which cost CPU to remake where images cost a download; then pulled_at, then digest or
 //     path, so the order is deterministic). Shared files used within kMarkUsedInterval stay:

@@ -3,8 +3,9 @@
 
 Sits between a client and a cleartext HTTP server on loopback and, per request whose target
 matches --path, answers with an injected status, delays the request, cuts the response body
-after N bytes, never answers at all (a black hole), or trickles the whole response out a byte
-at a time (a drip). Each fault applies to the first K matching requests it is chosen for
+after N bytes, never answers at all (a black hole), trickles the whole response out a byte
+at a time (a drip), or sends a 2xx body chunked and then bytes without end (endless: a
+registry that never stops sending). Each fault applies to the first K matching requests it is chosen for
 (default: all); later requests pass through untouched, so a client that retries or resumes
 succeeds.
 Keep-alive is kept on both sides: request and response bodies are framed by Content-Length,
@@ -176,12 +177,40 @@ def relay(reader, sink, framing, length=0):
     return True
 
 
+class ChunkSink:
+    """Writes each piece as one chunk of a chunked body to another sink."""
+
+    def __init__(self, sink):
+        self.sink = sink
+
+    def write(self, data):
+        if data:
+            self.sink.write(b"%x\r\n" % len(data) + bytes(data) + b"\r\n")
+
+
+def relay_payload(reader, sink, framing, length=0):
+    """Copies one body's payload (chunk framing removed) from reader to sink; returns False if
+    the stream ended early."""
+    if framing != "chunked":
+        return relay(reader, sink, framing, length)
+    while True:
+        size = int(reader.line().split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            while reader.line() != b"\r\n":  # trailers
+                pass
+            return True
+        if not relay(reader, sink, "length", size):
+            return False
+        reader.line()  # the CRLF after the chunk
+
+
 class Chosen:
     """The faults one request gets."""
 
-    def __init__(self, blackhole=False, status=None, delay_ms=0, drop=None, drip=None):
+    def __init__(self, blackhole=False, status=None, delay_ms=0, drop=None, drip=None,
+                 endless=False):
         self.blackhole, self.status, self.delay_ms = blackhole, status, delay_ms
-        self.drop, self.drip = drop, drip
+        self.drop, self.drip, self.endless = drop, drip, endless
 
 
 class Faults:
@@ -190,7 +219,8 @@ class Faults:
     def __init__(self, args):
         self.args, self.lock = args, threading.Lock()
         self.path = re.compile(args.path) if args.path else None
-        self.used = {"blackhole": 0, "status": 0, "delay": 0, "drop": 0, "drip": 0}
+        self.used = {"blackhole": 0, "status": 0, "delay": 0, "drop": 0, "drip": 0,
+                     "endless": 0}
 
     def _take(self, kind, enabled, count):
         if not enabled or (count is not None and self.used[kind] >= count):
@@ -213,6 +243,8 @@ class Faults:
             delay = a.delay_ms if self._take("delay", a.delay_ms > 0, a.delay_count) else 0
             drop = a.drop_after if self._take("drop", a.drop_after is not None, a.drop_count) else None
             drip = a.drip if self._take("drip", a.drip is not None, a.drip_count) else None
+            if self._take("endless", a.endless, a.endless_count):
+                return Chosen(delay_ms=delay, endless=True)
             return Chosen(delay_ms=delay, drop=drop, drip=drip)
 
 
@@ -331,6 +363,8 @@ class Session:
         upstream_close = rframing == "close" or "close" in tokens(rheaders, "connection")
 
         note = f" (delayed {delay_ms} ms)" if delay_ms else ""
+        if chosen.endless and method == "GET" and 200 <= code < 300:
+            return self.endless(what, rhead, rframing, rlength)
         if drip:
             note += f" (dripped at {drip} B/s)"
             log(f"{what} -> {code}: dripping the answer at {drip} B/s")
@@ -353,6 +387,35 @@ class Session:
             return False
         return keep_alive
 
+
+    def endless(self, what, rhead, rframing, rlength):
+        """Sends the upstream's answer with chunked framing (no Content-Length), its body, and
+        then chunks of junk without end: until the client leaves, --endless-bytes extra bytes
+        went out, or the proxy's lifetime ends. The connection is closed afterwards."""
+        lines = rhead.decode("latin-1").split("\r\n")[:-2]
+        kept = [l for l in lines[1:] if l.split(":")[0].strip().lower() not in
+                ("content-length", "transfer-encoding", "connection")]
+        head = [lines[0]] + kept + ["Transfer-Encoding: chunked", "Connection: close"]
+        self.client.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        sink = ChunkSink(Sink(self.client, None, self.args.rate))
+        if not relay_payload(self.ureader, sink, rframing, rlength):
+            raise Closed("upstream body cut short")
+        self.close_upstream()
+        junk, extra = b"\xa5" * (16 * 1024), 0
+        limit = self.args.endless_bytes
+        log(f"{what} -> body sent; now sending bytes without end")
+        try:
+            if self.args.endless_after_ms:
+                time.sleep(self.args.endless_after_ms / 1000)
+            while limit is None or extra < limit:
+                sink.write(junk)
+                extra += len(junk)
+        except OSError as e:
+            log(f"{what} -> endless: the client left after {extra} extra bytes ({e})")
+            return False
+        log(f"{what} -> endless: stopped after --endless-bytes {extra} extra bytes")
+        self.client.shutdown(socket.SHUT_RDWR)
+        return False
 
     def hold(self, what):
         """The black hole: the request was read and is never answered; the connection stays
@@ -405,6 +468,13 @@ def main():
     p.add_argument("--drip", type=int, metavar="BYTES_PER_SEC",
                    help="send response head and body one byte at a time, BYTES_PER_SEC a second")
     p.add_argument("--drip-count", type=int, help="drip only the first K matching requests")
+    p.add_argument("--endless", action="store_true",
+                   help="send 2xx GET answers chunked, then bytes without end after the body")
+    p.add_argument("--endless-count", type=int, help="endless only for the first K requests")
+    p.add_argument("--endless-bytes", type=int,
+                   help="stop an endless body after this many extra bytes (default: never)")
+    p.add_argument("--endless-after-ms", type=int, default=0,
+                   help="pause MS between an endless body's real bytes and the extra ones")
     p.add_argument("--lifetime", type=float, default=600, help="exit after SECONDS")
     args = p.parse_args()
     if args.drip is not None and args.drip <= 0:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Shows that tests/harness/faultproxy.py injects the faults it promises (cut bodies, delays,
-# error statuses, black holes, drips, its own exit) in front of a real open registry, and otherwise passes traffic
+# error statuses, black holes, drips, endless bodies, its own exit) in front of a real open registry, and otherwise passes traffic
 # through untouched, including keep-alive connections and skopeo's uploads.
 set -euo pipefail
 source "${IMAGEFS_SOURCE_DIR:-$(cd "$(dirname "$0")/../../.." && pwd)}/tests/integration/lib.sh"
@@ -121,6 +121,44 @@ python3 -c "import sys; s, f, n = map(float, sys.argv[1:]); sys.exit(not (s >= 0
   "$slow" "$fast" "$full" || fail "a dripped answer of $full bytes took ${slow}s at 200 B/s, a plain one ${fast}s"
 assert_eq 200 "$(http_status --max-time 5 "http://$FAULTPROXY/v2/_catalog")" "--path limits the drip"
 assert_fails python3 "$proxy" --target "$IMAGEFS_REGISTRY" --drip 0 --lifetime 1 >/dev/null
+
+# --- --endless: the body chunked, then bytes without end ----------------------------------------
+log "endless"
+start_faultproxy --target "$IMAGEFS_REGISTRY" --endless --endless-count 1 --path '/blobs/sha256:'
+# A client reads 8 MiB (twice the blob), then leaves.
+curl -s -o "$TEST_TMPDIR/endless" --max-time 20 "http://$FAULTPROXY$path" 2>/dev/null &
+curl_pid=$!
+for ((i = 0; i < 200; i++)); do
+  n=$(stat -c %s "$TEST_TMPDIR/endless" 2>/dev/null || echo 0)
+  ((n > (8 << 20))) && break
+  sleep 0.1
+done
+kill "$curl_pid" 2>/dev/null || true
+wait "$curl_pid" 2>/dev/null || true
+n=$(stat -c %s "$TEST_TMPDIR/endless")
+((n > (8 << 20))) || fail "an endless body stopped at $n bytes"
+assert_eq "$digest" "sha256:$(head -c $((4 << 20)) "$TEST_TMPDIR/endless" | sha256sum | cut -d' ' -f1)" \
+  "the blob comes first"
+for ((i = 0; i < 50; i++)); do
+  grep -q "endless: the client left" "$FAULTPROXY_LOG" && break
+  sleep 0.1
+done
+assert_contains "$(cat "$FAULTPROXY_LOG")" "now sending bytes without end"
+assert_contains "$(cat "$FAULTPROXY_LOG")" "endless: the client left after"
+# The count is used up: the next answer is the blob, with its Content-Length.
+h=$(curl -s -D - -o "$TEST_TMPDIR/full" "http://$FAULTPROXY$path" | tr -d '\r')
+assert_contains "$h" "Content-Length: $((4 << 20))"
+assert_eq "$digest" "sha256:$(sha256sum "$TEST_TMPDIR/full" | cut -d' ' -f1)"
+# --endless-bytes ends it; the head says chunked, with no Content-Length.
+start_faultproxy --target "$IMAGEFS_REGISTRY" --endless --endless-bytes 100000 --path '/blobs/sha256:'
+h=$(curl -s -D - -o "$TEST_TMPDIR/bounded" --max-time 20 "http://$FAULTPROXY$path" | tr -d '\r') || true
+assert_contains "$h" "Transfer-Encoding: chunked"
+if grep -qi '^Content-Length:' <<<"$h"; then fail "an endless answer has a Content-Length: $h"; fi
+n=$(stat -c %s "$TEST_TMPDIR/bounded")
+((n >= (4 << 20) + 100000 && n < (4 << 20) + 100000 + 65536)) ||
+  fail "--endless-bytes 100000 sent $n bytes after a $((4 << 20))-byte blob"
+# Answers other than 2xx pass as they are.
+assert_eq 404 "$(http_status --max-time 5 "http://$FAULTPROXY/v2/fault/blob/blobs/sha256:$(printf 0%.0s {1..64})")"
 
 # --- without faults, skopeo pushes and inspects through the proxy ------------------------------
 log "passthrough"

@@ -250,7 +250,7 @@ HttpResponse FakeRegistry::deliver(const SeenRequest& r, int status, Headers hea
   bool drop = false;
   {
     std::lock_guard lock(mu_);
-    if (is_blob && drop_count > 0 && drop_after < body.size()) {
+    if (is_blob && drop_count > 0 && drop_after <= body.size()) {
       --drop_count;
       limit = drop_after;
       drop = true;
@@ -267,6 +267,20 @@ HttpResponse FakeRegistry::deliver(const SeenRequest& r, int status, Headers hea
       return aborted;
     }
     at += n;
+  }
+  if (is_blob && endless_blobs && !drop) {
+    std::string more(16384, 'x');
+    for (uint64_t sent = 0; sent < kEndlessCap; sent += more.size()) {
+      Result<void> wrote =
+          sink->write({reinterpret_cast<const uint8_t*>(more.data()), more.size()});
+      if (!wrote.ok()) {
+        HttpResponse aborted = failure(HttpFailure::aborted, wrote.error().message);
+        aborted.status = status;
+        aborted.sink_error = wrote.error();
+        return aborted;
+      }
+      endless_sent += more.size();
+    }
   }
   if (drop) {
     HttpResponse dropped =

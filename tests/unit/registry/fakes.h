@@ -92,11 +92,18 @@ class FakeRegistry final : public Http {
 
   // Faults: checked before routing; returning a response answers the request with it.
   std::function<std::optional<HttpResponse>(const SeenRequest&)> intercept;
-  // Blob bodies are cut after this many bytes (then HttpFailure::interrupted), this many times.
+  // Blob bodies are cut after this many bytes (then HttpFailure::interrupted), this many times;
+  // drop_after equal to the body's size cuts the connection right after its last byte.
   uint64_t drop_after = 0;
   int drop_count = 0;
   // How a cut body ends: interrupted (a dropped connection) or timeout (the stall rule fired).
   HttpFailure drop_failure = HttpFailure::interrupted;
+  // Blob bodies streamed to a sink (layers) go on after the blob with bytes without end, as a
+  // chunked answer would, until the sink refuses them (or kEndlessCap bytes, when the test has
+  // failed). endless_sent counts the extra bytes the sink took.
+  bool endless_blobs = false;
+  static constexpr uint64_t kEndlessCap = 64u << 20;
+  std::atomic<uint64_t> endless_sent{0};
 
   explicit FakeRegistry(std::shared_ptr<FakeClock> c) : clock(std::move(c)) {}
 

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "registry/client.h"
 #include "registry/manifest.h"
 #include "tests/unit/registry/fakes.h"
 
@@ -398,6 +399,140 @@ TEST_F(PullerTest, BadOptions) {
   p = Puller::create(env.blobs, env.catalog, env.options, env.registry, env.clock);
   ASSERT_FALSE(p.ok());
   EXPECT_NE(p.error().message.find("missing-ca.pem does not exist"), std::string::npos);
+}
+
+TEST_F(PullerTest, EndlessLayerBodyStopsAtItsSizeAndAHealthyPullFinishes) {
+  // Chunked framing with no end: the real layer, then bytes for ever.
+  env.registry->endless_blobs = true;
+  env.options.max_parallel = 1;  // the first layer fails; no other starts
+  const store::Digest layer = store::Digest::of("base layer bytes");
+  auto pulled = env.puller()->pull(TestEnv::ref("registry.example/app:1.0"), kAmd64, &progress);
+  ASSERT_FALSE(pulled.ok());
+  EXPECT_EQ(pulled.error().code, EIO);
+  EXPECT_NE(pulled.error().message.find(
+                "layer 1 of 2 " + layer.str() +
+                " from registry.example/app: registry registry.example sent more than the 16 "
+                "bytes its manifest declares"),
+            std::string::npos)
+      << pulled.error().message;
+  EXPECT_EQ(env.registry->endless_sent.load(), 0u) << "not one chunk past the blob was taken";
+  EXPECT_LE(env.partial_size(layer), 16u);
+  EXPECT_EQ(env.registry->count(layer.str()), 1u) << "an overflow is not retried";
+
+  // The registry heals; the partial holds exactly the blob, so it is verified and committed
+  // without asking for it again (no Range past the end, no 416).
+  env.registry->endless_blobs = false;
+  auto again = env.puller()->pull(TestEnv::ref("registry.example/app:1.0"), kAmd64);
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(env.blobs->read(layer).value(), "base layer bytes");
+  EXPECT_EQ(env.blobs->read(store::Digest::of("app layer bytes")).value(), "app layer bytes");
+  EXPECT_EQ(env.registry->count(layer.str()), 1u);
+}
+
+TEST_F(PullerTest, PartialLongerThanTheLayerIsDiscardedAndDownloadedAgain) {
+  std::string big(50000, 'q');
+  auto img = testing::make_image("amd64", {big});
+  testing::push(*env.registry, "long", "1", img);
+  const store::Digest layer = store::Digest::of(big);
+  env.write_partial(layer, big + std::string(200000, 'z'));
+  auto pulled = env.puller()->pull(TestEnv::ref("registry.example/long:1"), kAmd64, &progress);
+  ASSERT_TRUE(pulled.ok()) << pulled.error().message;
+  EXPECT_EQ(env.blobs->read(layer).value(), big);
+  EXPECT_EQ(progress.events().front(), "started 0 at 0");
+  for (const auto& r : env.registry->requests()) {
+    if (r.url.find(layer.str()) != std::string::npos)
+      EXPECT_FALSE(r.range_start.has_value()) << "resumed at " << *r.range_start;
+  }
+}
+
+TEST_F(PullerTest, CompletePartialIsCommittedWithoutARequest) {
+  const store::Digest layer = store::Digest::of("app layer bytes");
+  env.write_partial(layer, "app layer bytes");  // killed after the last byte, before the rename
+  auto pulled = env.puller()->pull(TestEnv::ref("registry.example/app:1.0"), kAmd64, &progress);
+  ASSERT_TRUE(pulled.ok()) << pulled.error().message;
+  EXPECT_EQ(env.blobs->read(layer).value(), "app layer bytes");
+  EXPECT_EQ(env.registry->count(layer.str()), 0u);
+  EXPECT_EQ(progress.count("cached 1"), 1u);
+}
+
+TEST_F(PullerTest, CompletePartialWithWrongBytesIsDownloadedAgain) {
+  const store::Digest layer = store::Digest::of("app layer bytes");
+  env.write_partial(layer, "app layer bytez");
+  auto pulled = env.puller()->pull(TestEnv::ref("registry.example/app:1.0"), kAmd64, &progress);
+  ASSERT_TRUE(pulled.ok()) << pulled.error().message;
+  EXPECT_EQ(env.blobs->read(layer).value(), "app layer bytes");
+  ASSERT_EQ(env.registry->count(layer.str()), 1u);
+  for (const auto& r : env.registry->requests()) {
+    if (r.url.find(layer.str()) != std::string::npos) EXPECT_FALSE(r.range_start.has_value());
+  }
+}
+
+TEST_F(PullerTest, EndlessForeignLayerStopsAtItsSize) {
+  std::string foreign = "windows base layer";
+  env.registry->put_cdn("/cdn-blobs/foreign", foreign);
+  env.registry->endless_blobs = true;
+  json m = json::parse(image.manifest);
+  m["layers"][0] = {{"mediaType", "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"},
+                    {"digest", store::Digest::of(foreign).str()},
+                    {"size", foreign.size()},
+                    {"urls", {"https://cdn.example/cdn-blobs/foreign"}}};
+  env.registry->put_blob("win", image.config);
+  env.registry->put_blob("win", image.layers[1]);
+  env.registry->put_manifest("win", "1", m.dump(), std::string(media_type::kOciManifest));
+  env.options.max_parallel = 1;
+  auto pulled = env.puller()->pull(TestEnv::ref("registry.example/win:1"), kAmd64);
+  ASSERT_FALSE(pulled.ok());
+  EXPECT_NE(
+      pulled.error().message.find("https://cdn.example/cdn-blobs/foreign sent more than the " +
+                                  std::to_string(foreign.size()) + " bytes its manifest declares"),
+      std::string::npos)
+      << pulled.error().message;
+  EXPECT_LE(env.partial_size(store::Digest::of(foreign)), foreign.size());
+  EXPECT_EQ(env.registry->endless_sent.load(), 0u);
+}
+
+TEST_F(PullerTest, ClientCommitsAWriterHoldingTheWholeBlobWithoutARequest) {
+  const store::Digest layer = store::Digest::of("app layer bytes");
+  env.write_partial(layer, "app layer bytes");
+  auto transport =
+      std::make_shared<Transport>(env.registry, env.clock, DockerCredentials::none(), env.options);
+  RegistryClient client(transport);
+  auto writer = env.blobs->open_writer(layer);  // no size given: the partial is taken as it is
+  ASSERT_TRUE(writer.ok()) << writer.error().message;
+  ASSERT_EQ((*writer)->offset(), 15u);
+  Descriptor d{.media_type = std::string(media_type::kOciLayerGzip),
+               .digest = layer,
+               .size = 15,
+               .urls = {},
+               .platform = std::nullopt};
+  auto fetched =
+      client.fetch_blob(TestEnv::ref("registry.example/app:1.0"), d, **writer, "layer 2 of 2", {});
+  ASSERT_TRUE(fetched.ok()) << fetched.error().message;
+  EXPECT_TRUE((*writer)->done());
+  EXPECT_EQ(env.blobs->read(layer).value(), "app layer bytes");
+  EXPECT_EQ(env.registry->count(layer.str()), 0u) << "no Range request past the end";
+}
+
+TEST_F(PullerTest, ContentLengthPastTheBlobIsRefusedBeforeItsFirstByte) {
+  const store::Digest layer = store::Digest::of("app layer bytes");
+  env.registry->intercept = [&](const testing::SeenRequest& r) -> std::optional<HttpResponse> {
+    if (r.url.find(layer.str()) == std::string::npos) return std::nullopt;
+    HttpResponse longer;
+    longer.status = 200;
+    longer.headers.add("Content-Length", "20000000000");
+    longer.body = "app layer bytes and more";
+    return longer;
+  };
+  auto pulled = env.puller()->pull(TestEnv::ref("registry.example/app:1.0"), kAmd64);
+  ASSERT_FALSE(pulled.ok());
+  EXPECT_NE(pulled.error().message.find("layer 2 of 2 " + layer.str() +
+                                        " from registry.example/app: registry registry.example "
+                                        "sent more than the 15 bytes its manifest declares "
+                                        "(Content-Length 20000000000)"),
+            std::string::npos)
+      << pulled.error().message;
+  EXPECT_EQ(env.partial_size(layer), 0u) << "nothing of it was written";
+  EXPECT_EQ(env.registry->count(layer.str()), 1u);
 }
 
 }  // namespace

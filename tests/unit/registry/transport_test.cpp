@@ -473,5 +473,92 @@ TEST(Urls, ParseAndResolve) {
             "https://cdn.example/z");
 }
 
+TEST_F(TransportTest, ForeignUrlOverPlainHttpIsUsedForAnInsecureHost) {
+  env.options.insecure_registries = {"cdn.example"};
+  Transport transport(env.registry, env.clock, DockerCredentials::none(), env.options);
+  env.registry->put_cdn("/cdn-blobs/foreign", "foreign bytes");
+  env.registry->cdn = "http://cdn.example";
+  auto got = transport.get_url("http://cdn.example/cdn-blobs/foreign");
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  EXPECT_EQ(got->response.status, 200);
+  EXPECT_EQ(got->response.body, "foreign bytes");
+  auto seen = env.registry->requests();
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.back().url, "http://cdn.example/cdn-blobs/foreign");
+}
+
+TEST_F(TransportTest, ForeignUrlOfAnInsecureHttpsHostSkipsCertificateChecks) {
+  env.options.insecure_registries = {"cdn.example"};
+  Transport transport(env.registry, env.clock, DockerCredentials::none(), env.options);
+  env.registry->put_cdn("/cdn-blobs/foreign", "foreign bytes");
+  ASSERT_TRUE(transport.get_url("https://cdn.example/cdn-blobs/foreign").ok());
+  ASSERT_TRUE(transport.get_url("https://registry.example/v2/").ok());
+  auto seen = env.registry->requests();
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0].tls_verify, TlsVerify::no);
+  EXPECT_EQ(seen[1].tls_verify, TlsVerify::yes) << "a host not listed keeps its checks";
+}
+
+TEST_F(TransportTest, ForeignUrlRedirectToPlainHttpIsRefused) {
+  Transport transport(env.registry, env.clock, DockerCredentials::none(), env.options);
+  env.registry->put_cdn("/cdn-blobs/foreign", "foreign bytes");
+  env.registry->cdn = "http://cdn.example";
+  env.registry->intercept = [](const testing::SeenRequest& r) -> std::optional<HttpResponse> {
+    if (!r.url.starts_with("https://mirror.example/")) return std::nullopt;
+    HttpResponse redirect;
+    redirect.status = 302;
+    redirect.headers.add("Location", "http://cdn.example/cdn-blobs/foreign");
+    return redirect;
+  };
+  auto got = transport.get_url("https://mirror.example/layer");
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.error().code, EIO);
+  EXPECT_NE(got.error().message.find("redirected to plain HTTP (cdn.example)"), std::string::npos)
+      << got.error().message;
+  EXPECT_EQ(env.registry->count("http://cdn.example"), 0u);
+
+  // The same redirect is followed when the foreign host is an insecure one.
+  env.options.insecure_registries = {"mirror.example"};
+  Transport allowed(env.registry, env.clock, DockerCredentials::none(), env.options);
+  auto followed = allowed.get_url("https://mirror.example/layer");
+  ASSERT_TRUE(followed.ok()) << followed.error().message;
+  EXPECT_EQ(followed->response.body, "foreign bytes");
+}
+
+TEST_F(TransportTest, ForeignUrlRedirectsAreBounded) {
+  Transport transport(env.registry, env.clock, DockerCredentials::none(), env.options);
+  env.registry->intercept = [](const testing::SeenRequest& r) -> std::optional<HttpResponse> {
+    if (!r.url.starts_with("https://mirror.example/")) return std::nullopt;
+    HttpResponse redirect;
+    redirect.status = 302;
+    redirect.headers.add("Location", "https://mirror.example/again");
+    return redirect;
+  };
+  auto got = transport.get_url("https://mirror.example/layer");
+  ASSERT_FALSE(got.ok());
+  EXPECT_NE(got.error().message.find("more than 10 redirects"), std::string::npos)
+      << got.error().message;
+  EXPECT_LE(env.registry->count("mirror.example"), 11u);
+}
+
+TEST_F(TransportTest, ConnectionDroppedAfterTheLastByteCommitsOn416) {
+  // All of the layer arrived, then the connection dropped: the resume asks for the bytes after
+  // the end, the registry answers 416, and what was received is verified and committed.
+  std::string layer(5000, 'L');
+  auto img = testing::make_image("amd64", {layer});
+  testing::push(*env.registry, "edge", "1", img);
+  env.registry->drop_after = layer.size();
+  env.registry->drop_count = 1;
+  auto pulled = pull("registry.example/edge:1");
+  ASSERT_TRUE(pulled.ok()) << pulled.error().message;
+  EXPECT_EQ(env.blobs->read(store::Digest::of(layer)).value(), layer);
+  std::vector<uint64_t> ranges;
+  for (const auto& r : env.registry->requests()) {
+    if (r.url.find("/blobs/" + store::Digest::of(layer).str()) != std::string::npos)
+      ranges.push_back(r.range_start.value_or(0));
+  }
+  EXPECT_EQ(ranges, (std::vector<uint64_t>{0, 5000}));
+}
+
 }  // namespace
 }  // namespace imagefs::registry

@@ -453,5 +453,109 @@ TEST(BlobStore, FullDiskIsAClearErrorAndBreaksNothing) {
   EXPECT_TRUE(store->verify()->empty());
 }
 
+// Leaves `bytes` as the partial download of `d`, as a killed writer would.
+void leave_partial(BlobStore& store, const Digest& d, std::string_view bytes) {
+  auto w = store.open_writer(d);
+  ASSERT_TRUE(w.ok()) << w.error().message;
+  ASSERT_TRUE(write_chunks(**w, bytes).ok());
+}
+
+uint64_t partial_bytes(const fs::path& root, const Digest& d) {
+  std::error_code ec;
+  auto n = fs::file_size(root / "tmp" / (std::string(d.hex()) + ".partial"), ec);
+  return ec ? 0 : n;
+}
+
+TEST(BlobStore, PartialLongerThanTheBlobIsDiscardedNotResumed) {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  std::string data = pattern(100'000);
+  Digest d = Digest::of(data);
+  // What a registry sending endless bytes left before a bound existed.
+  leave_partial(*store, d, data + pattern(300'000, 3));
+  ASSERT_EQ(partial_bytes(dir.path(), d), 400'000u);
+  auto w = store->open_writer(d, data.size());
+  ASSERT_TRUE(w.ok()) << w.error().message;
+  EXPECT_FALSE((*w)->done());
+  EXPECT_EQ((*w)->offset(), 0u) << "never resume past the blob's size";
+  EXPECT_EQ(partial_bytes(dir.path(), d), 0u);
+  ASSERT_TRUE(write_chunks(**w, data).ok());
+  ASSERT_TRUE((*w)->commit(data.size()).ok());
+  EXPECT_EQ(store->read(d).value(), data);
+}
+
+TEST(BlobStore, CompletePartialIsVerifiedAndCommittedOnOpen) {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  std::string data = pattern(100'000);
+  Digest d = Digest::of(data);
+  leave_partial(*store, d, data);  // killed after the last byte, before the rename
+  auto w = store->open_writer(d, data.size());
+  ASSERT_TRUE(w.ok()) << w.error().message;
+  EXPECT_TRUE((*w)->done());
+  EXPECT_EQ((*w)->offset(), data.size());
+  w->reset();
+  EXPECT_TRUE(store->contains(d));
+  EXPECT_EQ(store->read(d).value(), data);
+  EXPECT_EQ(count_files(dir.path() / "tmp"), 0u);
+}
+
+TEST(BlobStore, CompletePartialThatDoesNotVerifyStartsOver) {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  std::string data = pattern(100'000);
+  Digest d = Digest::of(data);
+  leave_partial(*store, d, pattern(100'000, 5));  // the right length, the wrong bytes
+  auto w = store->open_writer(d, data.size());
+  ASSERT_TRUE(w.ok()) << w.error().message;
+  EXPECT_FALSE((*w)->done());
+  EXPECT_EQ((*w)->offset(), 0u);
+  EXPECT_FALSE(store->contains(d));
+  ASSERT_TRUE(write_chunks(**w, data).ok());
+  ASSERT_TRUE((*w)->commit(data.size()).ok());
+  EXPECT_EQ(store->read(d).value(), data);
+}
+
+TEST(BlobStore, ShorterPartialIsResumedWithAnExpectedSize) {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  std::string data = pattern(100'000);
+  Digest d = Digest::of(data);
+  leave_partial(*store, d, data.substr(0, 40'000));
+  auto w = store->open_writer(d, data.size());
+  ASSERT_TRUE(w.ok()) << w.error().message;
+  EXPECT_EQ((*w)->offset(), 40'000u);
+  ASSERT_TRUE(write_chunks(**w, data.substr(40'000)).ok());
+  ASSERT_TRUE((*w)->commit(data.size()).ok());
+  EXPECT_EQ(store->read(d).value(), data);
+}
+
+TEST(BlobStore, ListAndRemovePartials) {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  Digest a = Digest::of(std::string_view("a blob"));
+  Digest b = Digest::of(std::string_view("b blob"));
+  leave_partial(*store, a, "a bl");
+  auto busy = store->open_writer(b);
+  ASSERT_TRUE(busy.ok());
+  ASSERT_TRUE((*busy)->write(as_bytes("b")).ok());
+  auto listed = store->list_partials();
+  ASSERT_TRUE(listed.ok()) << listed.error().message;
+  ASSERT_EQ(listed->size(), 2u);
+  uint64_t total = 0;
+  for (const PartialInfo& p : *listed) total += p.size;
+  EXPECT_EQ(total, 4u) << "the busy writer's byte is still in its buffer";
+  auto removed_busy = store->remove_partial(b);
+  ASSERT_TRUE(removed_busy.ok());
+  EXPECT_FALSE(*removed_busy) << "a writer holds it";
+  auto removed = store->remove_partial(a);
+  ASSERT_TRUE(removed.ok()) << removed.error().message;
+  EXPECT_TRUE(*removed);
+  EXPECT_EQ(partial_bytes(dir.path(), a), 0u);
+  auto again = store->remove_partial(a);
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(*again) << "nothing left to remove";
+}
+
 }  // namespace
 }  // namespace imagefs::store

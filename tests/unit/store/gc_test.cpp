@@ -189,6 +189,44 @@ TEST_F(Gc, StalePartialsGoUnlessBeingWritten) {
   EXPECT_TRUE((*writer)->write(as_bytes("45")).ok()) << "the busy writer carries on";
 }
 
+TEST_F(Gc, PartialsCountInTheSizeAndGoFirstOverTheLimit) {
+  ImageRecord a = add_image("a", 100, {pattern(1000, 1)});  // 1200 bytes
+  Digest big = Digest::of(std::string_view("a blob being downloaded"));
+  {
+    auto w = blobs_->open_writer(big);
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->write(as_bytes(pattern(5000, 3))).ok());
+  }
+  auto young = collect(*blobs_, *catalog_, kNoLimit, now());
+  ASSERT_TRUE(young.ok()) << young.error().message;
+  EXPECT_TRUE(young->partials_removed.empty());
+  EXPECT_EQ(young->size_before, 6200u) << "the partial counts in the store's size";
+  EXPECT_EQ(young->size_after, 6200u);
+
+  // Over the limit, the young partial goes before any image.
+  auto over = collect(*blobs_, *catalog_, 2000, now());
+  ASSERT_TRUE(over.ok()) << over.error().message;
+  ASSERT_EQ(over->partials_removed.size(), 1u);
+  EXPECT_EQ(over->partials_removed[0].digest, big);
+  EXPECT_TRUE(over->images_removed.empty());
+  EXPECT_TRUE(has_image(a));
+  EXPECT_EQ(over->size_before, 6200u);
+  EXPECT_EQ(over->size_after, 1200u);
+  EXPECT_EQ(over->bytes_freed(), 5000u);
+  EXPECT_TRUE(blobs_->list_partials().value().empty());
+
+  // A stale partial removed in step 1 counts in the size before, not after.
+  {
+    auto w = blobs_->open_writer(big);
+    ASSERT_TRUE((*w)->write(as_bytes(pattern(700, 4))).ok());
+  }
+  auto stale = collect(*blobs_, *catalog_, kNoLimit, now() + 2 * kDay);
+  ASSERT_TRUE(stale.ok()) << stale.error().message;
+  ASSERT_EQ(stale->partials_removed.size(), 1u);
+  EXPECT_EQ(stale->size_before, 1900u);
+  EXPECT_EQ(stale->size_after, 1200u);
+}
+
 TEST_F(Gc, ImagesNoRefNamesAreRemoved) {
   ImageRecord named = add_image("named", 100, {pattern(1000, 1)});
   ImageRecord unnamed = add_image("unnamed", 200, {pattern(1000, 2)});
