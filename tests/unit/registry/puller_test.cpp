@@ -440,8 +440,9 @@ TEST_F(PullerTest, PartialLongerThanTheLayerIsDiscardedAndDownloadedAgain) {
   EXPECT_EQ(env.blobs->read(layer).value(), big);
   EXPECT_EQ(progress.events().front(), "started 0 at 0");
   for (const auto& r : env.registry->requests()) {
-    if (r.url.find(layer.str()) != std::string::npos)
+    if (r.url.find(layer.str()) != std::string::npos) {
       EXPECT_FALSE(r.range_start.has_value()) << "resumed at " << *r.range_start;
+    }
   }
 }
 
@@ -463,7 +464,9 @@ TEST_F(PullerTest, CompletePartialWithWrongBytesIsDownloadedAgain) {
   EXPECT_EQ(env.blobs->read(layer).value(), "app layer bytes");
   ASSERT_EQ(env.registry->count(layer.str()), 1u);
   for (const auto& r : env.registry->requests()) {
-    if (r.url.find(layer.str()) != std::string::npos) EXPECT_FALSE(r.range_start.has_value());
+    if (r.url.find(layer.str()) != std::string::npos) {
+      EXPECT_FALSE(r.range_start.has_value());
+    }
   }
 }
 
