@@ -21,9 +21,11 @@
 #include <array>
 #include <atomic>
 #include <bit>
+#include <deque>
 #include <mutex>
 #include <new>
 #include <optional>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 
@@ -40,6 +42,11 @@ constexpr uint32_t kRootEntry = kNoEntry;
 // same-layer `hardlink_target`s, which a well-formed index never has.
 constexpr int kMaxLinkChain = 1024;
 constexpr uint32_t kDefaultDirMode = 0755;
+// Symlinks followed while resolving one entry's parent directories, as Linux's MAXSYMLINKS.
+constexpr int kMaxSymlinks = 40;
+// Ref::entry of a directory that a redirected entry implies (an ancestor of where it goes),
+// which no entry of its layer is: an implicit directory.
+constexpr uint32_t kSyntheticEntry = kNoEntry - 1;
 
 // One entry of one layer.
 struct Ref {
@@ -63,6 +70,37 @@ std::string join(std::string_view dir, std::string_view name) {
   if (!dir.empty()) path.push_back('/');
   path.append(name);
   return path;
+}
+
+std::string_view dir_name(std::string_view path) {
+  size_t slash = path.rfind('/');
+  return slash == std::string_view::npos ? std::string_view() : path.substr(0, slash);
+}
+
+// Whether `path` is `prefix` or below it ("" is the root, above everything); `rest` is what
+// follows it ("" for the prefix itself).
+bool under(std::string_view path, std::string_view prefix, std::string_view* rest) {
+  if (prefix.empty()) {
+    *rest = path;
+    return true;
+  }
+  if (!path.starts_with(prefix)) return false;
+  if (path.size() == prefix.size()) {
+    *rest = {};
+    return true;
+  }
+  if (path[prefix.size()] != '/') return false;
+  *rest = path.substr(prefix.size() + 1);
+  return true;
+}
+
+LayerEntry implicit_dir(std::string_view path) {
+  LayerEntry entry;
+  entry.path = path;
+  entry.type = EntryType::directory;
+  entry.implicit = true;
+  entry.mode = kDefaultDirMode;
+  return entry;
 }
 
 // Names that may appear in the merged tree. The ingest never produces the others; they are
@@ -375,11 +413,34 @@ class TreeImpl final : public Tree {
   std::optional<Node> make_child(const DirState& parent, std::string_view name,
                                  const std::vector<Candidate>& candidates, uint32_t* group) const;
   [[nodiscard]] static Node leaf_node(Ref ref, const LayerEntry& entry);
-  [[nodiscard]] std::optional<Ref> winner(std::string_view path, uint32_t top) const;
+  [[nodiscard]] std::optional<Ref> winner(std::string_view path, uint32_t top,
+                                          bool skip_top_implicit = false) const;
+  [[nodiscard]] LayerEntry entry_of(Ref ref) const;
+  [[nodiscard]] bool hidden(uint32_t layer, std::string_view path) const;
+  [[nodiscard]] std::optional<Candidate> vfind(uint32_t layer, std::string_view path) const;
+  [[nodiscard]] std::vector<Candidate> vchildren(uint32_t layer, std::string_view dir) const;
+  [[nodiscard]] std::optional<std::string> vpath(uint32_t layer, std::string_view path) const;
+  struct Resolved {
+    std::string path;         // the directory, symlinks followed ("" the root)
+    bool under_file = false;  // a component is neither a directory nor a symlink
+  };
+  Result<Resolved> resolve_dir(std::string_view path, uint32_t top, bool skip_top_implicit) const;
+  Result<void> find_redirects(uint32_t layer);
   Result<Ref> link_file(Ref link, std::unordered_map<uint64_t, Ref>& files, int depth) const;
   [[nodiscard]] Error bad_link(Ref link, const std::string& why) const;
 
   const std::vector<std::shared_ptr<const LayerIndex>> layers_;
+
+  // An implicit directory of a layer whose path leads through a symlink of the view below it (or
+  // of the layer itself): its entries belong where the symlink leads (docs/LAYER_FORMAT.md,
+  // "Entries under symlinked directories"). Fixed when the Tree opens, read without a lock.
+  struct Redirect {
+    std::string_view src;  // the implicit directory's path, a view into the layer index
+    std::string_view dst;  // where it resolves ("" the root), a view into `names_`
+    bool drop = false;     // it resolves under a non-directory: its entries are skipped
+  };
+  std::vector<std::vector<Redirect>> redirects_;  // per layer
+  std::deque<std::string> names_;                 // never moves an element
 
   // Hardlinked files, fixed when the Tree opens and read without a lock afterwards.
   std::vector<Group> groups_;
@@ -395,6 +456,7 @@ class TreeImpl final : public Tree {
 
 Result<void> TreeImpl::init() {
   if (layers_.size() >= kNoLayer) return make_error(EINVAL, "too many layers");
+  redirects_.resize(layers_.size());
   std::vector<Ref> links;
   for (uint32_t layer = 0; layer < layers_.size(); ++layer) {
     if (layers_[layer] == nullptr)
@@ -409,6 +471,7 @@ Result<void> TreeImpl::init() {
     for (uint32_t entry = 0; entry < size; ++entry) {
       if (index.entry(entry).type == EntryType::hardlink) links.push_back(Ref{layer, entry});
     }
+    IMAGEFS_CHECK(find_redirects(layer));
   }
 
   std::unordered_map<uint64_t, Ref> files;  // hardlink entry -> the entry that made its inode
@@ -421,7 +484,8 @@ Result<void> TreeImpl::init() {
   }
   const auto top = static_cast<uint32_t>(layers_.size());
   auto visible = [&](Ref ref) {
-    return winner(layers_[ref.layer]->entry(ref.entry).path, top) == std::optional<Ref>(ref);
+    std::optional<std::string> path = vpath(ref.layer, layers_[ref.layer]->entry(ref.entry).path);
+    return path && winner(*path, top) == std::optional<Ref>(ref);
   };
   for (Group& group : groups_) group.nlink += visible(group.file) ? 1 : 0;
   for (const Ref& link : links)
@@ -472,11 +536,16 @@ Result<Ref> TreeImpl::link_file(Ref link, std::unordered_map<uint64_t, Ref>& fil
     }
     target = Ref{link.layer, entry.hardlink_target};
   } else {
-    std::optional<Ref> found = winner(entry.link, link.layer);
+    // Its target's parents resolve through the symlinks of the layers below, as extraction
+    // resolves them when it links.
+    std::optional<Ref> found;
+    auto parent = resolve_dir(dir_name(entry.link), link.layer, false);
+    if (!parent.ok()) return bad_link(link, parent.error().message);
+    if (!parent->under_file) found = winner(join(parent->path, base_name(entry.link)), link.layer);
     if (!found) return bad_link(link, "the target is not in the layers below");
     target = *found;
   }
-  const EntryType type = layers_[target.layer]->entry(target.entry).type;
+  const EntryType type = entry_of(target).type;
   Ref file;
   if (type == EntryType::hardlink) {
     IMAGEFS_TRY(chained, link_file(target, files, depth + 1));
@@ -494,7 +563,8 @@ Result<Ref> TreeImpl::link_file(Ref link, std::unordered_map<uint64_t, Ref>& fil
 // The entry that `path` shows in the merged view of layers [0, top), or none when the path is
 // hidden, missing, or under a non-directory. The same rules as merge(), one path at a time; used
 // only for the paths hardlinks involve.
-std::optional<Ref> TreeImpl::winner(std::string_view path, uint32_t top) const {
+std::optional<Ref> TreeImpl::winner(std::string_view path, uint32_t top,
+                                    bool skip_top_implicit) const {
   uint32_t lo = root_lo(top);
   uint32_t hi = top;
   size_t start = 0;
@@ -506,13 +576,14 @@ std::optional<Ref> TreeImpl::winner(std::string_view path, uint32_t top) const {
     std::optional<Ref> found;
     uint32_t next_lo = lo;
     for (uint32_t layer = hi; layer-- > lo;) {
-      const std::optional<size_t> index = layers_[layer]->find(prefix);
-      if (!index) continue;
-      const LayerEntry entry = layers_[layer]->entry(*index);
+      const std::optional<Candidate> candidate = vfind(layer, prefix);
+      if (!candidate) continue;
+      const LayerEntry& entry = candidate->entry;
       const bool is_dir = entry.type == EntryType::directory;
+      if (skip_top_implicit && last && layer + 1 == top && is_dir && entry.implicit) continue;
       if (!found) {
         if (entry.type == EntryType::whiteout) return std::nullopt;
-        found = Ref{layer, static_cast<uint32_t>(*index)};
+        found = Ref{layer, candidate->index};
         if (last) return found;
         if (!is_dir) return std::nullopt;
       } else if (!is_dir) {
@@ -529,6 +600,188 @@ std::optional<Ref> TreeImpl::winner(std::string_view path, uint32_t top) const {
     hi = found->layer + 1;
     start = slash + 1;
   }
+}
+
+LayerEntry TreeImpl::entry_of(Ref ref) const {
+  if (ref.entry == kSyntheticEntry) return implicit_dir({});
+  if (ref.entry == kRootEntry) return layers_[ref.layer]->root().value_or(implicit_dir({}));
+  return layers_[ref.layer]->entry(ref.entry);
+}
+
+// Whether the layer's entry at `path` moved elsewhere: a redirected directory or below it.
+bool TreeImpl::hidden(uint32_t layer, std::string_view path) const {
+  std::string_view rest;
+  for (const Redirect& redirect : redirects_[layer]) {
+    if (under(path, redirect.src, &rest)) return true;
+  }
+  return false;
+}
+
+// Where the layer's entry at `path` shows in the merged tree: its path with a redirected
+// directory replaced by where it leads; none when it is skipped (under a non-directory).
+std::optional<std::string> TreeImpl::vpath(uint32_t layer, std::string_view path) const {
+  std::string_view rest;
+  for (const Redirect& redirect : redirects_[layer]) {
+    if (!under(path, redirect.src, &rest)) continue;
+    if (redirect.drop) return std::nullopt;
+    return rest.empty() ? std::string(redirect.dst) : join(redirect.dst, rest);
+  }
+  return std::string(path);
+}
+
+// The layer's entry that shows at merged `path`, redirects applied: its own entry at that path
+// first, then one that a redirect brings there, then an implicit directory for an ancestor of
+// where a redirect leads. LayerIndex::find() for a layer without redirects.
+std::optional<Candidate> TreeImpl::vfind(uint32_t layer, std::string_view path) const {
+  const LayerIndex& index = *layers_[layer];
+  const std::vector<Redirect>& redirects = redirects_[layer];
+  if (redirects.empty() || !hidden(layer, path)) {
+    if (std::optional<size_t> found = index.find(path)) {
+      return Candidate{layer, static_cast<uint32_t>(*found), index.entry(*found)};
+    }
+  }
+  std::string_view rest;
+  for (const Redirect& redirect : redirects) {
+    if (redirect.drop || !under(path, redirect.dst, &rest)) continue;
+    const std::string source = rest.empty() ? std::string(redirect.src) : join(redirect.src, rest);
+    if (std::optional<size_t> found = index.find(source)) {
+      return Candidate{layer, static_cast<uint32_t>(*found), index.entry(*found)};
+    }
+  }
+  for (const Redirect& redirect : redirects) {
+    if (redirect.drop || redirect.dst.size() <= path.size()) continue;
+    if (path.empty() || (redirect.dst.starts_with(path) && redirect.dst[path.size()] == '/')) {
+      const size_t end = redirect.dst.find('/', path.empty() ? 0 : path.size() + 1);
+      return Candidate{layer, kSyntheticEntry, implicit_dir(redirect.dst.substr(0, end))};
+    }
+  }
+  return std::nullopt;
+}
+
+// The layer's entries that show in merged directory `dir`, by name, with the same precedence as
+// vfind(): for the layers with redirects.
+std::vector<Candidate> TreeImpl::vchildren(uint32_t layer, std::string_view dir) const {
+  const LayerIndex& index = *layers_[layer];
+  std::vector<Candidate> out;
+  auto add_range = [&](std::string_view source, bool filter) {
+    auto [first, last] = index.children(source);
+    for (size_t i = first; i < last; ++i) {
+      LayerEntry entry = index.entry(i);
+      if (filter && hidden(layer, entry.path)) continue;
+      out.push_back(Candidate{layer, static_cast<uint32_t>(i), entry});
+    }
+  };
+  if (!hidden(layer, dir)) add_range(dir, true);
+  std::string_view rest;
+  for (const Redirect& redirect : redirects_[layer]) {
+    if (redirect.drop || !under(dir, redirect.dst, &rest)) continue;
+    add_range(rest.empty() ? std::string(redirect.src) : join(redirect.src, rest), false);
+  }
+  for (const Redirect& redirect : redirects_[layer]) {
+    if (redirect.drop || redirect.dst.size() <= dir.size()) continue;
+    if (dir.empty() || (redirect.dst.starts_with(dir) && redirect.dst[dir.size()] == '/')) {
+      const size_t end = redirect.dst.find('/', dir.empty() ? 0 : dir.size() + 1);
+      std::optional<size_t> src;
+      // Where it leads itself: the redirected directory's entry (an opaque marker stays on it).
+      if (end == std::string_view::npos) src = index.find(redirect.src);
+      if (src) {
+        LayerEntry entry = index.entry(*src);
+        entry.path = redirect.dst;  // its name is where it leads
+        out.push_back(Candidate{layer, static_cast<uint32_t>(*src), entry});
+      } else {
+        out.push_back(Candidate{layer, kSyntheticEntry, implicit_dir(redirect.dst.substr(0, end))});
+      }
+    }
+  }
+  // Of a name given twice, the first added stands (the layer's own entry, then the redirects in
+  // the order they were found).
+  std::stable_sort(out.begin(), out.end(), [](const Candidate& a, const Candidate& b) {
+    return base_name(a.entry.path) < base_name(b.entry.path);
+  });
+  out.erase(std::unique(out.begin(), out.end(),
+                        [](const Candidate& a, const Candidate& b) {
+                          return base_name(a.entry.path) == base_name(b.entry.path);
+                        }),
+            out.end());
+  return out;
+}
+
+// Resolves a directory path in the merged view of layers [0, top), following every symlink on
+// the way inside the image root: an absolute target starts again at the root, ".." stops at the
+// root. A missing component is a directory-to-be. `skip_top_implicit`: layer top - 1's implicit
+// directories are not looked at, so that what they are over shows (the layer being placed).
+Result<TreeImpl::Resolved> TreeImpl::resolve_dir(std::string_view path, uint32_t top,
+                                                 bool skip_top_implicit) const {
+  std::vector<std::string> pending;  // components still to walk, the next one last
+  auto push_components = [&](std::string_view text) {
+    size_t end = text.size();
+    while (true) {
+      const size_t slash = text.rfind('/', end == 0 ? 0 : end - 1);
+      const size_t begin = slash == std::string_view::npos ? 0 : slash + 1;
+      if (end > begin) pending.emplace_back(text.substr(begin, end - begin));
+      if (slash == std::string_view::npos || slash == 0) break;
+      end = slash;
+    }
+  };
+  push_components(path);
+  Resolved resolved;
+  int links = 0;
+  while (!pending.empty()) {
+    const std::string name = std::move(pending.back());
+    pending.pop_back();
+    if (name.empty() || name == ".") continue;
+    if (name == "..") {
+      resolved.path = std::string(dir_name(resolved.path));
+      continue;
+    }
+    std::string next = join(resolved.path, name);
+    if (std::optional<Ref> found = winner(next, top, skip_top_implicit)) {
+      const LayerEntry entry = entry_of(*found);
+      if (entry.type == EntryType::symlink) {
+        if (++links > kMaxSymlinks) {
+          return make_error(ELOOP, "too many levels of symbolic links (a loop, or more than " +
+                                       std::to_string(kMaxSymlinks) + ") resolving " +
+                                       std::string(path));
+        }
+        if (entry.link.starts_with('/')) resolved.path.clear();
+        push_components(entry.link);
+        continue;
+      }
+      if (entry.type != EntryType::directory) {
+        resolved.under_file = true;
+        resolved.path = std::move(next);
+        return resolved;
+      }
+    }
+    resolved.path = std::move(next);
+  }
+  return resolved;
+}
+
+// The layer's implicit directories that lead through a symlink, in path order (a directory
+// before its contents), each resolved in the view of the layers below and of this layer's
+// redirects found so far. An explicit directory entry replaces a symlink instead, as extraction
+// does (docs/LAYER_FORMAT.md), and so is never redirected.
+Result<void> TreeImpl::find_redirects(uint32_t layer) {
+  const LayerIndex& index = *layers_[layer];
+  const auto size = static_cast<uint32_t>(index.size());
+  for (uint32_t i = 0; i < size; ++i) {
+    const LayerEntry entry = index.entry(i);
+    if (entry.type != EntryType::directory || !entry.implicit) continue;
+    if (hidden(layer, entry.path)) continue;  // below a redirect found already
+    // Cheap first: only a symlink at this very path (its parent is not redirected) moves it.
+    std::optional<Ref> below = winner(entry.path, layer + 1, true);
+    if (!below || entry_of(*below).type != EntryType::symlink) continue;
+    auto resolved = resolve_dir(entry.path, layer + 1, true);
+    if (!resolved.ok()) {
+      return make_error(resolved.error().code, "layer " + index.digest().str() +
+                                                   ": entries under " + std::string(entry.path) +
+                                                   ": " + resolved.error().message);
+    }
+    names_.push_back(std::move(resolved->path));
+    redirects_[layer].push_back(Redirect{entry.path, names_.back(), resolved->under_file});
+  }
+  return {};
 }
 
 // The node a name shows, from its entries in the parent's visible layers (top first); none for a
@@ -630,21 +883,38 @@ void TreeImpl::merge(DirState& dir) {
     uint32_t layer = 0;
     size_t next = 0;
     size_t end = 0;
+    // A layer with redirected entries: its children here, made up front; else none, and
+    // [next, end) are entry indexes of the layer.
+    const std::vector<Candidate>* made = nullptr;
+    uint32_t index = 0;
     LayerEntry entry;
     std::string_view name;
   };
   auto load = [&](Cursor& cursor) {
     if (cursor.next >= cursor.end) return;
-    cursor.entry = layers_[cursor.layer]->entry(cursor.next);
+    if (cursor.made != nullptr) {
+      const Candidate& made = (*cursor.made)[cursor.next];
+      cursor.entry = made.entry;
+      cursor.index = made.index;
+    } else {
+      cursor.entry = layers_[cursor.layer]->entry(cursor.next);
+      cursor.index = static_cast<uint32_t>(cursor.next);
+    }
     cursor.name = base_name(cursor.entry.path);
   };
-  std::vector<Cursor> cursors;  // top layer first
-  size_t most = 0;              // children in the largest layer: a floor for the merged count
+  std::deque<std::vector<Candidate>> made;  // never moves an element
+  std::vector<Cursor> cursors;              // top layer first
+  size_t most = 0;  // children in the largest layer: a floor for the merged count
   for (uint32_t layer = dir.hi; layer-- > dir.lo;) {
-    auto [first, last] = layers_[layer]->children(dir.path);
-    if (first >= last) continue;
-    most = std::max(most, last - first);
-    Cursor cursor{layer, first, last, {}, {}};
+    Cursor cursor{layer, 0, 0, nullptr, 0, {}, {}};
+    if (redirects_[layer].empty()) {
+      std::tie(cursor.next, cursor.end) = layers_[layer]->children(dir.path);
+    } else {
+      cursor.made = &made.emplace_back(vchildren(layer, dir.path));
+      cursor.end = cursor.made->size();
+    }
+    if (cursor.next >= cursor.end) continue;
+    most = std::max(most, cursor.end - cursor.next);
     load(cursor);
     cursors.push_back(cursor);
   }
@@ -670,8 +940,7 @@ void TreeImpl::merge(DirState& dir) {
     candidates.clear();
     for (Cursor& cursor : cursors) {
       if (cursor.next < cursor.end && cursor.name == name) {
-        candidates.push_back(
-            Candidate{cursor.layer, static_cast<uint32_t>(cursor.next), cursor.entry});
+        candidates.push_back(Candidate{cursor.layer, cursor.index, cursor.entry});
         ++cursor.next;
         load(cursor);
       }

@@ -333,11 +333,157 @@ TEST(Tree, ADirectoryAboveAFileOrAWhiteoutStartsAfresh) {
 
 TEST(Tree, SymlinkReplacesADirectoryAndADirectoryASymlink) {
   auto l0 = Builder("l0").file("a/f", "f").symlink("b", "a").build();
-  auto l1 = Builder("l1").symlink("a", "/elsewhere").file("b/g", "g").build();
+  auto l1 = Builder("l1").symlink("a", "/elsewhere").dir("b").file("b/g", "g").build();
   auto tree = open_tree(l0, l1);
   EXPECT_EQ(*tree->readlink(at(*tree, "a").ino), "/elsewhere");
-  EXPECT_EQ(at(*tree, "b").mode, S_IFDIR | 0755u);  // implicit over a symlink: a new directory
+  EXPECT_EQ(at(*tree, "b").mode, S_IFDIR | 0755u);  // an explicit directory replaces a symlink
   EXPECT_EQ(walk_paths(*tree), (std::vector<std::string>{"", "a", "b", "b/g"}));
+}
+
+// --- entries under symlinked directories (docs/LAYER_FORMAT.md) ---------------------------------
+
+// A usr-merged base: bin and lib are symlinks into usr.
+std::shared_ptr<FakeLayer> usr_merged(const std::string& lib_target) {
+  return Builder("base")
+      .dir("usr")
+      .dir("usr/bin")
+      .file("usr/bin/old", "old")
+      .file("usr/bin/sh", "sh")
+      .dir("usr/lib")
+      .file("usr/lib/libc.so", "libc")
+      .symlink("bin", "usr/bin")
+      .symlink("lib", lib_target)
+      .build();
+}
+
+TEST(Tree, EntriesUnderARelativeSymlinkGoWhereItLeads) {
+  auto l1 = Builder("l1").file("lib/x86_64/libnew.so", "new").file("bin/added", "a").build();
+  auto tree = open_tree(usr_merged("usr/lib"), l1);
+  EXPECT_EQ(*tree->readlink(at(*tree, "lib").ino), "usr/lib");
+  EXPECT_EQ(*tree->readlink(at(*tree, "bin").ino), "usr/bin");
+  EXPECT_EQ(names(*tree, "usr/lib"), (std::vector<std::string>{"libc.so", "x86_64"}));
+  EXPECT_EQ(read_all(*tree, "usr/lib/x86_64/libnew.so"), "new");
+  EXPECT_EQ(names(*tree, "usr/bin"), (std::vector<std::string>{"added", "old", "sh"}));
+  EXPECT_EQ(names(*tree, ""), (std::vector<std::string>{"bin", "lib", "usr"}));
+  EXPECT_EQ(walk_paths(*tree),
+            (std::vector<std::string>{"", "bin", "lib", "usr", "usr/bin", "usr/bin/added",
+                                      "usr/bin/old", "usr/bin/sh", "usr/lib", "usr/lib/libc.so",
+                                      "usr/lib/x86_64", "usr/lib/x86_64/libnew.so"}));
+}
+
+TEST(Tree, EntriesUnderAnAbsoluteSymlinkStartAtTheImageRoot) {
+  auto l1 = Builder("l1").file("lib/modules/6.1/modules.dep", "dep").build();
+  auto tree = open_tree(usr_merged("/usr/lib"), l1);
+  EXPECT_EQ(*tree->readlink(at(*tree, "lib").ino), "/usr/lib");
+  EXPECT_EQ(read_all(*tree, "usr/lib/modules/6.1/modules.dep"), "dep");
+  EXPECT_EQ(names(*tree, "usr/lib"), (std::vector<std::string>{"libc.so", "modules"}));
+}
+
+TEST(Tree, ChainedSymlinksAreFollowedToTheEnd) {
+  auto l0 = Builder("l0")
+                .dir("real/d")
+                .file("real/d/old", "o")
+                .symlink("a", "b/c")
+                .symlink("b", "/hop")
+                .dir("hop")
+                .symlink("hop/c", "../real/d")
+                .build();
+  auto l1 = Builder("l1").file("a/new", "n").build();
+  auto tree = open_tree(l0, l1);
+  EXPECT_EQ(names(*tree, "real/d"), (std::vector<std::string>{"new", "old"}));
+  EXPECT_TRUE(names(*tree, "hop") == std::vector<std::string>{"c"});
+  EXPECT_EQ(at(*tree, "a").mode & S_IFMT, unsigned{S_IFLNK});
+}
+
+TEST(Tree, DotDotInATargetStopsAtTheRoot) {
+  auto l0 =
+      Builder("l0").dir("usr/lib").dir("etc").symlink("etc/alt", "../../../../usr/lib").build();
+  auto l1 = Builder("l1").file("etc/alt/file", "f").build();
+  auto tree = open_tree(l0, l1);
+  EXPECT_EQ(read_all(*tree, "usr/lib/file"), "f");
+  EXPECT_TRUE(names(*tree, "etc") == std::vector<std::string>{"alt"});
+  EXPECT_EQ(at(*tree, "etc/alt").mode & S_IFMT, unsigned{S_IFLNK});
+}
+
+TEST(Tree, ASymlinkToNothingMakesTheDirectoriesItNames) {
+  auto l0 = Builder("l0").symlink("lib", "usr/lib").build();
+  auto l1 = Builder("l1").file("lib/x", "x").build();
+  auto tree = open_tree(l0, l1);
+  EXPECT_EQ(read_all(*tree, "usr/lib/x"), "x");
+  EXPECT_EQ(at(*tree, "usr").mode, S_IFDIR | 0755u);
+  EXPECT_EQ(names(*tree, ""), (std::vector<std::string>{"lib", "usr"}));
+}
+
+TEST(Tree, EntriesUnderASymlinkToAFileAreSkipped) {
+  auto l0 = Builder("l0").file("usr/file", "f").symlink("lib", "usr/file").build();
+  auto l1 = Builder("l1").file("lib/x", "x").file("keep", "k").build();
+  auto tree = open_tree(l0, l1);
+  EXPECT_EQ(walk_paths(*tree), (std::vector<std::string>{"", "keep", "lib", "usr", "usr/file"}));
+  EXPECT_EQ(read_all(*tree, "usr/file"), "f");
+}
+
+TEST(Tree, ASymlinkLoopFailsTheOpenNamingTheEntry) {
+  auto l0 = Builder("l0").symlink("a", "b").symlink("b", "/a").build();
+  auto l1 = Builder("l1").file("a/x", "x").build();
+  Result<std::shared_ptr<Tree>> tree = Tree::open(Layers{l0, l1});
+  ASSERT_FALSE(tree.ok());
+  EXPECT_EQ(tree.error().code, ELOOP);
+  EXPECT_NE(tree.error().message.find("entries under a:"), std::string::npos)
+      << tree.error().message;
+  EXPECT_NE(tree.error().message.find("too many levels of symbolic links"), std::string::npos);
+  // A long chain that ends is not a loop; one link more than 40 is.
+  Builder chain("chain");
+  for (int i = 0; i < 40; ++i) chain.symlink("s" + std::to_string(i), "s" + std::to_string(i + 1));
+  chain.dir("s40");
+  auto ok = open_tree(chain.build(), Builder("up").file("s0/x", "x").build());
+  EXPECT_EQ(read_all(*ok, "s40/x"), "x");
+  Builder longer("longer");
+  for (int i = 0; i < 41; ++i) longer.symlink("s" + std::to_string(i), "s" + std::to_string(i + 1));
+  longer.dir("s41");
+  EXPECT_EQ(
+      Tree::open(Layers{longer.build(), Builder("up").file("s0/x", "x").build()}).error().code,
+      ELOOP);
+}
+
+TEST(Tree, WhiteoutsUnderASymlinkDeleteWhereItLeads) {
+  auto l1 = Builder("l1").whiteout("bin/old").file("bin/added", "a").build();
+  auto tree = open_tree(usr_merged("usr/lib"), l1);
+  EXPECT_EQ(names(*tree, "usr/bin"), (std::vector<std::string>{"added", "sh"}));
+  EXPECT_EQ(error_of(tree->resolve("usr/bin/old")), ENOENT);
+  EXPECT_EQ(at(*tree, "bin").mode & S_IFMT, unsigned{S_IFLNK});
+  // An opaque marker under the symlink empties the directory it leads to.
+  auto l2 = Builder("l2").opaque("lib").file("lib/only", "o").build();
+  auto opaque = open_tree(usr_merged("usr/lib"), l2);
+  EXPECT_EQ(names(*opaque, "usr/lib"), std::vector<std::string>{"only"});
+}
+
+TEST(Tree, LaterLayersFollowWhatEarlierRedirectsMade) {
+  auto l1 = Builder("l1").file("lib/x86_64/a.so", "a").build();
+  auto l2 = Builder("l2").file("lib/x86_64/b.so", "b").whiteout("lib/x86_64/a.so").build();
+  auto l3 = Builder("l3").hardlink("lib/x86_64/c.so", "lib/x86_64/b.so").build();
+  auto tree = open_tree(usr_merged("usr/lib"), l1, l2, l3);
+  EXPECT_EQ(names(*tree, "usr/lib/x86_64"), (std::vector<std::string>{"b.so", "c.so"}));
+  EXPECT_EQ(at(*tree, "usr/lib/x86_64/c.so").ino, at(*tree, "usr/lib/x86_64/b.so").ino);
+  EXPECT_EQ(at(*tree, "usr/lib/x86_64/c.so").nlink, 2u);
+  EXPECT_EQ(read_all(*tree, "usr/lib/x86_64/c.so"), "b");
+}
+
+TEST(Tree, AnExplicitDirectoryReplacesTheSymlinkAsDockerDoes) {
+  // moby's UnpackLayer: an existing path is removed unless both it and the entry are
+  // directories; lstat sees the symlink, so the entry replaces it.
+  auto l1 = Builder("l1").dir("lib").file("lib/new", "n").build();
+  auto l2 = Builder("l2").file("lib/later", "l").build();
+  auto tree = open_tree(usr_merged("usr/lib"), l1, l2);
+  EXPECT_EQ(at(*tree, "lib").mode, S_IFDIR | 0755u);
+  EXPECT_EQ(names(*tree, "lib"), (std::vector<std::string>{"later", "new"}));
+  EXPECT_EQ(names(*tree, "usr/lib"), std::vector<std::string>{"libc.so"});
+}
+
+TEST(Tree, ASymlinkToTheRootPutsEntriesAtTheRoot) {
+  auto l0 = Builder("l0").symlink("up", "..").file("f", "f").build();
+  auto l1 = Builder("l1").file("up/g", "g").build();
+  auto tree = open_tree(l0, l1);
+  EXPECT_EQ(names(*tree, ""), (std::vector<std::string>{"f", "g", "up"}));
 }
 
 TEST(Tree, ImplicitParentKeepsTheLowerDirectorysMetadata) {
@@ -875,11 +1021,79 @@ void erase_below(Model& model, const std::string& path) {
   while (it != model.end() && it->first.starts_with(prefix)) it = model.erase(it);
 }
 
+// Where directory `path` leads in `model`, each symlink on the way followed inside the root, as
+// an extraction in a chroot follows it; a missing component is a directory to be made.
+struct ModelPath {
+  std::string path;
+  bool under_file = false;  // a component is a file: nothing can go there
+  bool loop = false;        // more than 40 links
+};
+ModelPath model_resolve(const Model& model, const std::string& path) {
+  std::vector<std::string> pending;
+  auto push = [&](const std::string& text) {
+    std::vector<std::string> parts;
+    size_t start = 0;
+    while (start <= text.size()) {
+      size_t slash = text.find('/', start);
+      if (slash == std::string::npos) slash = text.size();
+      if (slash > start) parts.push_back(text.substr(start, slash - start));
+      start = slash + 1;
+    }
+    pending.insert(pending.end(), parts.rbegin(), parts.rend());
+  };
+  push(path);
+  ModelPath out;
+  int links = 0;
+  while (!pending.empty()) {
+    const std::string name = pending.back();
+    pending.pop_back();
+    if (name == ".") continue;
+    if (name == "..") {
+      const size_t slash = out.path.rfind('/');
+      out.path = slash == std::string::npos ? "" : out.path.substr(0, slash);
+      continue;
+    }
+    const std::string next = out.path.empty() ? name : out.path + "/" + name;
+    auto it = model.find(next);
+    if (it != model.end() && it->second.type == EntryType::symlink) {
+      if (++links > 40) {
+        out.loop = true;
+        return out;
+      }
+      if (it->second.link.starts_with('/')) out.path.clear();
+      push(it->second.link);
+      continue;
+    }
+    if (it != model.end() && it->second.type != EntryType::directory) {
+      out.under_file = true;
+      return out;
+    }
+    out.path = next;
+  }
+  return out;
+}
+
+std::string model_parent(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? "" : path.substr(0, slash);
+}
+
+// Where an entry of a layer lands: its parent resolved in `model`; none under a file.
+std::optional<std::string> model_place(const Model& model, const std::string& path, bool* loop) {
+  ModelPath parent = model_resolve(model, model_parent(path));
+  if (parent.loop) *loop = true;
+  if (parent.loop || parent.under_file) return std::nullopt;
+  const std::string name =
+      path.substr(path.rfind('/') == std::string::npos ? 0 : path.rfind('/') + 1);
+  return parent.path.empty() ? name : parent.path + "/" + name;
+}
+
 ModelFile model_file(const FakeLayer& layer, uint64_t layer_no, size_t index, const Model& below) {
   const FakeLayer::Entry& e = layer.raw(index);
   if (e.type == EntryType::hardlink) {
     if (e.hardlink_target != kNoEntry) return model_file(layer, layer_no, e.hardlink_target, below);
-    auto it = below.find(e.link);
+    bool loop = false;
+    auto it = below.find(model_place(below, e.link, &loop).value_or(e.link));
     EXPECT_TRUE(it != below.end() && !e.link.empty() && it->second.type != EntryType::directory)
         << e.link;
     return it != below.end() ? it->second : ModelFile{};
@@ -899,8 +1113,10 @@ ModelFile model_file(const FakeLayer& layer, uint64_t layer_no, size_t index, co
   return file;
 }
 
-void apply(Model& model, const FakeLayer& layer, uint64_t layer_no) {
+// Applies one layer as an extraction would; false when a symlink loop fails it.
+bool apply(Model& model, const FakeLayer& layer, uint64_t layer_no) {
   const Model below = model;
+  bool loop = false;
   if (const auto& root = layer.raw_root()) {
     ModelFile top = model.at("");
     if (root->opaque) model.clear();
@@ -917,12 +1133,24 @@ void apply(Model& model, const FakeLayer& layer, uint64_t layer_no) {
   for (size_t i = 0; i < layer.size(); ++i) {
     const FakeLayer::Entry& e = layer.raw(i);
     if (e.type == EntryType::whiteout) {
-      model.erase(e.path);
-      erase_below(model, e.path);
+      std::optional<std::string> path = model_place(model, e.path, &loop);
+      if (!path) continue;
+      model.erase(*path);
+      erase_below(model, *path);
     } else if (e.type == EntryType::directory && e.opaque) {
-      erase_below(model, e.path);
+      // An implicit directory is where its path leads; an explicit one replaces a symlink.
+      std::optional<std::string> path = model_place(model, e.path, &loop);
+      if (path && e.implicit) {
+        ModelPath full = model_resolve(model, e.path);
+        loop = loop || full.loop;
+        path = full.loop || full.under_file ? std::nullopt : std::optional(full.path);
+      }
+      if (path) erase_below(model, *path);
     }
   }
+  std::set<std::string> own;     // the layer's paths as written
+  std::set<std::string> placed;  // where its entries went
+  for (size_t i = 0; i < layer.size(); ++i) own.insert(layer.raw(i).path);
   // Then the entries, parents first.
   std::vector<size_t> order;
   for (size_t i = 0; i < layer.size(); ++i) order.push_back(i);
@@ -934,24 +1162,34 @@ void apply(Model& model, const FakeLayer& layer, uint64_t layer_no) {
   for (size_t i : order) {
     const FakeLayer::Entry& e = layer.raw(i);
     if (e.type == EntryType::whiteout) continue;
+    std::optional<std::string> place = model_place(model, e.path, &loop);
+    if (!place) continue;
+    // Two entries of the layer at one place: its own entry there, else the first one, stands.
+    if (*place != e.path && (own.count(*place) != 0 || placed.count(*place) != 0)) continue;
+    placed.insert(*place);
+    const std::string& path = *place;
     if (e.type == EntryType::directory) {
-      auto it = model.find(e.path);
+      auto it = model.find(path);
       if (it != model.end() && it->second.type == EntryType::directory) {
         if (!e.implicit) it->second = model_file(layer, layer_no, i, below);  // like chmod/chown
         continue;
       }
-      model.erase(e.path);  // a non-directory, replaced
+      // An implicit directory makes what is missing only: a symlink stays (its contents went
+      // where it leads).
+      if (it != model.end() && it->second.type == EntryType::symlink && e.implicit) continue;
+      model.erase(path);  // a non-directory, replaced
       ModelFile dir;
       dir.type = EntryType::directory;
       dir.mode = 0755;
       if (!e.implicit) dir = model_file(layer, layer_no, i, below);
-      model[e.path] = dir;
+      model[path] = dir;
     } else {
-      model.erase(e.path);
-      erase_below(model, e.path);
-      model[e.path] = model_file(layer, layer_no, i, below);
+      model.erase(path);
+      erase_below(model, path);
+      model[path] = model_file(layer, layer_no, i, below);
     }
   }
+  return !loop;
 }
 
 // Byte order of components: '/' sorts before every byte a name can hold.
@@ -996,7 +1234,13 @@ class StackGenerator {
       } else if (kind < 40) {
         builder.dir(path, random_meta());
       } else if (kind < 45) {
-        builder.symlink(path, random_path(), random_meta());
+        const int style = pick(0, 2);  // relative, absolute, or climbing above the root
+        builder.symlink(path,
+                        (style == 1   ? "/"
+                         : style == 2 ? "../../"
+                                      : "") +
+                            random_path(),
+                        random_meta());
       } else if (kind < 48) {
         const EntryType types[] = {EntryType::char_device, EntryType::block_device,
                                    EntryType::fifo};
@@ -1210,6 +1454,7 @@ TEST(Tree, RandomStacksMatchTheReferenceModel) {
     StackGenerator generator(seed);
     Model model = empty_model();
     Layers layers;
+    bool looped = false;
     const int count = 1 + static_cast<int>(seed % 6);
     for (int i = 0; i < count; ++i) {
       std::shared_ptr<FakeLayer> layer = generator.layer(model, i);
@@ -1230,13 +1475,24 @@ TEST(Tree, RandomStacksMatchTheReferenceModel) {
             entry.type != EntryType::whiteout) {
           ++kinds["replaced"];
         }
+        bool loop = false;
+        if (entry.type != EntryType::directory &&
+            model_place(model, entry.path, &loop).value_or(entry.path) != entry.path) {
+          ++kinds["under a symlink"];
+        }
       }
       if (layer->raw_root()) ++kinds[layer->raw_root()->opaque ? "opaque root" : "root entry"];
-      apply(model, *layer, static_cast<uint64_t>(i));
+      looped = !apply(model, *layer, static_cast<uint64_t>(i)) || looped;
       layers.push_back(layer);
     }
     Result<std::shared_ptr<Tree>> tree = Tree::open(layers);
-    ASSERT_TRUE(tree.ok()) << tree.error().message;
+    if (looped) {
+      ++kinds["symlink loop"];
+      ASSERT_FALSE(tree.ok()) << "a symlink loop, not found:\n" << describe(layers);
+      EXPECT_EQ(tree.error().code, ELOOP);
+      continue;
+    }
+    ASSERT_TRUE(tree.ok()) << tree.error().message << "\n" << describe(layers);
     compare(**tree, model, seed);
     if (::testing::Test::HasFailure()) {
       ADD_FAILURE() << "the stack of seed " << seed << ", base first:\n" << describe(layers);
@@ -1251,8 +1507,9 @@ TEST(Tree, RandomStacksMatchTheReferenceModel) {
   // The generator must reach the interesting cases, not just produce small trees.
   EXPECT_GT(paths, 40000u);
   EXPECT_GT(shared, 1000u);
-  for (const char* kind : {"whiteout", "opaque", "implicit opaque", "link below", "link same layer",
-                           "replaced", "link to a non-file", "opaque root", "root entry"}) {
+  for (const char* kind :
+       {"whiteout", "opaque", "implicit opaque", "link below", "link same layer", "replaced",
+        "link to a non-file", "opaque root", "root entry", "under a symlink"}) {
     EXPECT_GT(kinds[kind], 200u) << kind << " (" << kinds[kind] << ")";
   }
 }
