@@ -199,6 +199,9 @@ struct Candidate {
   uint32_t layer = 0;
   uint32_t index = 0;
   LayerEntry entry;
+  // A directory that a whiteout of its layer deleted before a redirect made it again: new, with
+  // nothing of the directories below it (not even their metadata).
+  bool fresh = false;
 };
 
 class TreeImpl final : public Tree {
@@ -416,6 +419,8 @@ class TreeImpl final : public Tree {
   [[nodiscard]] std::optional<Ref> winner(std::string_view path, uint32_t top,
                                           bool skip_top_implicit = false) const;
   [[nodiscard]] LayerEntry entry_of(Ref ref) const;
+  [[nodiscard]] LayerEntry linked_entry(Ref ref) const;
+  [[nodiscard]] int owner(uint32_t layer, std::string_view path) const;
   [[nodiscard]] bool hidden(uint32_t layer, std::string_view path) const;
   [[nodiscard]] std::optional<Candidate> vfind(uint32_t layer, std::string_view path) const;
   [[nodiscard]] std::vector<Candidate> vchildren(uint32_t layer, std::string_view dir) const;
@@ -608,52 +613,73 @@ LayerEntry TreeImpl::entry_of(Ref ref) const {
   return layers_[ref.layer]->entry(ref.entry);
 }
 
+// The entry at `ref` with a hardlink followed to the entry that made its inode (what a path
+// walk sees: a hardlinked symlink is a symlink); a broken hardlink stays a hardlink, which
+// open() reports later.
+LayerEntry TreeImpl::linked_entry(Ref ref) const {
+  LayerEntry entry = entry_of(ref);
+  for (int depth = 0; entry.type == EntryType::hardlink && depth < kMaxLinkChain; ++depth) {
+    if (entry.hardlink_target != kNoEntry) {
+      if (entry.hardlink_target >= layers_[ref.layer]->size()) break;
+      ref = Ref{ref.layer, entry.hardlink_target};
+    } else {
+      auto parent = resolve_dir(dir_name(entry.link), ref.layer, false);
+      if (!parent.ok() || parent->under_file) break;
+      std::optional<Ref> found = winner(join(parent->path, base_name(entry.link)), ref.layer);
+      if (!found) break;
+      ref = *found;
+    }
+    entry = entry_of(ref);
+  }
+  return entry;
+}
+
+// The redirect that moves the layer's entry at `path`: the one of the longest `src` that is the
+// path or above it (a redirected directory's contents may be redirected again, deeper); -1 if
+// none.
+int TreeImpl::owner(uint32_t layer, std::string_view path) const {
+  int best = -1;
+  std::string_view rest;
+  const std::vector<Redirect>& redirects = redirects_[layer];
+  for (size_t i = 0; i < redirects.size(); ++i) {
+    if (!under(path, redirects[i].src, &rest)) continue;
+    if (best < 0 || redirects[i].src.size() > redirects[static_cast<size_t>(best)].src.size()) {
+      best = static_cast<int>(i);
+    }
+  }
+  return best;
+}
+
 // Whether the layer's entry at `path` moved elsewhere: a redirected directory or below it.
 bool TreeImpl::hidden(uint32_t layer, std::string_view path) const {
-  std::string_view rest;
-  for (const Redirect& redirect : redirects_[layer]) {
-    if (under(path, redirect.src, &rest)) return true;
-  }
-  return false;
+  return owner(layer, path) >= 0;
 }
 
 // Where the layer's entry at `path` shows in the merged tree: its path with a redirected
 // directory replaced by where it leads; none when it is skipped (under a non-directory).
 std::optional<std::string> TreeImpl::vpath(uint32_t layer, std::string_view path) const {
+  const int by = owner(layer, path);
+  if (by < 0) return std::string(path);
+  const Redirect& redirect = redirects_[layer][static_cast<size_t>(by)];
+  if (redirect.drop) return std::nullopt;
   std::string_view rest;
-  for (const Redirect& redirect : redirects_[layer]) {
-    if (!under(path, redirect.src, &rest)) continue;
-    if (redirect.drop) return std::nullopt;
-    return rest.empty() ? std::string(redirect.dst) : join(redirect.dst, rest);
-  }
-  return std::string(path);
+  under(path, redirect.src, &rest);
+  return rest.empty() ? std::string(redirect.dst) : join(redirect.dst, rest);
 }
 
-// The layer's entry that shows at merged `path`, redirects applied: its own entry at that path
-// first, then one that a redirect brings there, then an implicit directory for an ancestor of
-// where a redirect leads. LayerIndex::find() for a layer without redirects.
+// The layer's entry that shows at merged `path`, redirects applied (as vchildren() chooses it);
+// LayerIndex::find() for a layer without redirects.
 std::optional<Candidate> TreeImpl::vfind(uint32_t layer, std::string_view path) const {
   const LayerIndex& index = *layers_[layer];
-  const std::vector<Redirect>& redirects = redirects_[layer];
-  if (redirects.empty() || !hidden(layer, path)) {
-    if (std::optional<size_t> found = index.find(path)) {
-      return Candidate{layer, static_cast<uint32_t>(*found), index.entry(*found)};
-    }
+  if (redirects_[layer].empty()) {
+    std::optional<size_t> found = index.find(path);
+    if (!found) return std::nullopt;
+    return Candidate{layer, static_cast<uint32_t>(*found), index.entry(*found)};
   }
-  std::string_view rest;
-  for (const Redirect& redirect : redirects) {
-    if (redirect.drop || !under(path, redirect.dst, &rest)) continue;
-    const std::string source = rest.empty() ? std::string(redirect.src) : join(redirect.src, rest);
-    if (std::optional<size_t> found = index.find(source)) {
-      return Candidate{layer, static_cast<uint32_t>(*found), index.entry(*found)};
-    }
-  }
-  for (const Redirect& redirect : redirects) {
-    if (redirect.drop || redirect.dst.size() <= path.size()) continue;
-    if (path.empty() || (redirect.dst.starts_with(path) && redirect.dst[path.size()] == '/')) {
-      const size_t end = redirect.dst.find('/', path.empty() ? 0 : path.size() + 1);
-      return Candidate{layer, kSyntheticEntry, implicit_dir(redirect.dst.substr(0, end))};
-    }
+  if (path.empty()) return std::nullopt;
+  const std::string_view name = base_name(path);
+  for (const Candidate& candidate : vchildren(layer, dir_name(path))) {
+    if (base_name(candidate.entry.path) == name) return candidate;
   }
   return std::nullopt;
 }
@@ -663,19 +689,22 @@ std::optional<Candidate> TreeImpl::vfind(uint32_t layer, std::string_view path) 
 std::vector<Candidate> TreeImpl::vchildren(uint32_t layer, std::string_view dir) const {
   const LayerIndex& index = *layers_[layer];
   std::vector<Candidate> out;
-  auto add_range = [&](std::string_view source, bool filter) {
+  // The entries of `source` that redirect `by` (-1: none) moves, and no other one.
+  auto add_range = [&](std::string_view source, int by) {
     auto [first, last] = index.children(source);
     for (size_t i = first; i < last; ++i) {
       LayerEntry entry = index.entry(i);
-      if (filter && hidden(layer, entry.path)) continue;
+      if (owner(layer, entry.path) != by) continue;
       out.push_back(Candidate{layer, static_cast<uint32_t>(i), entry});
     }
   };
-  if (!hidden(layer, dir)) add_range(dir, true);
+  if (!hidden(layer, dir)) add_range(dir, -1);
   std::string_view rest;
-  for (const Redirect& redirect : redirects_[layer]) {
+  for (size_t i = 0; i < redirects_[layer].size(); ++i) {
+    const Redirect& redirect = redirects_[layer][i];
     if (redirect.drop || !under(dir, redirect.dst, &rest)) continue;
-    add_range(rest.empty() ? std::string(redirect.src) : join(redirect.src, rest), false);
+    add_range(rest.empty() ? std::string(redirect.src) : join(redirect.src, rest),
+              static_cast<int>(i));
   }
   for (const Redirect& redirect : redirects_[layer]) {
     if (redirect.drop || redirect.dst.size() <= dir.size()) continue;
@@ -694,22 +723,43 @@ std::vector<Candidate> TreeImpl::vchildren(uint32_t layer, std::string_view dir)
     }
   }
   // Of a name given twice, the first added stands (the layer's own entry, then the redirects in
-  // the order they were found).
+  // the order they were found), except that a whiteout yields to what a redirect brings: the
+  // layer's whiteouts act before its entries (a directory then hides what was below it).
   std::stable_sort(out.begin(), out.end(), [](const Candidate& a, const Candidate& b) {
     return base_name(a.entry.path) < base_name(b.entry.path);
   });
-  out.erase(std::unique(out.begin(), out.end(),
-                        [](const Candidate& a, const Candidate& b) {
-                          return base_name(a.entry.path) == base_name(b.entry.path);
-                        }),
-            out.end());
-  return out;
+  std::vector<Candidate> chosen;
+  for (size_t first = 0; first < out.size();) {
+    size_t last = first + 1;
+    while (last < out.size() &&
+           base_name(out[last].entry.path) == base_name(out[first].entry.path)) {
+      ++last;
+    }
+    size_t pick = first;
+    while (pick + 1 < last && out[pick].entry.type == EntryType::whiteout) ++pick;
+    Candidate candidate = out[pick];
+    candidate.fresh = pick != first && candidate.entry.type == EntryType::directory;
+    if (candidate.entry.type == EntryType::directory) {
+      // Hidden below by a whiteout of the layer, or by an opaque marker on any of its names.
+      for (size_t other = first; other < last; ++other) {
+        const LayerEntry& entry = out[other].entry;
+        if (entry.type == EntryType::whiteout ||
+            (entry.type == EntryType::directory && entry.opaque)) {
+          candidate.entry.opaque = true;
+        }
+      }
+    }
+    chosen.push_back(candidate);
+    first = last;
+  }
+  return chosen;
 }
 
 // Resolves a directory path in the merged view of layers [0, top), following every symlink on
 // the way inside the image root: an absolute target starts again at the root, ".." stops at the
 // root. A missing component is a directory-to-be. `skip_top_implicit`: layer top - 1's implicit
-// directories are not looked at, so that what they are over shows (the layer being placed).
+// directories over symlinks are not looked at, so that the symlinks show (the layer being
+// placed).
 Result<TreeImpl::Resolved> TreeImpl::resolve_dir(std::string_view path, uint32_t top,
                                                  bool skip_top_implicit) const {
   std::vector<std::string> pending;  // components still to walk, the next one last
@@ -735,8 +785,18 @@ Result<TreeImpl::Resolved> TreeImpl::resolve_dir(std::string_view path, uint32_t
       continue;
     }
     std::string next = join(resolved.path, name);
-    if (std::optional<Ref> found = winner(next, top, skip_top_implicit)) {
+    std::optional<Ref> found = winner(next, top);
+    if (found && skip_top_implicit && found->layer + 1 == top) {
+      // The layer's implicit directory over a symlink is where the symlink leads; over anything
+      // else it is a directory of its own (it replaces a file).
       const LayerEntry entry = entry_of(*found);
+      if (entry.type == EntryType::directory && entry.implicit) {
+        std::optional<Ref> below = winner(next, top, true);
+        if (below && linked_entry(*below).type == EntryType::symlink) found = below;
+      }
+    }
+    if (found) {
+      const LayerEntry entry = linked_entry(*found);
       if (entry.type == EntryType::symlink) {
         if (++links > kMaxSymlinks) {
           return make_error(ELOOP, "too many levels of symbolic links (a loop, or more than " +
@@ -768,11 +828,13 @@ Result<void> TreeImpl::find_redirects(uint32_t layer) {
   for (uint32_t i = 0; i < size; ++i) {
     const LayerEntry entry = index.entry(i);
     if (entry.type != EntryType::directory || !entry.implicit) continue;
-    if (hidden(layer, entry.path)) continue;  // below a redirect found already
-    // Cheap first: only a symlink at this very path (its parent is not redirected) moves it.
-    std::optional<Ref> below = winner(entry.path, layer + 1, true);
-    if (!below || entry_of(*below).type != EntryType::symlink) continue;
-    auto resolved = resolve_dir(entry.path, layer + 1, true);
+    // Where its parent leads already (below a redirect found before it, or where it is).
+    std::optional<std::string> at = vpath(layer, entry.path);
+    if (!at) continue;  // under a non-directory: skipped with its parent
+    // Cheap first: only a symlink at that very path moves it.
+    std::optional<Ref> below = winner(*at, layer + 1, true);
+    if (!below || linked_entry(*below).type != EntryType::symlink) continue;
+    auto resolved = resolve_dir(*at, layer + 1, true);
     if (!resolved.ok()) {
       return make_error(resolved.error().code, "layer " + index.digest().str() +
                                                    ": entries under " + std::string(entry.path) +
@@ -815,7 +877,7 @@ std::optional<Node> TreeImpl::make_child(const DirState& parent, std::string_vie
           dir->lo = candidate.layer;
           contents_open = false;
         }
-        if (!contents_open && meta != nullptr) break;
+        if (candidate.fresh || (!contents_open && meta != nullptr)) break;
       }
       if (meta != nullptr) {
         node.attr = attr_of(meta->entry, EntryType::directory);
@@ -887,6 +949,7 @@ void TreeImpl::merge(DirState& dir) {
     // [next, end) are entry indexes of the layer.
     const std::vector<Candidate>* made = nullptr;
     uint32_t index = 0;
+    bool fresh = false;
     LayerEntry entry;
     std::string_view name;
   };
@@ -896,6 +959,7 @@ void TreeImpl::merge(DirState& dir) {
       const Candidate& made = (*cursor.made)[cursor.next];
       cursor.entry = made.entry;
       cursor.index = made.index;
+      cursor.fresh = made.fresh;
     } else {
       cursor.entry = layers_[cursor.layer]->entry(cursor.next);
       cursor.index = static_cast<uint32_t>(cursor.next);
@@ -906,7 +970,7 @@ void TreeImpl::merge(DirState& dir) {
   std::vector<Cursor> cursors;              // top layer first
   size_t most = 0;  // children in the largest layer: a floor for the merged count
   for (uint32_t layer = dir.hi; layer-- > dir.lo;) {
-    Cursor cursor{layer, 0, 0, nullptr, 0, {}, {}};
+    Cursor cursor{layer, 0, 0, nullptr, 0, false, {}, {}};
     if (redirects_[layer].empty()) {
       std::tie(cursor.next, cursor.end) = layers_[layer]->children(dir.path);
     } else {
@@ -940,7 +1004,7 @@ void TreeImpl::merge(DirState& dir) {
     candidates.clear();
     for (Cursor& cursor : cursors) {
       if (cursor.next < cursor.end && cursor.name == name) {
-        candidates.push_back(Candidate{cursor.layer, cursor.index, cursor.entry});
+        candidates.push_back(Candidate{cursor.layer, cursor.index, cursor.entry, cursor.fresh});
         ++cursor.next;
         load(cursor);
       }
