@@ -840,6 +840,12 @@ Result<void> TreeImpl::find_redirects(uint32_t layer) {
                                                    ": entries under " + std::string(entry.path) +
                                                    ": " + resolved.error().message);
     }
+    if (resolved->under_file) {
+      // As umoci and docker fail their extraction (mkdir: not a directory).
+      return make_error(ENOTDIR, "layer " + index.digest().str() + ": entries under " +
+                                     std::string(entry.path) + ": it leads to " + resolved->path +
+                                     ", which is not a directory");
+    }
     names_.push_back(std::move(resolved->path));
     redirects_[layer].push_back(Redirect{entry.path, names_.back(), resolved->under_file});
   }

@@ -414,12 +414,17 @@ TEST(Tree, ASymlinkToNothingMakesTheDirectoriesItNames) {
   EXPECT_EQ(names(*tree, ""), (std::vector<std::string>{"lib", "usr"}));
 }
 
-TEST(Tree, EntriesUnderASymlinkToAFileAreSkipped) {
+TEST(Tree, EntriesUnderASymlinkToAFileFailTheOpenAsUmociFails) {
+  // umoci 0.4: "unpack entry: lib/x: mkdir parent: mkdir .../usr/file: not a directory".
   auto l0 = Builder("l0").file("usr/file", "f").symlink("lib", "usr/file").build();
   auto l1 = Builder("l1").file("lib/x", "x").file("keep", "k").build();
-  auto tree = open_tree(l0, l1);
-  EXPECT_EQ(walk_paths(*tree), (std::vector<std::string>{"", "keep", "lib", "usr", "usr/file"}));
-  EXPECT_EQ(read_all(*tree, "usr/file"), "f");
+  Result<std::shared_ptr<Tree>> tree = Tree::open(Layers{l0, l1});
+  ASSERT_FALSE(tree.ok());
+  EXPECT_EQ(tree.error().code, ENOTDIR);
+  EXPECT_NE(tree.error().message.find("entries under lib: it leads to usr/file, which is not a "
+                                      "directory"),
+            std::string::npos)
+      << tree.error().message;
 }
 
 TEST(Tree, ASymlinkLoopFailsTheOpenNamingTheEntry) {
@@ -1079,9 +1084,11 @@ std::string model_parent(const std::string& path) {
 }
 
 // Where an entry of a layer lands: its parent resolved in `model`; none under a file.
-std::optional<std::string> model_place(const Model& model, const std::string& path, bool* loop) {
+std::optional<std::string> model_place(const Model& model, const std::string& path, bool* loop,
+                                       bool* notdir = nullptr) {
   ModelPath parent = model_resolve(model, model_parent(path));
   if (parent.loop) *loop = true;
+  if (parent.under_file && notdir != nullptr) *notdir = true;
   if (parent.loop || parent.under_file) return std::nullopt;
   const std::string name =
       path.substr(path.rfind('/') == std::string::npos ? 0 : path.rfind('/') + 1);
@@ -1120,10 +1127,12 @@ enum class Applied {
   // A loop met when placing a whiteout or opaque marker, which the model places against the
   // layers below only while the tree also sees the layer's own entries: no verdict.
   unsure,
+  notdir,  // an entry under a symlink to a file fails it, as umoci's and docker's extraction
 };
 Applied apply(Model& model, const FakeLayer& layer, uint64_t layer_no) {
   const Model below = model;
   bool loop = false;
+  bool notdir = false;  // an entry under a symlink to a non-directory
   if (const auto& root = layer.raw_root()) {
     ModelFile top = model.at("");
     if (root->opaque) model.clear();
@@ -1167,7 +1176,7 @@ Applied apply(Model& model, const FakeLayer& layer, uint64_t layer_no) {
   for (size_t i = 0; i < layer.size(); ++i) {
     const FakeLayer::Entry& e = layer.raw(i);
     if (e.type == EntryType::whiteout) {
-      std::optional<std::string> path = model_place(model, e.path, &loop);
+      std::optional<std::string> path = model_place(model, e.path, &loop, &notdir);
       if (!path) continue;
       model.erase(*path);
       erase_below(model, *path);
@@ -1191,7 +1200,7 @@ Applied apply(Model& model, const FakeLayer& layer, uint64_t layer_no) {
   for (size_t i : order) {
     const FakeLayer::Entry& e = layer.raw(i);
     if (e.type == EntryType::whiteout) continue;
-    std::optional<std::string> place = model_place(model, e.path, &loop);
+    std::optional<std::string> place = model_place(model, e.path, &loop, &notdir);
     if (!place) continue;
     // Two entries of the layer at one place: its own entry there, else the first one, stands.
     if (*place != e.path && (own.count(*place) != 0 || placed.count(*place) != 0)) continue;
@@ -1244,7 +1253,8 @@ Applied apply(Model& model, const FakeLayer& layer, uint64_t layer_no) {
     }
   }
   if (marker_loop) return Applied::unsure;
-  return loop ? Applied::loop : Applied::ok;
+  if (loop) return Applied::loop;
+  return notdir ? Applied::notdir : Applied::ok;
 }
 
 // Byte order of components: '/' sorts before every byte a name can hold.
@@ -1289,7 +1299,7 @@ class StackGenerator {
       }
       // Claims where the entry lands: two entries of a layer at one place (one through a
       // symlink) is a question of tar order, which the index does not keep.
-      if (!fits(used, placed(below, path), dir_op)) continue;
+      if (!fits(used, placed(below, path), dir_op) || !fits(used, path, dir_op)) continue;
       // A layer either adds symlinks or writes through the symlinks below, not both: which of
       // its own symlinks an entry goes through depends on the tar order, which an index does not
       // keep (docs/LAYER_FORMAT.md), and the model applies entries in its own order.
@@ -1304,6 +1314,8 @@ class StackGenerator {
       // Through a symlink: files and directories (whiteouts and markers there: the unit tests
       // above).
       if (redirected && kind >= 40) continue;
+      // Under a symlink to a file (an error: the unit tests above).
+      if (bool loop = false; !model_place(below, path, &loop)) continue;
       // A symlink that leads to its own parent (an extraction fails there: EISDIR, ELOOP).
       if (redirected && path.starts_with(placed(below, path) + "/")) continue;
       adds_symlinks_ = adds_symlinks_ || symlink_op;
@@ -1350,6 +1362,7 @@ class StackGenerator {
       if (pick(0, 4) == 0)
         builder.xattr(path, "user.k" + std::to_string(pick(0, 2)), random_content());
       claim(used, placed(below, path), dir_op);
+      claim(used, path, dir_op);
     }
     return builder.build();
   }
@@ -1561,6 +1574,7 @@ TEST(Tree, RandomStacksMatchTheReferenceModel) {
     Layers layers;
     bool looped = false;
     bool unsure = false;
+    bool notdir = false;
     const int count = 1 + static_cast<int>(seed % 6);
     for (int i = 0; i < count; ++i) {
       std::shared_ptr<FakeLayer> layer = generator.layer(model, i);
@@ -1590,12 +1604,20 @@ TEST(Tree, RandomStacksMatchTheReferenceModel) {
       if (layer->raw_root()) ++kinds[layer->raw_root()->opaque ? "opaque root" : "root entry"];
       const Applied applied = apply(model, *layer, static_cast<uint64_t>(i));
       looped = looped || applied == Applied::loop;
+      notdir = notdir || (applied == Applied::notdir && !looped);
       unsure = unsure || applied == Applied::unsure;
       layers.push_back(layer);
     }
     Result<std::shared_ptr<Tree>> tree = Tree::open(layers);
     if (unsure) {
       ++unsure_stacks;
+      continue;
+    }
+    if (notdir && !looped) {
+      ++kinds["under a symlink to a file"];
+      ASSERT_FALSE(tree.ok()) << "an entry under a symlink to a file, not refused:\n"
+                              << describe(layers);
+      EXPECT_EQ(tree.error().code, ENOTDIR) << tree.error().message;
       continue;
     }
     if (looped) {
