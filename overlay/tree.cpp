@@ -711,11 +711,15 @@ std::vector<Candidate> TreeImpl::vchildren(uint32_t layer, std::string_view dir)
     if (dir.empty() || (redirect.dst.starts_with(dir) && redirect.dst[dir.size()] == '/')) {
       const size_t end = redirect.dst.find('/', dir.empty() ? 0 : dir.size() + 1);
       std::optional<size_t> src;
-      // Where it leads itself: the redirected directory's entry (an opaque marker stays on it).
+      // Where it leads itself: the redirected directory's entry.
       if (end == std::string_view::npos) src = index.find(redirect.src);
       if (src) {
         LayerEntry entry = index.entry(*src);
         entry.path = redirect.dst;  // its name is where it leads
+        // Its `opaque` is not carried there: the ingest sets it as well where the layer replaced
+        // a symlink of its own by this directory (`lib -> usr/lib`, then `lib/x`), and emptying
+        // usr/lib for that would lose libc (docs/LAYER_FORMAT.md).
+        entry.opaque = false;
         out.push_back(Candidate{layer, static_cast<uint32_t>(*src), entry});
       } else {
         out.push_back(Candidate{layer, kSyntheticEntry, implicit_dir(redirect.dst.substr(0, end))});
