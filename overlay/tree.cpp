@@ -424,7 +424,7 @@ class TreeImpl final : public Tree {
   [[nodiscard]] bool hidden(uint32_t layer, std::string_view path) const;
   [[nodiscard]] std::optional<Candidate> vfind(uint32_t layer, std::string_view path) const;
   [[nodiscard]] std::vector<Candidate> vchildren(uint32_t layer, std::string_view dir) const;
-  [[nodiscard]] std::optional<std::string> vpath(uint32_t layer, std::string_view path) const;
+  [[nodiscard]] std::string vpath(uint32_t layer, std::string_view path) const;
   struct Resolved {
     std::string path;         // the directory, symlinks followed ("" the root)
     bool under_file = false;  // a component is neither a directory nor a symlink
@@ -442,7 +442,6 @@ class TreeImpl final : public Tree {
   struct Redirect {
     std::string_view src;  // the implicit directory's path, a view into the layer index
     std::string_view dst;  // where it resolves ("" the root), a view into `names_`
-    bool drop = false;     // it resolves under a non-directory: its entries are skipped
   };
   std::vector<std::vector<Redirect>> redirects_;  // per layer
   std::deque<std::string> names_;                 // never moves an element
@@ -489,8 +488,8 @@ Result<void> TreeImpl::init() {
   }
   const auto top = static_cast<uint32_t>(layers_.size());
   auto visible = [&](Ref ref) {
-    std::optional<std::string> path = vpath(ref.layer, layers_[ref.layer]->entry(ref.entry).path);
-    return path && winner(*path, top) == std::optional<Ref>(ref);
+    const std::string path = vpath(ref.layer, layers_[ref.layer]->entry(ref.entry).path);
+    return winner(path, top) == std::optional<Ref>(ref);
   };
   for (Group& group : groups_) group.nlink += visible(group.file) ? 1 : 0;
   for (const Ref& link : links)
@@ -656,12 +655,11 @@ bool TreeImpl::hidden(uint32_t layer, std::string_view path) const {
 }
 
 // Where the layer's entry at `path` shows in the merged tree: its path with a redirected
-// directory replaced by where it leads; none when it is skipped (under a non-directory).
-std::optional<std::string> TreeImpl::vpath(uint32_t layer, std::string_view path) const {
+// directory replaced by where it leads.
+std::string TreeImpl::vpath(uint32_t layer, std::string_view path) const {
   const int by = owner(layer, path);
   if (by < 0) return std::string(path);
   const Redirect& redirect = redirects_[layer][static_cast<size_t>(by)];
-  if (redirect.drop) return std::nullopt;
   std::string_view rest;
   under(path, redirect.src, &rest);
   return rest.empty() ? std::string(redirect.dst) : join(redirect.dst, rest);
@@ -702,12 +700,12 @@ std::vector<Candidate> TreeImpl::vchildren(uint32_t layer, std::string_view dir)
   std::string_view rest;
   for (size_t i = 0; i < redirects_[layer].size(); ++i) {
     const Redirect& redirect = redirects_[layer][i];
-    if (redirect.drop || !under(dir, redirect.dst, &rest)) continue;
+    if (!under(dir, redirect.dst, &rest)) continue;
     add_range(rest.empty() ? std::string(redirect.src) : join(redirect.src, rest),
               static_cast<int>(i));
   }
   for (const Redirect& redirect : redirects_[layer]) {
-    if (redirect.drop || redirect.dst.size() <= dir.size()) continue;
+    if (redirect.dst.size() <= dir.size()) continue;
     if (dir.empty() || (redirect.dst.starts_with(dir) && redirect.dst[dir.size()] == '/')) {
       const size_t end = redirect.dst.find('/', dir.empty() ? 0 : dir.size() + 1);
       std::optional<size_t> src;
@@ -833,12 +831,11 @@ Result<void> TreeImpl::find_redirects(uint32_t layer) {
     const LayerEntry entry = index.entry(i);
     if (entry.type != EntryType::directory || !entry.implicit) continue;
     // Where its parent leads already (below a redirect found before it, or where it is).
-    std::optional<std::string> at = vpath(layer, entry.path);
-    if (!at) continue;  // under a non-directory: skipped with its parent
+    const std::string at = vpath(layer, entry.path);
     // Cheap first: only a symlink at that very path moves it.
-    std::optional<Ref> below = winner(*at, layer + 1, true);
+    std::optional<Ref> below = winner(at, layer + 1, true);
     if (!below || linked_entry(*below).type != EntryType::symlink) continue;
-    auto resolved = resolve_dir(*at, layer + 1, true);
+    auto resolved = resolve_dir(at, layer + 1, true);
     if (!resolved.ok()) {
       return make_error(resolved.error().code, "layer " + index.digest().str() +
                                                    ": entries under " + std::string(entry.path) +
@@ -851,7 +848,7 @@ Result<void> TreeImpl::find_redirects(uint32_t layer) {
                                      ", which is not a directory");
     }
     names_.push_back(std::move(resolved->path));
-    redirects_[layer].push_back(Redirect{entry.path, names_.back(), resolved->under_file});
+    redirects_[layer].push_back(Redirect{entry.path, names_.back()});
   }
   return {};
 }
