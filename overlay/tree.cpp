@@ -21,9 +21,11 @@
 #include <array>
 #include <atomic>
 #include <bit>
+#include <deque>
 #include <mutex>
 #include <new>
 #include <optional>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 
@@ -40,6 +42,11 @@ constexpr uint32_t kRootEntry = kNoEntry;
 // same-layer `hardlink_target`s, which a well-formed index never has.
 constexpr int kMaxLinkChain = 1024;
 constexpr uint32_t kDefaultDirMode = 0755;
+// Symlinks followed while resolving one entry's parent directories, as Linux's MAXSYMLINKS.
+constexpr int kMaxSymlinks = 40;
+// Ref::entry of a directory that a redirected entry implies (an ancestor of where it goes),
+// which no entry of its layer is: an implicit directory.
+constexpr uint32_t kSyntheticEntry = kNoEntry - 1;
 
 // One entry of one layer.
 struct Ref {
@@ -63,6 +70,37 @@ std::string join(std::string_view dir, std::string_view name) {
   if (!dir.empty()) path.push_back('/');
   path.append(name);
   return path;
+}
+
+std::string_view dir_name(std::string_view path) {
+  size_t slash = path.rfind('/');
+  return slash == std::string_view::npos ? std::string_view() : path.substr(0, slash);
+}
+
+// Whether `path` is `prefix` or below it ("" is the root, above everything); `rest` is what
+// follows it ("" for the prefix itself).
+bool under(std::string_view path, std::string_view prefix, std::string_view* rest) {
+  if (prefix.empty()) {
+    *rest = path;
+    return true;
+  }
+  if (!path.starts_with(prefix)) return false;
+  if (path.size() == prefix.size()) {
+    *rest = {};
+    return true;
+  }
+  if (path[prefix.size()] != '/') return false;
+  *rest = path.substr(prefix.size() + 1);
+  return true;
+}
+
+LayerEntry implicit_dir(std::string_view path) {
+  LayerEntry entry;
+  entry.path = path;
+  entry.type = EntryType::directory;
+  entry.implicit = true;
+  entry.mode = kDefaultDirMode;
+  return entry;
 }
 
 // Names that may appear in the merged tree. The ingest never produces the others; they are
@@ -161,6 +199,9 @@ struct Candidate {
   uint32_t layer = 0;
   uint32_t index = 0;
   LayerEntry entry;
+  // A directory that a whiteout of its layer deleted before a redirect made it again: new, with
+  // nothing of the directories below it (not even their metadata).
+  bool fresh = false;
 };
 
 class TreeImpl final : public Tree {
@@ -375,11 +416,35 @@ class TreeImpl final : public Tree {
   std::optional<Node> make_child(const DirState& parent, std::string_view name,
                                  const std::vector<Candidate>& candidates, uint32_t* group) const;
   [[nodiscard]] static Node leaf_node(Ref ref, const LayerEntry& entry);
-  [[nodiscard]] std::optional<Ref> winner(std::string_view path, uint32_t top) const;
+  [[nodiscard]] std::optional<Ref> winner(std::string_view path, uint32_t top,
+                                          bool skip_top_implicit = false) const;
+  [[nodiscard]] LayerEntry entry_of(Ref ref) const;
+  [[nodiscard]] LayerEntry linked_entry(Ref ref) const;
+  [[nodiscard]] int owner(uint32_t layer, std::string_view path) const;
+  [[nodiscard]] bool hidden(uint32_t layer, std::string_view path) const;
+  [[nodiscard]] std::optional<Candidate> vfind(uint32_t layer, std::string_view path) const;
+  [[nodiscard]] std::vector<Candidate> vchildren(uint32_t layer, std::string_view dir) const;
+  [[nodiscard]] std::string vpath(uint32_t layer, std::string_view path) const;
+  struct Resolved {
+    std::string path;         // the directory, symlinks followed ("" the root)
+    bool under_file = false;  // a component is neither a directory nor a symlink
+  };
+  Result<Resolved> resolve_dir(std::string_view path, uint32_t top, bool skip_top_implicit) const;
+  Result<void> find_redirects(uint32_t layer);
   Result<Ref> link_file(Ref link, std::unordered_map<uint64_t, Ref>& files, int depth) const;
   [[nodiscard]] Error bad_link(Ref link, const std::string& why) const;
 
   const std::vector<std::shared_ptr<const LayerIndex>> layers_;
+
+  // An implicit directory of a layer whose path leads through a symlink of the view below it (or
+  // of the layer itself): its entries belong where the symlink leads (docs/LAYER_FORMAT.md,
+  // "Entries under symlinked directories"). Fixed when the Tree opens, read without a lock.
+  struct Redirect {
+    std::string_view src;  // the implicit directory's path, a view into the layer index
+    std::string_view dst;  // where it resolves ("" the root), a view into `names_`
+  };
+  std::vector<std::vector<Redirect>> redirects_;  // per layer
+  std::deque<std::string> names_;                 // never moves an element
 
   // Hardlinked files, fixed when the Tree opens and read without a lock afterwards.
   std::vector<Group> groups_;
@@ -395,6 +460,7 @@ class TreeImpl final : public Tree {
 
 Result<void> TreeImpl::init() {
   if (layers_.size() >= kNoLayer) return make_error(EINVAL, "too many layers");
+  redirects_.resize(layers_.size());
   std::vector<Ref> links;
   for (uint32_t layer = 0; layer < layers_.size(); ++layer) {
     if (layers_[layer] == nullptr)
@@ -409,6 +475,7 @@ Result<void> TreeImpl::init() {
     for (uint32_t entry = 0; entry < size; ++entry) {
       if (index.entry(entry).type == EntryType::hardlink) links.push_back(Ref{layer, entry});
     }
+    IMAGEFS_CHECK(find_redirects(layer));
   }
 
   std::unordered_map<uint64_t, Ref> files;  // hardlink entry -> the entry that made its inode
@@ -421,7 +488,8 @@ Result<void> TreeImpl::init() {
   }
   const auto top = static_cast<uint32_t>(layers_.size());
   auto visible = [&](Ref ref) {
-    return winner(layers_[ref.layer]->entry(ref.entry).path, top) == std::optional<Ref>(ref);
+    const std::string path = vpath(ref.layer, layers_[ref.layer]->entry(ref.entry).path);
+    return winner(path, top) == std::optional<Ref>(ref);
   };
   for (Group& group : groups_) group.nlink += visible(group.file) ? 1 : 0;
   for (const Ref& link : links)
@@ -472,11 +540,16 @@ Result<Ref> TreeImpl::link_file(Ref link, std::unordered_map<uint64_t, Ref>& fil
     }
     target = Ref{link.layer, entry.hardlink_target};
   } else {
-    std::optional<Ref> found = winner(entry.link, link.layer);
+    // Its target's parents resolve through the symlinks of the layers below, as extraction
+    // resolves them when it links.
+    std::optional<Ref> found;
+    auto parent = resolve_dir(dir_name(entry.link), link.layer, false);
+    if (!parent.ok()) return bad_link(link, parent.error().message);
+    if (!parent->under_file) found = winner(join(parent->path, base_name(entry.link)), link.layer);
     if (!found) return bad_link(link, "the target is not in the layers below");
     target = *found;
   }
-  const EntryType type = layers_[target.layer]->entry(target.entry).type;
+  const EntryType type = entry_of(target).type;
   Ref file;
   if (type == EntryType::hardlink) {
     IMAGEFS_TRY(chained, link_file(target, files, depth + 1));
@@ -494,7 +567,8 @@ Result<Ref> TreeImpl::link_file(Ref link, std::unordered_map<uint64_t, Ref>& fil
 // The entry that `path` shows in the merged view of layers [0, top), or none when the path is
 // hidden, missing, or under a non-directory. The same rules as merge(), one path at a time; used
 // only for the paths hardlinks involve.
-std::optional<Ref> TreeImpl::winner(std::string_view path, uint32_t top) const {
+std::optional<Ref> TreeImpl::winner(std::string_view path, uint32_t top,
+                                    bool skip_top_implicit) const {
   uint32_t lo = root_lo(top);
   uint32_t hi = top;
   size_t start = 0;
@@ -506,13 +580,14 @@ std::optional<Ref> TreeImpl::winner(std::string_view path, uint32_t top) const {
     std::optional<Ref> found;
     uint32_t next_lo = lo;
     for (uint32_t layer = hi; layer-- > lo;) {
-      const std::optional<size_t> index = layers_[layer]->find(prefix);
-      if (!index) continue;
-      const LayerEntry entry = layers_[layer]->entry(*index);
+      const std::optional<Candidate> candidate = vfind(layer, prefix);
+      if (!candidate) continue;
+      const LayerEntry& entry = candidate->entry;
       const bool is_dir = entry.type == EntryType::directory;
+      if (skip_top_implicit && last && layer + 1 == top && is_dir && entry.implicit) continue;
       if (!found) {
         if (entry.type == EntryType::whiteout) return std::nullopt;
-        found = Ref{layer, static_cast<uint32_t>(*index)};
+        found = Ref{layer, candidate->index};
         if (last) return found;
         if (!is_dir) return std::nullopt;
       } else if (!is_dir) {
@@ -529,6 +604,253 @@ std::optional<Ref> TreeImpl::winner(std::string_view path, uint32_t top) const {
     hi = found->layer + 1;
     start = slash + 1;
   }
+}
+
+LayerEntry TreeImpl::entry_of(Ref ref) const {
+  if (ref.entry == kSyntheticEntry) return implicit_dir({});
+  if (ref.entry == kRootEntry) return layers_[ref.layer]->root().value_or(implicit_dir({}));
+  return layers_[ref.layer]->entry(ref.entry);
+}
+
+// The entry at `ref` with a hardlink followed to the entry that made its inode (what a path
+// walk sees: a hardlinked symlink is a symlink); a broken hardlink stays a hardlink, which
+// open() reports later.
+LayerEntry TreeImpl::linked_entry(Ref ref) const {
+  LayerEntry entry = entry_of(ref);
+  for (int depth = 0; entry.type == EntryType::hardlink && depth < kMaxLinkChain; ++depth) {
+    if (entry.hardlink_target != kNoEntry) {
+      if (entry.hardlink_target >= layers_[ref.layer]->size()) break;
+      ref = Ref{ref.layer, entry.hardlink_target};
+    } else {
+      auto parent = resolve_dir(dir_name(entry.link), ref.layer, false);
+      if (!parent.ok() || parent->under_file) break;
+      std::optional<Ref> found = winner(join(parent->path, base_name(entry.link)), ref.layer);
+      if (!found) break;
+      ref = *found;
+    }
+    entry = entry_of(ref);
+  }
+  return entry;
+}
+
+// The redirect that moves the layer's entry at `path`: the one of the longest `src` that is the
+// path or above it (a redirected directory's contents may be redirected again, deeper); -1 if
+// none.
+int TreeImpl::owner(uint32_t layer, std::string_view path) const {
+  int best = -1;
+  std::string_view rest;
+  const std::vector<Redirect>& redirects = redirects_[layer];
+  for (size_t i = 0; i < redirects.size(); ++i) {
+    if (!under(path, redirects[i].src, &rest)) continue;
+    if (best < 0 || redirects[i].src.size() > redirects[static_cast<size_t>(best)].src.size()) {
+      best = static_cast<int>(i);
+    }
+  }
+  return best;
+}
+
+// Whether the layer's entry at `path` moved elsewhere: a redirected directory or below it.
+bool TreeImpl::hidden(uint32_t layer, std::string_view path) const {
+  return owner(layer, path) >= 0;
+}
+
+// Where the layer's entry at `path` shows in the merged tree: its path with a redirected
+// directory replaced by where it leads.
+std::string TreeImpl::vpath(uint32_t layer, std::string_view path) const {
+  const int by = owner(layer, path);
+  if (by < 0) return std::string(path);
+  const Redirect& redirect = redirects_[layer][static_cast<size_t>(by)];
+  std::string_view rest;
+  under(path, redirect.src, &rest);
+  return rest.empty() ? std::string(redirect.dst) : join(redirect.dst, rest);
+}
+
+// The layer's entry that shows at merged `path`, redirects applied (as vchildren() chooses it);
+// LayerIndex::find() for a layer without redirects.
+std::optional<Candidate> TreeImpl::vfind(uint32_t layer, std::string_view path) const {
+  const LayerIndex& index = *layers_[layer];
+  if (redirects_[layer].empty()) {
+    std::optional<size_t> found = index.find(path);
+    if (!found) return std::nullopt;
+    return Candidate{layer, static_cast<uint32_t>(*found), index.entry(*found)};
+  }
+  if (path.empty()) return std::nullopt;
+  const std::string_view name = base_name(path);
+  for (const Candidate& candidate : vchildren(layer, dir_name(path))) {
+    if (base_name(candidate.entry.path) == name) return candidate;
+  }
+  return std::nullopt;
+}
+
+// The layer's entries that show in merged directory `dir`, by name, with the same precedence as
+// vfind(): for the layers with redirects.
+std::vector<Candidate> TreeImpl::vchildren(uint32_t layer, std::string_view dir) const {
+  const LayerIndex& index = *layers_[layer];
+  std::vector<Candidate> out;
+  // The entries of `source` that redirect `by` (-1: none) moves, and no other one.
+  auto add_range = [&](std::string_view source, int by) {
+    auto [first, last] = index.children(source);
+    for (size_t i = first; i < last; ++i) {
+      LayerEntry entry = index.entry(i);
+      if (owner(layer, entry.path) != by) continue;
+      out.push_back(Candidate{layer, static_cast<uint32_t>(i), entry});
+    }
+  };
+  if (!hidden(layer, dir)) add_range(dir, -1);
+  std::string_view rest;
+  for (size_t i = 0; i < redirects_[layer].size(); ++i) {
+    const Redirect& redirect = redirects_[layer][i];
+    if (!under(dir, redirect.dst, &rest)) continue;
+    add_range(rest.empty() ? std::string(redirect.src) : join(redirect.src, rest),
+              static_cast<int>(i));
+  }
+  for (const Redirect& redirect : redirects_[layer]) {
+    if (redirect.dst.size() <= dir.size()) continue;
+    if (dir.empty() || (redirect.dst.starts_with(dir) && redirect.dst[dir.size()] == '/')) {
+      const size_t end = redirect.dst.find('/', dir.empty() ? 0 : dir.size() + 1);
+      std::optional<size_t> src;
+      // Where it leads itself: the redirected directory's entry.
+      if (end == std::string_view::npos) src = index.find(redirect.src);
+      if (src) {
+        LayerEntry entry = index.entry(*src);
+        entry.path = redirect.dst;  // its name is where it leads
+        // Its `opaque` is not carried there: the ingest sets it as well where the layer replaced
+        // a symlink of its own by this directory (`lib -> usr/lib`, then `lib/x`), and emptying
+        // usr/lib for that would lose libc (docs/LAYER_FORMAT.md).
+        entry.opaque = false;
+        out.push_back(Candidate{layer, static_cast<uint32_t>(*src), entry});
+      } else {
+        out.push_back(Candidate{layer, kSyntheticEntry, implicit_dir(redirect.dst.substr(0, end))});
+      }
+    }
+  }
+  // Of a name given twice, the first added stands (the layer's own entry, then the redirects in
+  // the order they were found), except that a whiteout yields to what a redirect brings: the
+  // layer's whiteouts act before its entries (a directory then hides what was below it).
+  std::stable_sort(out.begin(), out.end(), [](const Candidate& a, const Candidate& b) {
+    return base_name(a.entry.path) < base_name(b.entry.path);
+  });
+  std::vector<Candidate> chosen;
+  for (size_t first = 0; first < out.size();) {
+    size_t last = first + 1;
+    while (last < out.size() &&
+           base_name(out[last].entry.path) == base_name(out[first].entry.path)) {
+      ++last;
+    }
+    size_t pick = first;
+    while (pick + 1 < last && out[pick].entry.type == EntryType::whiteout) ++pick;
+    Candidate candidate = out[pick];
+    candidate.fresh = pick != first && candidate.entry.type == EntryType::directory;
+    if (candidate.entry.type == EntryType::directory) {
+      // Hidden below by a whiteout of the layer, or by an opaque marker on any of its names.
+      for (size_t other = first; other < last; ++other) {
+        const LayerEntry& entry = out[other].entry;
+        if (entry.type == EntryType::whiteout ||
+            (entry.type == EntryType::directory && entry.opaque)) {
+          candidate.entry.opaque = true;
+        }
+      }
+    }
+    chosen.push_back(candidate);
+    first = last;
+  }
+  return chosen;
+}
+
+// Resolves a directory path in the merged view of layers [0, top), following every symlink on
+// the way inside the image root: an absolute target starts again at the root, ".." stops at the
+// root. A missing component is a directory-to-be. `skip_top_implicit`: layer top - 1's implicit
+// directories over symlinks are not looked at, so that the symlinks show (the layer being
+// placed).
+Result<TreeImpl::Resolved> TreeImpl::resolve_dir(std::string_view path, uint32_t top,
+                                                 bool skip_top_implicit) const {
+  std::vector<std::string> pending;  // components still to walk, the next one last
+  auto push_components = [&](std::string_view text) {
+    size_t end = text.size();
+    while (true) {
+      const size_t slash = text.rfind('/', end == 0 ? 0 : end - 1);
+      const size_t begin = slash == std::string_view::npos ? 0 : slash + 1;
+      if (end > begin) pending.emplace_back(text.substr(begin, end - begin));
+      if (slash == std::string_view::npos || slash == 0) break;
+      end = slash;
+    }
+  };
+  push_components(path);
+  Resolved resolved;
+  int links = 0;
+  while (!pending.empty()) {
+    const std::string name = std::move(pending.back());
+    pending.pop_back();
+    if (name.empty() || name == ".") continue;
+    if (name == "..") {
+      resolved.path = std::string(dir_name(resolved.path));
+      continue;
+    }
+    std::string next = join(resolved.path, name);
+    std::optional<Ref> found = winner(next, top);
+    if (found && skip_top_implicit && found->layer + 1 == top) {
+      // The layer's implicit directory over a symlink is where the symlink leads; over anything
+      // else it is a directory of its own (it replaces a file).
+      const LayerEntry entry = entry_of(*found);
+      if (entry.type == EntryType::directory && entry.implicit) {
+        std::optional<Ref> below = winner(next, top, true);
+        if (below && linked_entry(*below).type == EntryType::symlink) found = below;
+      }
+    }
+    if (found) {
+      const LayerEntry entry = linked_entry(*found);
+      if (entry.type == EntryType::symlink) {
+        if (++links > kMaxSymlinks) {
+          return make_error(ELOOP, "too many levels of symbolic links (a loop, or more than " +
+                                       std::to_string(kMaxSymlinks) + ") resolving " +
+                                       std::string(path));
+        }
+        if (entry.link.starts_with('/')) resolved.path.clear();
+        push_components(entry.link);
+        continue;
+      }
+      if (entry.type != EntryType::directory) {
+        resolved.under_file = true;
+        resolved.path = std::move(next);
+        return resolved;
+      }
+    }
+    resolved.path = std::move(next);
+  }
+  return resolved;
+}
+
+// The layer's implicit directories that lead through a symlink, in path order (a directory
+// before its contents), each resolved in the view of the layers below and of this layer's
+// redirects found so far. An explicit directory entry replaces a symlink instead, as extraction
+// does (docs/LAYER_FORMAT.md), and so is never redirected.
+Result<void> TreeImpl::find_redirects(uint32_t layer) {
+  const LayerIndex& index = *layers_[layer];
+  const auto size = static_cast<uint32_t>(index.size());
+  for (uint32_t i = 0; i < size; ++i) {
+    const LayerEntry entry = index.entry(i);
+    if (entry.type != EntryType::directory || !entry.implicit) continue;
+    // Where its parent leads already (below a redirect found before it, or where it is).
+    const std::string at = vpath(layer, entry.path);
+    // Cheap first: only a symlink at that very path moves it.
+    std::optional<Ref> below = winner(at, layer + 1, true);
+    if (!below || linked_entry(*below).type != EntryType::symlink) continue;
+    auto resolved = resolve_dir(at, layer + 1, true);
+    if (!resolved.ok()) {
+      return make_error(resolved.error().code, "layer " + index.digest().str() +
+                                                   ": entries under " + std::string(entry.path) +
+                                                   ": " + resolved.error().message);
+    }
+    if (resolved->under_file) {
+      // As umoci and docker fail their extraction (mkdir: not a directory).
+      return make_error(ENOTDIR, "layer " + index.digest().str() + ": entries under " +
+                                     std::string(entry.path) + ": it leads to " + resolved->path +
+                                     ", which is not a directory");
+    }
+    names_.push_back(std::move(resolved->path));
+    redirects_[layer].push_back(Redirect{entry.path, names_.back()});
+  }
+  return {};
 }
 
 // The node a name shows, from its entries in the parent's visible layers (top first); none for a
@@ -562,7 +884,7 @@ std::optional<Node> TreeImpl::make_child(const DirState& parent, std::string_vie
           dir->lo = candidate.layer;
           contents_open = false;
         }
-        if (!contents_open && meta != nullptr) break;
+        if (candidate.fresh || (!contents_open && meta != nullptr)) break;
       }
       if (meta != nullptr) {
         node.attr = attr_of(meta->entry, EntryType::directory);
@@ -630,21 +952,40 @@ void TreeImpl::merge(DirState& dir) {
     uint32_t layer = 0;
     size_t next = 0;
     size_t end = 0;
+    // A layer with redirected entries: its children here, made up front; else none, and
+    // [next, end) are entry indexes of the layer.
+    const std::vector<Candidate>* made = nullptr;
+    uint32_t index = 0;
+    bool fresh = false;
     LayerEntry entry;
     std::string_view name;
   };
   auto load = [&](Cursor& cursor) {
     if (cursor.next >= cursor.end) return;
-    cursor.entry = layers_[cursor.layer]->entry(cursor.next);
+    if (cursor.made != nullptr) {
+      const Candidate& made = (*cursor.made)[cursor.next];
+      cursor.entry = made.entry;
+      cursor.index = made.index;
+      cursor.fresh = made.fresh;
+    } else {
+      cursor.entry = layers_[cursor.layer]->entry(cursor.next);
+      cursor.index = static_cast<uint32_t>(cursor.next);
+    }
     cursor.name = base_name(cursor.entry.path);
   };
-  std::vector<Cursor> cursors;  // top layer first
-  size_t most = 0;              // children in the largest layer: a floor for the merged count
+  std::deque<std::vector<Candidate>> made;  // never moves an element
+  std::vector<Cursor> cursors;              // top layer first
+  size_t most = 0;  // children in the largest layer: a floor for the merged count
   for (uint32_t layer = dir.hi; layer-- > dir.lo;) {
-    auto [first, last] = layers_[layer]->children(dir.path);
-    if (first >= last) continue;
-    most = std::max(most, last - first);
-    Cursor cursor{layer, first, last, {}, {}};
+    Cursor cursor{layer, 0, 0, nullptr, 0, false, {}, {}};
+    if (redirects_[layer].empty()) {
+      std::tie(cursor.next, cursor.end) = layers_[layer]->children(dir.path);
+    } else {
+      cursor.made = &made.emplace_back(vchildren(layer, dir.path));
+      cursor.end = cursor.made->size();
+    }
+    if (cursor.next >= cursor.end) continue;
+    most = std::max(most, cursor.end - cursor.next);
     load(cursor);
     cursors.push_back(cursor);
   }
@@ -670,8 +1011,7 @@ void TreeImpl::merge(DirState& dir) {
     candidates.clear();
     for (Cursor& cursor : cursors) {
       if (cursor.next < cursor.end && cursor.name == name) {
-        candidates.push_back(
-            Candidate{cursor.layer, static_cast<uint32_t>(cursor.next), cursor.entry});
+        candidates.push_back(Candidate{cursor.layer, cursor.index, cursor.entry, cursor.fresh});
         ++cursor.next;
         load(cursor);
       }

@@ -10,6 +10,9 @@ and to a lower layer, entries without their parent directory entry, and deletes 
 recreation in the same layer. Layers are plain tar or gzip (umoci 0.4 reads no zstd). A simple
 model of the merged tree picks meaningful targets; it is not the reference (umoci is).
 Bare `.wh.` entries are left out: Debian's umoci 0.4 wrongly deletes the directory.
+Half the stacks have a usr-merged base (`lib -> usr/lib` in a relative, absolute or climbing form,
+`bin -> /usr/bin`, `lib64 -> lib` chained) and their upper layers write files and whiteouts
+through those symlinks, with no entry for the symlinked directories (issue 12).
 """
 import os
 import random
@@ -19,6 +22,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from fixtures_lib import layer, oci  # noqa: E402
 
 NAMES = ["a", "b", "c", "d", "e"]
+# The usr-merged symlinks, and where each leads.
+MERGED = {"lib": "usr/lib", "bin": "usr/bin", "lib64": "usr/lib"}
+KEEP = {"usr", "usr/lib", "usr/bin", "lib", "bin", "lib64"}  # left as they are by the other ops
+
+
+def real_path(p):
+    """A path with a usr-merged symlink in front resolved (the model keeps real paths)."""
+    head, _, rest = p.partition("/")
+    return MERGED[head] + "/" + rest if rest and head in MERGED else p
 
 
 def parent(p):
@@ -28,8 +40,15 @@ def parent(p):
 def random_stack(rng):
     model = {}  # path -> "file" | "dir" | "symlink": the merged view after each layer
     layers = []
+    merged = rng.random() < 0.5
     for depth in range(rng.randint(2, 5)):
         entries, touched, added_files = [], set(), []
+        if merged and depth == 0:
+            entries += [layer.dir_("usr"), layer.dir_("usr/lib"), layer.dir_("usr/bin"),
+                        layer.file("usr/lib/libc.so.6", b"libc"), layer.file("usr/bin/sh", b"sh", mode=0o755),
+                        layer.symlink("lib", rng.choice(["usr/lib", "/usr/lib", "../usr/lib", "./usr//lib/"])),
+                        layer.symlink("bin", "/usr/bin"), layer.symlink("lib64", "lib")]
+            touched.update(KEEP | {"usr/lib/libc.so.6", "usr/bin/sh"})
         markers = []  # opaque markers, placed at random positions below
 
         def can_hold(p):  # every existing ancestor is a directory (umoci cannot mkdir through a file)
@@ -52,8 +71,26 @@ def random_stack(rng):
             op = rng.choice(["file", "file", "dir", "symlink", "hardlink", "whiteout", "opaque", "replace",
                              "recreate"])
             mtime = rng.choice([0, 1000000000, layer.FIXED_MTIME, 2000000000])
-            existing = [p for p in sorted(model) if p not in touched and
+            existing = [p for p in sorted(model) if p not in touched and p not in KEEP and
                         not any(p.startswith(t + "/") or t.startswith(p + "/") for t in touched)]
+            if merged and depth > 0 and rng.random() < 0.4:
+                # Through a usr-merged symlink: a file (maybe in a new directory), or a whiteout
+                # of what is there.
+                link = rng.choice(sorted(MERGED))
+                sub = rng.choice(["", "x86_64/", "modules/6.1/"])
+                p = link + "/" + sub + rng.choice(NAMES)
+                real = real_path(p)
+                if real in touched or any(real.startswith(t + "/") or t.startswith(real + "/") for t in touched) \
+                        or not can_hold(real):
+                    continue
+                if model.get(real) == "file" and rng.random() < 0.5:
+                    entries.append(layer.file(parent(p) + "/.wh." + p.rsplit("/", 1)[-1], mtime=mtime))
+                elif model.get(real, "file") == "file":
+                    entries.append(layer.file(p, rng.randbytes(rng.choice([0, 10])), mtime=mtime))
+                else:
+                    continue
+                touched.add(real)
+                continue
             if op in ("file", "dir", "symlink"):
                 p = fresh_path()
                 if p is None:
@@ -122,7 +159,7 @@ def random_stack(rng):
         if not entries:
             entries.append(layer.file("keep-%d" % depth, b"x"))
         layers.append((entries, rng.choice(["tar", "gzip"]), "random layer %d" % depth))
-        model = apply(model, entries)
+        model = {real_path(p): kind for p, kind in apply(model, entries).items()}
     return layers
 
 
@@ -139,7 +176,7 @@ def apply(model, entries):
         if name == ".wh..wh..opq":
             continue
         if name.startswith(".wh."):
-            gone = (parent(e.path) + "/" if parent(e.path) else "") + name[4:]
+            gone = real_path((parent(e.path) + "/" if parent(e.path) else "") + name[4:])
             for p in list(m):
                 if p == gone or p.startswith(gone + "/"):
                     del m[p]
