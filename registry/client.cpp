@@ -355,7 +355,9 @@ Result<void> RegistryClient::fetch_foreign(const Reference& ref, const Descripto
       if (writer.offset() < blob.size) continue;
       // It sent more than the blob: refused as from a registry (the partial holds the first
       // blob-size bytes; the next pull verifies them and commits or discards them).
-      return last.context(subject + " from " + url);
+      std::string where = subject;
+      where.append(" from ").append(url);
+      return last.context(where);
     }
     if (reply->response.status != 200 && reply->response.status != 206) {
       last = make_error(EIO, url + " answered HTTP " + std::to_string(reply->response.status));
