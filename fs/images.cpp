@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstring>
 #include <ctime>
 #include <deque>
@@ -46,6 +47,8 @@ std::string errno_name(int code) {
 constexpr size_t kMaxRefs = 4096;
 // Registries remembered as not answering (for the negative TTL).
 constexpr size_t kMaxUnanswered = 256;
+// Repositories remembered per image as holding its manifest (its blobs can come from any).
+constexpr size_t kMaxSources = 8;
 
 // Whether `error` says a registry did not answer in time (registry/transport.cpp's words).
 bool is_unanswered(const Error& error) {
@@ -140,6 +143,10 @@ class ImagesImpl : public Images, public std::enable_shared_from_this<ImagesImpl
   // Logs `error` about `image` (once per kLogQuiet) and keeps it for status; returns it.
   Error failed(const std::string& image, const Error& error) EXCLUDES(mu_);
   void note(const std::string& line) EXCLUDES(mu_);
+  // The repositories known to hold the slot's manifest, the one that served last first.
+  std::vector<registry::Reference> sources(uint32_t slot) const EXCLUDES(mu_);
+  // `source` served the slot's blobs: it is asked first next time.
+  void source_served(uint32_t slot, const registry::Reference& source) EXCLUDES(mu_);
 
  private:
   struct RefState {
@@ -175,9 +182,9 @@ class ImagesImpl : public Images, public std::enable_shared_from_this<ImagesImpl
   mutable Mutex mu_;
   std::map<std::string, RefState> refs_ GUARDED_BY(mu_);  // at most kMaxRefs
   // Registries (reference domains) that did not answer in time, until when their error is
-  // returned without asking them again: the kernel sends lookups in one directory one at a time
-  // (libfuse does not ask for parallel directory operations), so N tags of a dead registry
-  // looked up at once would otherwise wait N timeouts in a row. At most kMaxUnanswered.
+  // returned without asking them again: N tags of a dead registry looked up one after another
+  // (or one directory at a time, when the kernel serializes lookups in a directory: see
+  // fs/ops.cpp's dirops) would otherwise wait N timeouts in a row. At most kMaxUnanswered.
   struct Unanswered {
     SteadyClock::time_point until;
     Error error;
@@ -187,11 +194,18 @@ class ImagesImpl : public Images, public std::enable_shared_from_this<ImagesImpl
   // image ever opened), and the image while it is open.
   struct Slot {
     store::Digest manifest;
-    registry::Reference source;
+    registry::Reference source;  // the name it was first opened by (log lines, status)
+    // Every repository a lookup resolved to this manifest (registry/repository, no tag), the one
+    // that served blobs last first, then in the order they came; at most kMaxSources (a new one
+    // replaces the last, which has not served since). Blobs are content-addressed: any of them
+    // will do, so a registry that fails or went away is not the image's only way in.
+    std::vector<registry::Reference> sources;
     std::shared_ptr<ImageImpl> open;  // null while closed
     SteadyClock::time_point used;     // last image() or by_slot()
     uint64_t tree_refs = 0;           // the kernel's references to its rootfs inodes
   };
+  // Adds `source` to the slot's sources unless its repository is there already.
+  static void add_source(Slot& slot, const registry::Reference& source);
   std::map<std::string, std::shared_ptr<ImageImpl>> images_ GUARDED_BY(mu_);  // open, by manifest
   std::map<std::string, uint32_t> slot_of_ GUARDED_BY(mu_);                   // by manifest
   std::vector<Slot> slots_ GUARDED_BY(mu_);                                   // slot - 1
@@ -336,10 +350,7 @@ class ImageImpl : public Image {
     std::string name = source_.familiar();
     ImageOpener& opener = images_.opener();
     if (!opener.has_layers(record_)) {
-      uint64_t task = images_.start_task(name, "downloading layers");
-      TaskProgress progress(images_, task);
-      Result<void> fetched = opener.fetch_layers(record_, source_, &progress);
-      images_.end_task(task);
+      Result<void> fetched = fetch_layers();
       if (!fetched.ok()) return images_.failed(name, fetched.error());
     }
     uint64_t task = images_.start_task(name, "reading layers");
@@ -347,6 +358,65 @@ class ImageImpl : public Image {
     images_.end_task(task);
     if (!tree.ok()) return images_.failed(name, tree.error());
     return tree;
+  }
+
+  // Downloads the layers the store lacks from the repositories known to hold this manifest, in
+  // turn: the one that served last first, the next when one fails (the layers it did bring stay).
+  // Logs which one served and why the others failed. The error, when all failed, names each.
+  Result<void> fetch_layers() {
+    const std::string name = source_.familiar();
+    ImageOpener& opener = images_.opener();
+    std::vector<registry::Reference> sources = images_.sources(slot_);
+    if (sources.empty()) sources.push_back(source_);
+    std::vector<std::string> failures;
+    std::optional<Error> last;
+    bool retried = false;
+    for (size_t i = 0; i < sources.size(); ++i) {
+      const registry::Reference& source = sources[i];
+      uint64_t task = images_.start_task(name, "downloading layers from " + source.name());
+      TaskProgress progress(images_, task);
+      Result<void> fetched = opener.fetch_layers(record_, source, &progress);
+      images_.end_task(task);
+      if (fetched.ok()) {
+        images_.source_served(slot_, source);
+        if (sources.size() > 1) {
+          std::string line =
+              name + ": layers of " + record_.manifest.str() + " served by " + source.name();
+          if (!failures.empty()) line += " (after " + join(failures) + ")";
+          images_.note(line);
+        }
+        return {};
+      }
+      const Error& error = fetched.error();
+      // A partial download left by the source before resumes from this one; if its bytes were
+      // bad, the digest check threw them away and failed this source for it: once more, clean.
+      if (i > 0 && !retried && error.message.find("digest mismatch") != std::string::npos) {
+        retried = true;
+        images_.note(name + ": " + source.name() +
+                     " served bytes that did not match their digest, which may have been a "
+                     "failed source's partial download: asking it once more");
+        --i;
+        continue;
+      }
+      failures.push_back(source.name() + " failed: " + error.message);
+      if (i + 1 < sources.size())
+        images_.note(name + ": downloading layers of " + record_.manifest.str() + " from " +
+                     source.name() + " failed (" + error.message + "); trying " +
+                     sources[i + 1].name());
+      last = error;
+    }
+    if (sources.size() == 1) return *last;
+    return make_error(last->code, "no repository known to hold " + record_.manifest.str() +
+                                      " served its layers: " + join(failures));
+  }
+
+  static std::string join(const std::vector<std::string>& parts) {
+    std::string out;
+    for (const std::string& p : parts) {
+      if (!out.empty()) out += "; ";
+      out += p;
+    }
+    return out;
   }
 
   struct ArchiveSlot {
@@ -368,7 +438,7 @@ class ImageImpl : public Image {
 
   ImagesImpl& images_;
   const store::ImageRecord record_;
-  const registry::Reference source_;  // where its layers come from
+  const registry::Reference source_;  // the name it was opened by (its layers: Images::sources)
   const uint32_t slot_;
   store::Lease lease_;
 
@@ -586,7 +656,9 @@ Result<std::shared_ptr<Image>> ImagesImpl::open(const store::Digest& manifest,
     MutexLock lock(mu_);
     auto it = images_.find(manifest.str());
     if (it != images_.end()) {
-      slots_[it->second->slot() - 1].used = now();
+      Slot& s = slots_[it->second->slot() - 1];
+      s.used = now();
+      add_source(s, source);
       return std::shared_ptr<Image>(it->second);
     }
   }
@@ -599,14 +671,17 @@ Result<std::shared_ptr<Image>> ImagesImpl::open(const store::Digest& manifest,
     MutexLock lock(mu_);
     auto it = images_.find(manifest.str());
     if (it != images_.end()) {
-      slots_[it->second->slot() - 1].used = now();
+      Slot& s = slots_[it->second->slot() - 1];
+      s.used = now();
+      add_source(s, source);
       return std::shared_ptr<Image>(it->second);
     }
     // An image closed for being idle gets its slot back: its inode numbers keep their meaning.
     auto [known, fresh] =
         slot_of_.try_emplace(manifest.str(), static_cast<uint32_t>(slots_.size() + 1));
-    if (fresh) slots_.push_back(Slot{manifest, source, nullptr, {}});
+    if (fresh) slots_.push_back(Slot{manifest, source, {}, nullptr, {}});
     uint32_t slot = known->second;
+    add_source(slots_[slot - 1], source);
     image = std::make_shared<ImageImpl>(*this, std::move(leased->record), source, slot,
                                         std::move(leased->lease));
     images_.emplace(manifest.str(), image);
@@ -614,6 +689,31 @@ Result<std::shared_ptr<Image>> ImagesImpl::open(const store::Digest& manifest,
     slots_[slot - 1].used = now();
   }
   return std::shared_ptr<Image>(image);
+}
+
+void ImagesImpl::add_source(Slot& slot, const registry::Reference& source) {
+  const std::string name = source.name();
+  for (const registry::Reference& known : slot.sources)
+    if (known.name() == name) return;
+  if (slot.sources.size() >= kMaxSources) slot.sources.pop_back();
+  slot.sources.push_back(source);
+}
+
+std::vector<registry::Reference> ImagesImpl::sources(uint32_t slot) const {
+  MutexLock lock(mu_);
+  if (slot == 0 || slot > slots_.size()) return {};
+  return slots_[slot - 1].sources;
+}
+
+void ImagesImpl::source_served(uint32_t slot, const registry::Reference& source) {
+  MutexLock lock(mu_);
+  if (slot == 0 || slot > slots_.size()) return;
+  std::vector<registry::Reference>& sources = slots_[slot - 1].sources;
+  const std::string name = source.name();
+  auto it = std::find_if(sources.begin(), sources.end(),
+                         [&](const registry::Reference& r) { return r.name() == name; });
+  if (it == sources.end()) return;
+  std::rotate(sources.begin(), it, std::next(it));
 }
 
 std::shared_ptr<Image> ImagesImpl::by_slot(uint32_t slot) {

@@ -204,13 +204,28 @@ def relay_payload(reader, sink, framing, length=0):
         reader.line()  # the CRLF after the chunk
 
 
+FLIP = bytes(b ^ 0xFF for b in range(256))
+
+
+class Corrupt:
+    """Flips every bit of the payload written through it: a body of the same length whose
+    digest is wrong (a registry serving damaged blobs)."""
+
+    def __init__(self, sink):
+        self.sink = sink
+
+    def write(self, data):
+        self.sink.write(bytes(data).translate(FLIP))
+
+
 class Chosen:
     """The faults one request gets."""
 
     def __init__(self, blackhole=False, status=None, delay_ms=0, drop=None, drip=None,
-                 endless=False):
+                 endless=False, corrupt=False):
         self.blackhole, self.status, self.delay_ms = blackhole, status, delay_ms
         self.drop, self.drip, self.endless = drop, drip, endless
+        self.corrupt = corrupt
 
 
 class Faults:
@@ -220,7 +235,7 @@ class Faults:
         self.args, self.lock = args, threading.Lock()
         self.path = re.compile(args.path) if args.path else None
         self.used = {"blackhole": 0, "status": 0, "delay": 0, "drop": 0, "drip": 0,
-                     "endless": 0}
+                     "endless": 0, "corrupt": 0}
 
     def _take(self, kind, enabled, count):
         if not enabled or (count is not None and self.used[kind] >= count):
@@ -245,7 +260,8 @@ class Faults:
             drip = a.drip if self._take("drip", a.drip is not None, a.drip_count) else None
             if self._take("endless", a.endless, a.endless_count):
                 return Chosen(delay_ms=delay, endless=True)
-            return Chosen(delay_ms=delay, drop=drop, drip=drip)
+            corrupt = self._take("corrupt", a.corrupt, a.corrupt_count)
+            return Chosen(delay_ms=delay, drop=drop, drip=drip, corrupt=corrupt)
 
 
 def status_reply(code, retry_after, keep_alive):
@@ -376,7 +392,16 @@ class Session:
                 raise Dropped()
             rate = drip or (self.args.rate if self.faults.matches(target) else None)
             sink = Sink(self.client, drop, rate, 1 if drip else None)
-            complete = relay(self.ureader, sink, rframing, rlength)
+            if chosen.corrupt and method == "GET" and 200 <= code < 300:
+                note += " (body corrupted)"
+                if rframing == "chunked":
+                    complete = relay_payload(self.ureader, Corrupt(ChunkSink(sink)), rframing)
+                    if complete:
+                        sink.write(b"0\r\n\r\n")
+                else:
+                    complete = relay(self.ureader, Corrupt(sink), rframing, rlength)
+            else:
+                complete = relay(self.ureader, sink, rframing, rlength)
         except Dropped:
             log(f"{what} -> {code}{note} (dropped after {drop} body bytes)")
             self.client.shutdown(socket.SHUT_RDWR)
@@ -475,6 +500,9 @@ def main():
                    help="stop an endless body after this many extra bytes (default: never)")
     p.add_argument("--endless-after-ms", type=int, default=0,
                    help="pause MS between an endless body's real bytes and the extra ones")
+    p.add_argument("--corrupt", action="store_true",
+                   help="flip every bit of the body of 2xx answers to GETs (same length)")
+    p.add_argument("--corrupt-count", type=int, help="corrupt only the first K matching requests")
     p.add_argument("--lifetime", type=float, default=600, help="exit after SECONDS")
     args = p.parse_args()
     if args.drip is not None and args.drip <= 0:

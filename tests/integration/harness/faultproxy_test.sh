@@ -160,6 +160,20 @@ n=$(stat -c %s "$TEST_TMPDIR/bounded")
 # Answers other than 2xx pass as they are.
 assert_eq 404 "$(http_status --max-time 5 "http://$FAULTPROXY/v2/fault/blob/blobs/sha256:$(printf 0%.0s {1..64})")"
 
+# --- --corrupt: same length, every bit flipped -------------------------------------------------
+log "corrupt"
+start_faultproxy --target "$IMAGEFS_REGISTRY" --corrupt --corrupt-count 1 --path '/blobs/sha256:'
+h=$(curl -s -D - -o "$TEST_TMPDIR/corrupt" --max-time 20 "http://$FAULTPROXY$path" | tr -d '\r')
+assert_contains "$h" "Content-Length: $((4 << 20))"
+assert_eq $((4 << 20)) "$(stat -c %s "$TEST_TMPDIR/corrupt")" "length of a corrupted blob"
+# Flipped back, the bytes are the blob's.
+assert_eq "$digest" "sha256:$(python3 -c 'import sys; d = open(sys.argv[1], "rb").read(); sys.stdout.buffer.write(bytes(b ^ 255 for b in d))' "$TEST_TMPDIR/corrupt" | sha256sum | cut -d' ' -f1)" \
+  "a corrupted blob flipped back"
+assert_contains "$(cat "$FAULTPROXY_LOG")" "(body corrupted)"
+# The count is used up: the next answer is the blob.
+curl -s -o "$TEST_TMPDIR/whole" --max-time 20 "http://$FAULTPROXY$path"
+assert_eq "$digest" "sha256:$(sha256sum "$TEST_TMPDIR/whole" | cut -d' ' -f1)" "after --corrupt-count"
+
 # --- without faults, skopeo pushes and inspects through the proxy ------------------------------
 log "passthrough"
 layout=$(new_tmpdir layout)
