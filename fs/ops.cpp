@@ -2,19 +2,23 @@
 // session that serves them, and mount point checks. The only file that includes libfuse.
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
+#include <linux/fuse.h>
 #include <malloc.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
+#include <cstddef>
 #include <cstring>
 #include <deque>
 #include <fstream>
@@ -168,26 +172,217 @@ class SlowPool {
 // The pool of the session being served (one per process); null outside serve().
 std::atomic<SlowPool*> slow_pool{nullptr};
 
+// Whether the process behind a request is being killed: SIGKILL pending for its thread, which
+// the kernel also sets for every thread of a process that a fatal signal (one it does not
+// handle) ends. A caller whose state cannot be read (gone, or a pid from another namespace: 0)
+// counts as dying (so does one whose state could not be read for lack of memory). Reads
+// /proc/PID/status: only after an interrupt came.
+bool caller_dying(pid_t pid) noexcept {
+  if (pid <= 0) return true;
+  try {
+    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+    if (!status) return true;
+    constexpr uint64_t kKill = uint64_t{1} << (SIGKILL - 1);
+    std::string line;
+    while (std::getline(status, line)) {
+      if (!line.starts_with("SigPnd:") && !line.starts_with("ShdPnd:")) continue;
+      uint64_t pending = std::strtoull(line.c_str() + 7, nullptr, 16);
+      if ((pending & kKill) != 0) return true;
+    }
+    return false;
+  } catch (...) {
+    return true;
+  }
+}
+
+class InterruptWatch;
+InterruptWatch& interrupt_watch();
+
+// A request answered from the slow pool, which its caller may abandon. A process signalled while
+// its lookup waits on a registry makes the kernel send FUSE_INTERRUPT; a killed one then sleeps
+// uninterruptibly (state D, deaf to kill -9) until the request is answered, however long the
+// registry takes. So:
+// - A dying caller (caller_dying) is answered EINTR at once: the process goes, the job goes on,
+//   and its late answer is dropped (a lookup's reference, counted for it, is given back).
+// - A caller that lives on (a signal it handles) keeps waiting for the real answer: an EINTR
+//   would fail a stat() or open() the program expects to be restarted (SA_RESTART). The kernel
+//   sends one interrupt per request, so such a request is watched (InterruptWatch, every 250 ms)
+//   in case its caller is killed afterwards.
+// Exactly one answer: the job and the interrupt side race for it through `state_` (open ->
+// claimed by the job, or open -> abandoned with EINTR); the loser does not touch the request.
+// Lifetimes, from libfuse 3.14's fuse_lowlevel.c: the request is freed by its answer
+// (fuse_free_req, once its reference count falls to 0). The interrupt callback runs under the
+// request's own lock, with a reference held by libfuse's find_interrupted() (so answering from
+// it is safe), or straight from fuse_req_interrupt_func() when the interrupt came first, where
+// it must not answer: libfuse unlocks the request after the callback returns, and an answer
+// would have freed it. A claim deregisters the callback with fuse_req_interrupt_func(req, NULL),
+// which takes that same lock, so no callback is running or will run once it returns. A job never
+// reads the request (its session, its caller) before claiming it: everything it needs is copied
+// in the FUSE thread.
+class Pending : public std::enable_shared_from_this<Pending> {
+ public:
+  explicit Pending(fuse_req_t req) : req_(req) {
+    const fuse_ctx* ctx = fuse_req_ctx(req);
+    pid_ = ctx != nullptr ? ctx->pid : 0;
+  }
+  Pending(const Pending&) = delete;
+  Pending& operator=(const Pending&) = delete;
+
+  // The request, for the answer: only after claim() returned true.
+  [[nodiscard]] fuse_req_t req() const { return req_; }
+
+  // Registers for interrupts, in the FUSE thread, before the job is queued. False when the
+  // caller was interrupted already and is dying: the request was answered EINTR, drop the job.
+  bool listen() {
+    listening_ = true;
+    t_listening = this;
+    fuse_req_interrupt_func(req_, &Pending::on_interrupt, this);
+    t_listening = nullptr;
+    if (!interrupted_early_) return true;
+    return !interrupted();
+  }
+
+  // The job's side, before it answers: true when the job answers (now and on every later call),
+  // false when the caller abandoned the request, which was answered EINTR and must not be
+  // touched again.
+  bool claim() {
+    int expected = kOpen;
+    if (state_.compare_exchange_strong(expected, kClaimed)) {
+      if (listening_) fuse_req_interrupt_func(req_, nullptr, nullptr);
+      return true;
+    }
+    return expected == kClaimed;
+  }
+
+  // The interrupt side: EINTR now, unless the job has claimed the request. True when it did.
+  bool abandon() {
+    int expected = kOpen;
+    if (!state_.compare_exchange_strong(expected, kAbandoned)) return false;
+    fuse_reply_err(req_, EINTR);
+    return true;
+  }
+
+  [[nodiscard]] bool settled() const { return state_.load() != kOpen; }
+  [[nodiscard]] pid_t caller() const { return pid_; }
+
+ private:
+  enum : int { kOpen = 0, kClaimed = 1, kAbandoned = 2 };
+
+  // The kernel says the caller was signalled: release it if it is dying, else watch it (or
+  // release it, if it cannot be watched). True when the request was answered (EINTR). Runs in
+  // libfuse's interrupt callback: never throws.
+  bool interrupted() noexcept;
+
+  static void on_interrupt(fuse_req_t req, void* data) {
+    (void)req;
+    auto* self = static_cast<Pending*>(data);
+    if (self->settled()) return;
+    if (t_listening == self) {  // inside fuse_req_interrupt_func: listen() decides after it
+      self->interrupted_early_ = true;
+      return;
+    }
+    self->interrupted();
+  }
+
+  static thread_local Pending* t_listening;
+
+  fuse_req_t req_;
+  pid_t pid_ = 0;
+  std::atomic<int> state_{kOpen};
+  bool listening_ = false;          // set before the job is queued, read by its thread after
+  bool interrupted_early_ = false;  // only in listen()'s thread, during registration
+};
+
+thread_local Pending* Pending::t_listening = nullptr;
+
+// Requests whose callers were interrupted by a signal they survive (see Pending), until they are
+// answered or their callers die. Checked by the pruner thread of serve() every 250 ms. Holds at
+// most one entry per request in flight.
+class InterruptWatch {
+ public:
+  void add(std::shared_ptr<Pending> pending) EXCLUDES(mu_) {
+    MutexLock lock(mu_);
+    watched_.push_back(std::move(pending));
+  }
+  // Answers EINTR to those whose callers are dying; forgets those answered. (Under the lock:
+  // an answer takes only libfuse's session lock, which add()'s caller does not hold.)
+  void check() EXCLUDES(mu_) {
+    MutexLock lock(mu_);
+    std::erase_if(watched_, [](const std::shared_ptr<Pending>& p) {
+      if (!p->settled() && caller_dying(p->caller())) p->abandon();
+      return p->settled();
+    });
+  }
+  void clear() EXCLUDES(mu_) {
+    MutexLock lock(mu_);
+    watched_.clear();
+  }
+
+ private:
+  Mutex mu_;
+  std::vector<std::shared_ptr<Pending>> watched_ GUARDED_BY(mu_);
+};
+
+InterruptWatch& interrupt_watch() {
+  static InterruptWatch watch;
+  return watch;
+}
+
+bool Pending::interrupted() noexcept {
+  try {
+    if (!caller_dying(pid_)) {
+      interrupt_watch().add(shared_from_this());
+      return false;
+    }
+  } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory: release the caller instead
+  }
+  return abandon();
+}
+
+// A request's answer, from a job that may run on the slow pool: claim() it first, and answer it
+// (one fuse_reply_*) only if that returns true; otherwise drop the result.
+using Job = std::function<void(Pending& answer)>;
+
 // Runs `job` now when `at_once` (under the callback's own guard), else on the slow pool, under a
-// guard of its own: nothing may escape a pool thread. `job` replies to its request itself.
-void dispatch(std::string_view op, uint64_t ino, bool at_once, fuse_req_t req,
-              std::function<void()> job) {
+// guard of its own (nothing may escape a pool thread), listening for the caller's interrupts.
+void dispatch(std::string_view op, uint64_t ino, bool at_once, fuse_req_t req, Job job) {
   SlowPool* pool = slow_pool.load();
-  if (at_once || pool == nullptr) return job();
-  pool->submit([op, ino, req, job = std::move(job)] {
-    guarded(op, ino, session_of(req).options.log, job, [req] { fuse_reply_err(req, EIO); });
-  });
+  auto pending = std::make_shared<Pending>(req);
+  if (at_once || pool == nullptr) return job(*pending);
+  // From here an interrupt may answer (and free) the request at any moment: read nothing of it.
+  const ServeOptions* options = &session_of(req).options;
+  if (!pending->listen()) return;  // the caller is gone already: answered EINTR
+  // Nothing may throw past this point into the callback's guard, which would answer again.
+  guarded(
+      op, ino, options->log,
+      [&] {
+        pool->submit([op, ino, options, pending, job = std::move(job)] {
+          guarded(
+              op, ino, options->log, [&] { job(*pending); },
+              [&] {
+                if (pending->claim()) fuse_reply_err(pending->req(), EIO);
+              });
+        });
+      },
+      [&] {
+        if (pending->claim()) fuse_reply_err(pending->req(), EIO);
+      });
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name_in) {
+  Filesystem& fs = fs_of(req);
   // The name lives in libfuse's request buffer, reused once this callback returns.
-  dispatch("lookup", parent, fs_of(req).answers_at_once(FsOp::lookup, parent), req,
-           [req, parent, name = std::string(name_in), caller = caller_of(req)] {
-             auto e = fs_of(req).lookup(parent, name, caller);
-             if (!e.ok()) return reply_error(req, e.error());
+  dispatch("lookup", parent, fs.answers_at_once(FsOp::lookup, parent), req,
+           [&fs, parent, name = std::string(name_in), caller = caller_of(req)](Pending& answer) {
+             auto e = fs.lookup(parent, name, caller);
+             if (!answer.claim()) {
+               if (e.ok()) fs.forget(e->ino, 1);  // counted for an answer never sent
+               return;
+             }
+             if (!e.ok()) return reply_error(answer.req(), e.error());
              fuse_entry_param p = to_param(*e);
              // lookup() counted the reference; an interrupted reply never reached the kernel.
-             if (fuse_reply_entry(req, &p) != 0) fs_of(req).forget(e->ino, 1);
+             if (fuse_reply_entry(answer.req(), &p) != 0) fs.forget(e->ino, 1);
            });
 }
 
@@ -205,11 +400,14 @@ void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
 
 void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   (void)fi;
-  dispatch("getattr", ino, fs_of(req).answers_at_once(FsOp::getattr, ino), req, [req, ino] {
-    auto e = fs_of(req).getattr(ino);
-    if (!e.ok()) return reply_error(req, e.error());
-    fuse_reply_attr(req, &e->attr, e->attr_timeout);
-  });
+  Filesystem& fs = fs_of(req);
+  dispatch("getattr", ino, fs.answers_at_once(FsOp::getattr, ino), req,
+           [&fs, ino](Pending& answer) {
+             auto e = fs.getattr(ino);
+             if (!answer.claim()) return;
+             if (!e.ok()) return reply_error(answer.req(), e.error());
+             fuse_reply_attr(answer.req(), &e->attr, e->attr_timeout);
+           });
 }
 
 void op_readlink(fuse_req_t req, fuse_ino_t ino) {
@@ -263,16 +461,18 @@ void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 // A directory's whole listing is taken at opendir, so offsets are plain indexes into it.
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi_in) {
   // fi_in lives on the calling thread's stack: the job keeps a copy.
-  dispatch("opendir", ino, fs_of(req).answers_at_once(FsOp::opendir, ino), req,
-           [req, ino, fi_copy = *fi_in, caller = caller_of(req)]() mutable {
+  Filesystem& fs = fs_of(req);
+  dispatch("opendir", ino, fs.answers_at_once(FsOp::opendir, ino), req,
+           [&fs, ino, fi_copy = *fi_in, caller = caller_of(req)](Pending& answer) mutable {
              fuse_file_info* fi = &fi_copy;
-             auto items = fs_of(req).readdir(ino, caller);
-             if (!items.ok()) return reply_error(req, items.error());
-             auto* held = new std::vector<DirItem>(std::move(*items));
-             fi->fh = reinterpret_cast<uint64_t>(held);
-             fi->cache_readdir = fs_of(req).listing_immutable(ino) ? 1 : 0;
+             auto items = fs.readdir(ino, caller);
+             if (!answer.claim()) return;
+             if (!items.ok()) return reply_error(answer.req(), items.error());
+             auto held = std::make_unique<std::vector<DirItem>>(std::move(*items));
+             fi->fh = reinterpret_cast<uint64_t>(held.get());
+             fi->cache_readdir = fs.listing_immutable(ino) ? 1 : 0;
              fi->keep_cache = fi->cache_readdir;
-             if (fuse_reply_open(req, fi) != 0) delete held;
+             if (fuse_reply_open(answer.req(), fi) == 0) (void)held.release();
            });
 }
 
@@ -471,6 +671,69 @@ void raise_readahead(const std::filesystem::path& mountpoint) {
   }
 }
 
+// libfuse 3.14 (Debian 12's) never lets the kernel send lookups and readdirs of one directory in
+// parallel: it counts FUSE_CAP_PARALLEL_DIROPS as wanted by default, but its INIT reply is built
+// from a list of capabilities that leaves that one out (do_init() in lib/fuse_lowlevel.c; fixed
+// in 3.17 by libfuse commit c9905341). The kernel then takes a per-directory mutex around each
+// lookup (fuse_lock_inode), uninterruptibly: one lookup waiting on a slow registry holds up every
+// other name of its directory, cached ones included, and their callers cannot be killed. Setting
+// conn->want in the init callback cannot help: the flag never reaches the reply. So the session's
+// I/O goes through these two functions (fuse_session_custom_io over the same /dev/fuse fd, plain
+// read and writev), which add FUSE_PARALLEL_DIROPS to the INIT reply when the kernel offered it.
+// The daemon serves concurrent lookups in one directory as it does in different ones. Splicing is
+// unaffected: imagefs never asks for it. With a libfuse that sends the flag itself, a no-op.
+namespace dirops {
+
+// The unique id of the INIT request whose reply gets the flag; 0: none (any more).
+std::atomic<uint64_t> init_unique{0};
+std::atomic<bool> negotiated{false};
+
+ssize_t io_read(int fd, void* buf, size_t len, void* userdata) {
+  (void)userdata;
+  ssize_t n = ::read(fd, buf, len);
+  // Only the first request can be INIT; errno stays as read() left it (libfuse reads it).
+  if (n >= static_cast<ssize_t>(sizeof(fuse_in_header) + sizeof(fuse_init_in)) &&
+      !negotiated.load(std::memory_order_relaxed)) {
+    fuse_in_header in{};
+    std::memcpy(&in, buf, sizeof in);
+    if (in.opcode == FUSE_INIT) {
+      fuse_init_in init{};
+      std::memcpy(&init, static_cast<const char*>(buf) + sizeof in, sizeof init);
+      if (init.major == FUSE_KERNEL_VERSION && (init.flags & FUSE_PARALLEL_DIROPS) != 0)
+        init_unique = in.unique;
+    }
+  }
+  return n;
+}
+
+ssize_t io_writev(int fd, struct iovec* iov, int count, void* userdata) {
+  (void)userdata;
+  uint64_t unique = init_unique.load();
+  if (unique != 0 && count == 2 && iov[0].iov_len == sizeof(fuse_out_header) &&
+      iov[1].iov_len >= offsetof(fuse_init_out, flags) + sizeof(uint32_t) &&
+      iov[1].iov_len <= sizeof(fuse_init_out)) {
+    fuse_out_header out{};
+    std::memcpy(&out, iov[0].iov_base, sizeof out);
+    if (out.unique == unique) {
+      init_unique = 0;
+      if (out.error == 0) {
+        // libfuse's reply struct is its own local: the flag goes into a copy.
+        fuse_init_out reply{};
+        std::memcpy(&reply, iov[1].iov_base, iov[1].iov_len);
+        reply.flags |= FUSE_PARALLEL_DIROPS;
+        std::array<struct iovec, 2> patched{iov[0], iov[1]};
+        patched[1].iov_base = &reply;
+        ssize_t n = ::writev(fd, patched.data(), 2);
+        if (n >= 0) negotiated = true;
+        return n;
+      }
+    }
+  }
+  return ::writev(fd, iov, count);
+}
+
+}  // namespace dirops
+
 }  // namespace
 
 Result<void> serve(Filesystem& fs, const ServeOptions& options,
@@ -501,6 +764,15 @@ Result<void> serve(Filesystem& fs, const ServeOptions& options,
   if (fuse_session_mount(se.get(), options.mountpoint.c_str()) != 0)
     return make_error(EIO, "cannot mount on " + options.mountpoint.string() +
                                " (is /dev/fuse there, and fusermount3 installed?)");
+  // Parallel lookups in one directory (see dirops): the same fd, read and written by us.
+  fuse_custom_io io{};
+  io.read = dirops::io_read;
+  io.writev = dirops::io_writev;
+  if (int rc = fuse_session_custom_io(se.get(), &io, fuse_session_fd(se.get()));
+      rc != 0 && options.log)
+    options.log(
+        errno_error(-rc, "cannot ask the kernel for parallel lookups in a directory").message +
+        "; they are served one at a time");
   raise_readahead(options.mountpoint);
   ready();
 
@@ -539,6 +811,8 @@ Result<void> serve(Filesystem& fs, const ServeOptions& options,
       auto now = std::chrono::steady_clock::now();
       std::vector<std::pair<Ino, std::string>> names;
       try {  // no exception leaves a thread; out of memory here only delays the next pass
+        // Callers that survived a signal while their request waits: released if they die.
+        interrupt_watch().check();
         names = fs.stale_names(now - std::chrono::seconds(1), 100000);
       } catch (...) {
         continue;
@@ -564,6 +838,7 @@ Result<void> serve(Filesystem& fs, const ServeOptions& options,
   int rc = fuse_session_loop_mt(se.get(), config.get());
   slow_pool = nullptr;
   pool.reset();
+  interrupt_watch().clear();  // every job has answered (or was abandoned)
   // Unmounted from outside (fusermount3 -u): wake the stop-signal thread to let it go.
   loop_over = true;
   pthread_kill(stopper.native_handle(), SIGHUP);
