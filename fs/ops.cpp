@@ -347,8 +347,11 @@ using Job = std::function<void(Pending& answer)>;
 // guard of its own (nothing may escape a pool thread), listening for the caller's interrupts.
 void dispatch(std::string_view op, uint64_t ino, bool at_once, fuse_req_t req, Job job) {
   SlowPool* pool = slow_pool.load();
+  if (at_once || pool == nullptr) {
+    Pending now(req);  // answered on this thread, before any interrupt is listened for
+    return job(now);
+  }
   auto pending = std::make_shared<Pending>(req);
-  if (at_once || pool == nullptr) return job(*pending);
   // From here an interrupt may answer (and free) the request at any moment: read nothing of it.
   const ServeOptions* options = &session_of(req).options;
   if (!pending->listen()) return;  // the caller is gone already: answered EINTR
