@@ -37,6 +37,8 @@ constexpr uint64_t kWritebackEvery = uint64_t{32} << 20;
 // PATH_MAX - 1: the longest path (or symlink target) Linux can create.
 constexpr size_t kMaxPath = 4095;
 constexpr uint64_t kMaxImplicitBytes = uint64_t{64} << 20;
+// Symlinks followed resolving one entry's parents, as Linux's MAXSYMLINKS.
+constexpr int kMaxSymlinks = 40;
 
 enum class Compression { none, gzip, zstd };
 
@@ -369,20 +371,25 @@ class Ingest {
     switch (name->kind) {
       case NameKind::bare_whiteout:
         return {};  // hides nothing (stereoscope#647)
-      case NameKind::whiteout:
+      case NameKind::whiteout: {
+        // Placed in finalize(), where its parents are made only if the path is not moot; they
+        // are resolved now, through the symlinks the layer has at this point of the tar.
         IMAGEFS_CHECK(check_length(raw, name->path));
-        IMAGEFS_CHECK(ensure_parents(name->path));
-        whiteouts_.insert(name->path);
+        IMAGEFS_TRY(path, through_symlinks(raw, name->path));
+        whiteouts_.insert(std::move(path));
         return {};
-      case NameKind::opaque:
-        if (name->path.empty()) {
+      }
+      case NameKind::opaque: {
+        IMAGEFS_CHECK(check_length(raw, name->path));
+        // The marker is in the directory: the directory's own path is followed too.
+        IMAGEFS_TRY(dir, follow_symlinks(raw, name->path));
+        if (dir.empty()) {
           root_opaque_ = true;
         } else {
-          IMAGEFS_CHECK(check_length(raw, name->path));
-          IMAGEFS_TRY(dir, ensure_dir(name->path));
-          nodes_[dir].opaque = true;
+          opaques_.insert(std::move(dir));
         }
         return {};
+      }
       case NameKind::root:
       case NameKind::path:
         break;
@@ -390,7 +397,12 @@ class Ingest {
 
     IMAGEFS_CHECK(check_length(raw, name->path));
     Node n;
-    n.path = std::move(name->path);
+    if (name->kind == NameKind::root) {
+      n.path = std::move(name->path);
+    } else {
+      IMAGEFS_TRY(path, through_symlinks(raw, name->path));
+      n.path = std::move(path);
+    }
     IMAGEFS_CHECK(read_metadata(e, raw, n));
     for (const auto& [xname, value] : n.xattrs)
       IMAGEFS_CHECK(count_name_bytes(xname.size() + value.size()));
@@ -441,6 +453,7 @@ class Ingest {
     if (n.type == EntryType::hardlink) IMAGEFS_CHECK(resolve_hardlink(raw, hardlink, n));
     IMAGEFS_CHECK(ensure_parents(n.path));
     bool to_lower = n.type == EntryType::hardlink && n.target < 0;
+    if (n.type == EntryType::symlink) symlinks_.insert(n.path);
     uint32_t index = place(std::move(n));
     if (to_lower) lower_links_.push_back(index);
     return {};
@@ -528,6 +541,9 @@ class Ingest {
     if (!target.ok()) return bad_entry(raw, "hardlink target: " + target.error().message);
     if (target->empty()) return bad_entry(raw, "hardlink to the root directory");
     IMAGEFS_CHECK(check_length(raw, *target));
+    // Its parents, like any path of the layer, lead through the layer's own symlinks.
+    IMAGEFS_TRY(followed, through_symlinks(raw, *target));
+    *target = std::move(followed);
     if (*target == n.path) return bad_entry(raw, "hardlink to itself");
     auto it = live_.find(*target);
     if (it == live_.end()) {
@@ -546,15 +562,96 @@ class Ingest {
       n.target = it->second;
       n.link = std::move(*target);
     }
+    if (n.target >= 0 && nodes_[static_cast<size_t>(n.target)].type == EntryType::symlink)
+      symlinks_.insert(n.path);  // a hardlinked symlink leads where the symlink leads
     return {};
   }
 
-  // Makes `path` a live directory (implicit if the layer has none so far); returns its node.
-  Result<uint32_t> ensure_dir(const std::string& path) {
-    IMAGEFS_CHECK(ensure_parents(path));
-    auto it = live_.find(path);
-    if (it != live_.end() && is_dir(nodes_[it->second].type)) return it->second;
-    return place_implicit_dir(path);
+  // Where directory `dir` of this layer is, the layer's own symlinks on the way followed as an
+  // extraction follows the ones it made (containerd's and umoci's securejoin, docker's chroot):
+  // inside the image root, an absolute target starting at the root, ".." stopping there. Only
+  // symlinks read so far count: the tar order decides. A component the layer has no entry for
+  // stays as written (the tree resolves it through the layers below); a non-directory met
+  // directly is replaced by the directory (ensure_parents), but one a symlink leads to is
+  // ENOTDIR, and a loop or more than 40 links ELOOP, as extraction fails.
+  Result<std::string> follow_symlinks(std::string_view raw, std::string_view dir) const {
+    bool any = false;  // quick: no prefix of `dir` was ever a symlink of the layer
+    for (size_t end = 0; !any && end != std::string_view::npos;) {
+      end = dir.find('/', end == 0 ? 0 : end + 1);
+      any = symlinks_.contains(dir.substr(0, end));
+    }
+    if (!any) return std::string(dir);
+    std::vector<std::string> pending;  // components still to walk, the next one last
+    auto push = [&](std::string_view text) {
+      size_t at = pending.size();
+      for (size_t start = 0; start <= text.size();) {
+        size_t slash = text.find('/', start);
+        if (slash == std::string_view::npos) slash = text.size();
+        if (slash > start) pending.emplace_back(text.substr(start, slash - start));
+        start = slash + 1;
+      }
+      std::reverse(pending.begin() + static_cast<std::ptrdiff_t>(at), pending.end());
+    };
+    push(dir);
+    std::string at;
+    int links = 0;
+    std::string via;  // the last symlink followed, for errors
+    while (!pending.empty()) {
+      const std::string part = std::move(pending.back());
+      pending.pop_back();
+      if (part.empty() || part == ".") continue;
+      if (part == "..") {
+        at = std::string(parent_of(at));
+        continue;
+      }
+      std::string next = at.empty() ? part : at + "/" + part;
+      auto it = live_.find(next);
+      if (it != live_.end()) {
+        const Node* n = &nodes_[it->second];
+        if (n->type == EntryType::hardlink && n->target >= 0)
+          n = &nodes_[static_cast<size_t>(n->target)];
+        if (n->type == EntryType::symlink) {
+          if (++links > kMaxSymlinks)
+            return make_error(ELOOP, "layer " + layer_.digest.str() + ": entry '" +
+                                         std::string(raw) +
+                                         "': too many levels of symbolic links (a loop, or "
+                                         "more than 40) under " +
+                                         std::string(dir));
+          if (n->link.starts_with('/')) at.clear();
+          via = next;
+          push(n->link);
+          continue;
+        }
+        if (!is_dir(n->type) && !via.empty())
+          return make_error(ENOTDIR, "layer " + layer_.digest.str() + ": entry '" +
+                                         std::string(raw) + "': the symlink " + via + " leads to " +
+                                         next + ", which is not a directory");
+      }
+      at = std::move(next);
+    }
+    return at;
+  }
+
+  // `path` with its parent directory followed (follow_symlinks); its own name is not: an entry
+  // replaces a symlink at its path.
+  Result<std::string> through_symlinks(std::string_view raw, std::string_view path) const {
+    std::string_view parent = parent_of(path);
+    if (parent.empty()) return std::string(path);
+    IMAGEFS_TRY(dir, follow_symlinks(raw, parent));
+    std::string out =
+        dir.empty() ? std::string(name_of(path)) : dir + "/" + std::string(name_of(path));
+    IMAGEFS_CHECK(check_length(raw, out));
+    return out;
+  }
+
+  // Whether every ancestor of `path` the layer has is a directory (else what `path` names is
+  // moot: a later entry of the layer replaced a parent by a non-directory).
+  bool under_dirs_only(std::string_view path) const {
+    for (std::string_view up = parent_of(path); !up.empty(); up = parent_of(up)) {
+      auto it = live_.find(up);
+      if (it != live_.end()) return is_dir(nodes_[it->second].type);
+    }
+    return true;
   }
 
   // Every ancestor of `path` becomes a live directory. Invariant: every live node's ancestors
@@ -603,7 +700,10 @@ class Ingest {
       } else if (is_dir(n.type)) {
         // A directory where this layer had a non-directory: extracting the layer removed the lower
         // layers' entry at this path first, so nothing of theirs is left below (buildkit#2614).
+        // Made anew, it is the layer's own (a symlink below it is not followed), with the
+        // placeholder metadata of a directory an extraction makes.
         n.opaque = true;
+        n.implicit = false;
       }
       old.alive = false;
       it->second = index;
@@ -633,25 +733,39 @@ class Ingest {
     }
 
     // Whiteouts apply to lower layers only: a path this layer also has stays, and a directory
-    // becomes opaque (deleted and recreated). A whiteout below a path that became a
-    // non-directory later in the layer is moot.
+    // becomes opaque (deleted and recreated: a new directory, the layer's own even where no entry
+    // made it). A whiteout below a path that is a non-directory of the layer is moot. The
+    // parents a whiteout needs are made here, after every real entry, so the tree can tell
+    // a directory that only whiteouts imply (it exists only where a lower layer has one).
     for (const std::string& w : whiteouts_) {
       auto it = live_.find(w);
       if (it != live_.end()) {
         Node& n = nodes_[it->second];
-        if (is_dir(n.type)) n.opaque = true;
+        if (is_dir(n.type)) {
+          n.opaque = true;
+          n.implicit = false;
+        }
         continue;
       }
-      std::string_view parent = parent_of(w);
-      if (!parent.empty()) {
-        auto p = live_.find(parent);
-        if (p == live_.end() || !is_dir(nodes_[p->second].type)) continue;
-      }
+      if (!under_dirs_only(w)) continue;
+      IMAGEFS_CHECK(ensure_parents(w));
       Node n;
       n.path = w;
       n.type = EntryType::whiteout;
       live_.emplace(w, static_cast<uint32_t>(nodes_.size()));
       nodes_.push_back(std::move(n));
+    }
+    // Opaque markers, wherever they were in the tar: on the layer's directory there, else on an
+    // implicit one (moot under or at a non-directory or whiteout of the layer).
+    for (const std::string& d : opaques_) {
+      if (!under_dirs_only(d)) continue;
+      auto it = live_.find(d);
+      if (it != live_.end()) {
+        if (is_dir(nodes_[it->second].type)) nodes_[it->second].opaque = true;
+        continue;
+      }
+      IMAGEFS_CHECK(ensure_parents(d));
+      nodes_[place_implicit_dir(d)].opaque = true;
     }
 
     // Hardlinks whose target was replaced later in the layer keep the replaced content (as an
@@ -800,7 +914,11 @@ class Ingest {
   std::vector<Node> nodes_;
   // Live paths to their nodes. Ordered, so that a directory's descendants are one range.
   std::map<std::string, uint32_t, std::less<>> live_;
-  std::set<std::string> whiteouts_;    // paths with a `.wh.` entry in this layer
+  std::set<std::string> whiteouts_;  // paths with a `.wh.` entry in this layer, followed
+  std::set<std::string> opaques_;    // directories with a `.wh..wh..opq`, followed
+  // Every path the layer had a symlink (or a hardlink to one) at, live or not: where
+  // follow_symlinks() must look.
+  std::set<std::string, std::less<>> symlinks_;
   std::vector<uint32_t> lower_links_;  // hardlinks whose target was not in the layer when read
   std::optional<Node> root_;
   bool root_opaque_ = false;

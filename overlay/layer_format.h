@@ -29,7 +29,8 @@ inline constexpr std::string_view kDataFile = "data";
 
 // The index file: a header, the root record, the entry records, the xattr records, the strings.
 inline constexpr char kMagic[8] = {'I', 'F', 'S', 'L', 'A', 'Y', 'E', 'R'};
-inline constexpr uint32_t kVersion = 1;
+inline constexpr uint32_t kVersion =
+    2;  // 2: same-layer symlinks followed, whiteouts make no parents (issue 12, 17)
 inline constexpr size_t kHeaderSize = 64;
 inline constexpr size_t kRecordSize = 96;
 inline constexpr size_t kXattrRecordSize = 24;

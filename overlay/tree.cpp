@@ -202,7 +202,21 @@ struct Candidate {
   // A directory that a whiteout of its layer deleted before a redirect made it again: new, with
   // nothing of the directories below it (not even their metadata).
   bool fresh = false;
+  // An implicit directory its layer has only for whiteouts and opaque markers below it: it
+  // exists only where the layers below have a directory (extraction makes no parents for a
+  // whiteout: `nodir/.wh.x` leaves nothing, as umoci does).
+  bool conditional = false;
 };
+
+// Drops the conditional directories at the top of a name's candidates (top first) when what
+// they lie on is not a directory: nothing (or a whiteout, or a file) is there for them.
+void settle(std::vector<Candidate>& candidates) {
+  size_t k = 0;
+  while (k < candidates.size() && candidates[k].conditional) ++k;
+  if (k == 0) return;
+  if (k < candidates.size() && candidates[k].entry.type == EntryType::directory) return;
+  candidates.erase(candidates.begin(), candidates.begin() + static_cast<std::ptrdiff_t>(k));
+}
 
 class TreeImpl final : public Tree {
  public:
@@ -424,6 +438,8 @@ class TreeImpl final : public Tree {
   [[nodiscard]] bool hidden(uint32_t layer, std::string_view path) const;
   [[nodiscard]] std::optional<Candidate> vfind(uint32_t layer, std::string_view path) const;
   [[nodiscard]] std::vector<Candidate> vchildren(uint32_t layer, std::string_view dir) const;
+  [[nodiscard]] bool conditional(uint32_t layer, uint32_t index) const;
+  void find_conditional(uint32_t layer, const std::vector<uint32_t>& implicit);
   [[nodiscard]] std::string vpath(uint32_t layer, std::string_view path) const;
   struct Resolved {
     std::string path;         // the directory, symlinks followed ("" the root)
@@ -444,7 +460,10 @@ class TreeImpl final : public Tree {
     std::string_view dst;  // where it resolves ("" the root), a view into `names_`
   };
   std::vector<std::vector<Redirect>> redirects_;  // per layer
-  std::deque<std::string> names_;                 // never moves an element
+  // Per layer, the indexes of its conditional directories (Candidate::conditional), sorted.
+  // Fixed when the Tree opens.
+  std::vector<std::vector<uint32_t>> conditional_;
+  std::deque<std::string> names_;  // never moves an element
 
   // Hardlinked files, fixed when the Tree opens and read without a lock afterwards.
   std::vector<Group> groups_;
@@ -461,6 +480,7 @@ class TreeImpl final : public Tree {
 Result<void> TreeImpl::init() {
   if (layers_.size() >= kNoLayer) return make_error(EINVAL, "too many layers");
   redirects_.resize(layers_.size());
+  conditional_.resize(layers_.size());
   std::vector<Ref> links;
   for (uint32_t layer = 0; layer < layers_.size(); ++layer) {
     if (layers_[layer] == nullptr)
@@ -472,9 +492,13 @@ Result<void> TreeImpl::init() {
     // A pass over every entry: LayerIndex has no list of its hardlinks. Decoding a record is
     // cheap next to merging, and no directory is merged here.
     const auto size = static_cast<uint32_t>(index.size());
+    std::vector<uint32_t> implicit;
     for (uint32_t entry = 0; entry < size; ++entry) {
-      if (index.entry(entry).type == EntryType::hardlink) links.push_back(Ref{layer, entry});
+      const LayerEntry e = index.entry(entry);
+      if (e.type == EntryType::hardlink) links.push_back(Ref{layer, entry});
+      if (e.type == EntryType::directory && e.implicit) implicit.push_back(entry);
     }
+    if (!implicit.empty()) find_conditional(layer, implicit);
     IMAGEFS_CHECK(find_redirects(layer));
   }
 
@@ -515,6 +539,41 @@ Result<void> TreeImpl::init() {
   append_node(std::move(root));
   published_.store(allocated_, std::memory_order_release);
   return {};
+}
+
+// The layer's implicit directories with nothing but whiteouts, opaque markers and other such
+// directories below them: every entry that is real (anything but a whiteout or an implicit
+// directory) marks its implicit ancestors; the others are conditional. One find() per run of
+// siblings whose parent is implicit (entries are sorted by parent).
+void TreeImpl::find_conditional(uint32_t layer, const std::vector<uint32_t>& implicit) {
+  const LayerIndex& index = *layers_[layer];
+  std::vector<bool> real(index.size(), false);
+  std::string_view last_parent;
+  bool have_last = false;
+  const auto size = static_cast<uint32_t>(index.size());
+  for (uint32_t i = 0; i < size; ++i) {
+    const LayerEntry e = index.entry(i);
+    if (e.type == EntryType::whiteout || (e.type == EntryType::directory && e.implicit)) continue;
+    std::string_view up = dir_name(e.path);
+    if (have_last && up == last_parent) continue;
+    have_last = true;
+    last_parent = up;
+    for (; !up.empty(); up = dir_name(up)) {
+      std::optional<size_t> at = index.find(up);
+      if (!at || real[*at]) break;
+      const LayerEntry parent = index.entry(*at);
+      if (parent.type != EntryType::directory || !parent.implicit) break;
+      real[*at] = true;
+    }
+  }
+  for (uint32_t i : implicit) {
+    if (!real[i]) conditional_[layer].push_back(i);
+  }
+}
+
+bool TreeImpl::conditional(uint32_t layer, uint32_t index) const {
+  const std::vector<uint32_t>& list = conditional_[layer];
+  return !list.empty() && std::binary_search(list.begin(), list.end(), index);
 }
 
 Error TreeImpl::bad_link(Ref link, const std::string& why) const {
@@ -578,6 +637,8 @@ std::optional<Ref> TreeImpl::winner(std::string_view path, uint32_t top,
     const std::string_view prefix = last ? path : path.substr(0, slash);
     if (!shown_name(prefix.substr(start))) return std::nullopt;
     std::optional<Ref> found;
+    std::optional<Ref> pending;  // the topmost conditional directory, until known to exist
+    uint32_t pending_lo = kNoLayer;
     uint32_t next_lo = lo;
     for (uint32_t layer = hi; layer-- > lo;) {
       const std::optional<Candidate> candidate = vfind(layer, prefix);
@@ -586,10 +647,19 @@ std::optional<Ref> TreeImpl::winner(std::string_view path, uint32_t top,
       const bool is_dir = entry.type == EntryType::directory;
       if (skip_top_implicit && last && layer + 1 == top && is_dir && entry.implicit) continue;
       if (!found) {
+        if (candidate->conditional) {
+          if (!pending) pending = Ref{layer, candidate->index};
+          if (entry.opaque && pending_lo == kNoLayer) pending_lo = layer;
+          continue;
+        }
         if (entry.type == EntryType::whiteout) return std::nullopt;
-        found = Ref{layer, candidate->index};
+        if (!is_dir) return last ? std::optional<Ref>(Ref{layer, candidate->index}) : std::nullopt;
+        found = pending ? *pending : Ref{layer, candidate->index};
         if (last) return found;
-        if (!is_dir) return std::nullopt;
+        if (pending_lo != kNoLayer) {
+          next_lo = pending_lo;
+          break;
+        }
       } else if (!is_dir) {
         next_lo = layer + 1;
         break;
@@ -672,7 +742,8 @@ std::optional<Candidate> TreeImpl::vfind(uint32_t layer, std::string_view path) 
   if (redirects_[layer].empty()) {
     std::optional<size_t> found = index.find(path);
     if (!found) return std::nullopt;
-    return Candidate{layer, static_cast<uint32_t>(*found), index.entry(*found)};
+    const auto at = static_cast<uint32_t>(*found);
+    return Candidate{layer, at, index.entry(at), false, conditional(layer, at)};
   }
   if (path.empty()) return std::nullopt;
   const std::string_view name = base_name(path);
@@ -693,7 +764,8 @@ std::vector<Candidate> TreeImpl::vchildren(uint32_t layer, std::string_view dir)
     for (size_t i = first; i < last; ++i) {
       LayerEntry entry = index.entry(i);
       if (owner(layer, entry.path) != by) continue;
-      out.push_back(Candidate{layer, static_cast<uint32_t>(i), entry});
+      const auto at = static_cast<uint32_t>(i);
+      out.push_back(Candidate{layer, at, entry, false, conditional(layer, at)});
     }
   };
   if (!hidden(layer, dir)) add_range(dir, -1);
@@ -708,19 +780,19 @@ std::vector<Candidate> TreeImpl::vchildren(uint32_t layer, std::string_view dir)
     if (redirect.dst.size() <= dir.size()) continue;
     if (dir.empty() || (redirect.dst.starts_with(dir) && redirect.dst[dir.size()] == '/')) {
       const size_t end = redirect.dst.find('/', dir.empty() ? 0 : dir.size() + 1);
-      std::optional<size_t> src;
-      // Where it leads itself: the redirected directory's entry.
-      if (end == std::string_view::npos) src = index.find(redirect.src);
-      if (src) {
+      // The redirected directory's entry (where it leads itself), or the directories on the way
+      // there, which exist as surely as it does.
+      const std::optional<size_t> src = index.find(redirect.src);
+      const bool weak = src && conditional(layer, static_cast<uint32_t>(*src));
+      if (src && end == std::string_view::npos) {
         LayerEntry entry = index.entry(*src);
         entry.path = redirect.dst;  // its name is where it leads
-        // Its `opaque` is not carried there: the ingest sets it as well where the layer replaced
-        // a symlink of its own by this directory (`lib -> usr/lib`, then `lib/x`), and emptying
-        // usr/lib for that would lose libc (docs/LAYER_FORMAT.md).
-        entry.opaque = false;
-        out.push_back(Candidate{layer, static_cast<uint32_t>(*src), entry});
+        // Its `opaque` goes with it: a marker under the symlink empties where it leads, as
+        // umoci and containerd apply it (docs/LAYER_FORMAT.md).
+        out.push_back(Candidate{layer, static_cast<uint32_t>(*src), entry, false, weak});
       } else {
-        out.push_back(Candidate{layer, kSyntheticEntry, implicit_dir(redirect.dst.substr(0, end))});
+        out.push_back(Candidate{layer, kSyntheticEntry, implicit_dir(redirect.dst.substr(0, end)),
+                                false, weak});
       }
     }
   }
@@ -737,10 +809,26 @@ std::vector<Candidate> TreeImpl::vchildren(uint32_t layer, std::string_view dir)
            base_name(out[last].entry.path) == base_name(out[first].entry.path)) {
       ++last;
     }
+    // (A conditional directory does not make anything again: the whiteout stands.)
     size_t pick = first;
-    while (pick + 1 < last && out[pick].entry.type == EntryType::whiteout) ++pick;
+    if (out[first].entry.type == EntryType::whiteout) {
+      for (size_t other = first + 1; other < last; ++other) {
+        if (out[other].entry.type != EntryType::whiteout && !out[other].conditional) {
+          pick = other;
+          break;
+        }
+      }
+    }
     Candidate candidate = out[pick];
     candidate.fresh = pick != first && candidate.entry.type == EntryType::directory;
+    if (candidate.conditional) {
+      // Real if any of its names is.
+      for (size_t other = first; other < last; ++other) {
+        if (out[other].entry.type == EntryType::directory && !out[other].conditional) {
+          candidate.conditional = false;
+        }
+      }
+    }
     if (candidate.entry.type == EntryType::directory) {
       // Hidden below by a whiteout of the layer, or by an opaque marker on any of its names.
       for (size_t other = first; other < last; ++other) {
@@ -957,6 +1045,7 @@ void TreeImpl::merge(DirState& dir) {
     const std::vector<Candidate>* made = nullptr;
     uint32_t index = 0;
     bool fresh = false;
+    bool conditional = false;
     LayerEntry entry;
     std::string_view name;
   };
@@ -967,9 +1056,12 @@ void TreeImpl::merge(DirState& dir) {
       cursor.entry = made.entry;
       cursor.index = made.index;
       cursor.fresh = made.fresh;
+      cursor.conditional = made.conditional;
     } else {
       cursor.entry = layers_[cursor.layer]->entry(cursor.next);
       cursor.index = static_cast<uint32_t>(cursor.next);
+      cursor.conditional = cursor.entry.type == EntryType::directory && cursor.entry.implicit &&
+                           conditional(cursor.layer, cursor.index);
     }
     cursor.name = base_name(cursor.entry.path);
   };
@@ -977,7 +1069,7 @@ void TreeImpl::merge(DirState& dir) {
   std::vector<Cursor> cursors;              // top layer first
   size_t most = 0;  // children in the largest layer: a floor for the merged count
   for (uint32_t layer = dir.hi; layer-- > dir.lo;) {
-    Cursor cursor{layer, 0, 0, nullptr, 0, false, {}, {}};
+    Cursor cursor{layer, 0, 0, nullptr, 0, false, false, {}, {}};
     if (redirects_[layer].empty()) {
       std::tie(cursor.next, cursor.end) = layers_[layer]->children(dir.path);
     } else {
@@ -1011,15 +1103,17 @@ void TreeImpl::merge(DirState& dir) {
     candidates.clear();
     for (Cursor& cursor : cursors) {
       if (cursor.next < cursor.end && cursor.name == name) {
-        candidates.push_back(Candidate{cursor.layer, cursor.index, cursor.entry, cursor.fresh});
+        candidates.push_back(
+            Candidate{cursor.layer, cursor.index, cursor.entry, cursor.fresh, cursor.conditional});
         ++cursor.next;
         load(cursor);
       }
     }
+    settle(candidates);
     // An index out of order could repeat a name; the first (merged) occurrence stands.
     if (previous && name <= *previous) continue;
     previous = name;
-    if (!shown_name(name)) continue;
+    if (!shown_name(name) || candidates.empty()) continue;
     uint32_t group = kNoLayer;
     std::optional<Node> node = make_child(dir, name, candidates, &group);
     if (node) pending.push_back(Pending{name, std::move(*node), group});

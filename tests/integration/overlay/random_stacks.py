@@ -11,8 +11,11 @@ recreation in the same layer. Layers are plain tar or gzip (umoci 0.4 reads no z
 model of the merged tree picks meaningful targets; it is not the reference (umoci is).
 Bare `.wh.` entries are left out: Debian's umoci 0.4 wrongly deletes the directory.
 Half the stacks have a usr-merged base (`lib -> usr/lib` in a relative, absolute or climbing form,
-`bin -> /usr/bin`, `lib64 -> lib` chained) and their upper layers write files and whiteouts
-through those symlinks, with no entry for the symlinked directories (issue 12).
+`bin -> /usr/bin`, `lib64 -> lib` chained) and their upper layers write files, whiteouts and
+opaque markers through those symlinks, with no entry for the symlinked directories (issue 12).
+Any layer may also add a symlink and write under it in the same layer (relative, absolute,
+climbing or chained targets, to an existing directory or to nothing yet), and whiteouts or opaque
+markers in directories no layer has (issue 17).
 """
 import os
 import random
@@ -67,6 +70,26 @@ def random_stack(rng):
                     return p
             return None
 
+        redirects = {}  # this layer's own symlinks with entries under them: link -> real directory
+        if rng.random() < 0.3:
+            entries.append(layer.file("nodir%d/.wh.%s" % (depth, rng.choice(NAMES))))
+        if rng.random() < 0.2:
+            entries.append(layer.file("nodir%d/sub/.wh..wh..opq" % depth))
+        if rng.random() < 0.5:
+            # A symlink of this layer and entries under it: they go where it leads.
+            dirs = [p for p in sorted(model) if model[p] == "dir" and p not in touched and p not in KEEP and
+                    not any(p.startswith(t + "/") or t.startswith(p + "/") for t in touched)]
+            real = rng.choice(dirs) if dirs and rng.random() < 0.6 else "new%d/deeper" % depth
+            link = "s%d" % depth
+            form = rng.choice(["rel", "abs", "climb", "chain"])
+            target = {"rel": real, "abs": "/" + real, "climb": "../../" + real, "chain": link + "c"}[form]
+            if form == "chain":
+                entries.append(layer.symlink(link + "c", "/" + real))
+            entries.append(layer.symlink(link, target))
+            for name in rng.sample(NAMES, rng.randint(1, 3)):
+                entries.append(layer.file(link + "/" + name + "-via", b"via " + link.encode()))
+            touched.update({link, link + "c", real})
+            redirects[link] = real
         for _ in range(rng.randint(3, 9)):
             op = rng.choice(["file", "file", "dir", "symlink", "hardlink", "whiteout", "opaque", "replace",
                              "recreate"])
@@ -82,6 +105,11 @@ def random_stack(rng):
                 real = real_path(p)
                 if real in touched or any(real.startswith(t + "/") or t.startswith(real + "/") for t in touched) \
                         or not can_hold(real):
+                    continue
+                if sub == "x86_64/" and model.get(real_path(parent(p))) == "dir" and rng.random() < 0.3:
+                    # An opaque marker through the symlink: it empties where the symlink leads.
+                    entries.append(layer.file(parent(p) + "/.wh..wh..opq"))
+                    touched.add(real_path(parent(p)))
                     continue
                 if model.get(real) == "file" and rng.random() < 0.5:
                     entries.append(layer.file(parent(p) + "/.wh." + p.rsplit("/", 1)[-1], mtime=mtime))
@@ -160,13 +188,21 @@ def random_stack(rng):
             entries.append(layer.file("keep-%d" % depth, b"x"))
         layers.append((entries, rng.choice(["tar", "gzip"]), "random layer %d" % depth))
         model = {real_path(p): kind for p, kind in apply(model, entries).items()}
+        for link, real in redirects.items():  # what went under the layer's own symlinks
+            for p in [p for p in model if p.startswith(link + "/")]:
+                model[real + p[len(link):]] = model.pop(p)
+            model[link] = "symlink"
+            q = real
+            while q:
+                model.setdefault(q, "dir")
+                q = parent(q)
     return layers
 
 
 def apply(model, entries):
     """A rough model of the merged tree after one more layer, only to pick later targets."""
     m = dict(model)
-    opaque = [e.path[: -len("/.wh..wh..opq")] for e in entries if e.path.endswith("/.wh..wh..opq")]
+    opaque = [real_path(e.path[: -len("/.wh..wh..opq")]) for e in entries if e.path.endswith("/.wh..wh..opq")]
     for d in opaque:
         for p in list(m):
             if p.startswith(d + "/"):

@@ -42,6 +42,31 @@ CASES = {
         [layer.file("lib/modules/6.1.0/modules.dep", b"kernel/x.ko:\n"),
          layer.file("lib/modules/6.1.0/kernel/x.ko", b"\x7fELF"), layer.file("lib/x86_64/.wh.ld.so")],
     ],
+    # A symlink and entries under it in one layer (no lower symlink): relative, absolute,
+    # chained, escaping with .., to the root; entries before the symlink go with what it replaces.
+    "samelayer": [
+        [layer.dir_("usr"), layer.dir_("etc"), layer.symlink("lib", "usr/lib"), layer.file("lib/x.so", b"x"),
+         layer.symlink("abs", "/usr/abs"), layer.file("abs/1", b"1"), layer.symlink("a", "b"),
+         layer.symlink("b", "/usr/chain"), layer.file("a/2", b"2"), layer.symlink("etc/esc", "../../../usr/esc"),
+         layer.file("etc/esc/3", b"3"), layer.file("early/4", b"4"), layer.symlink("early", "usr/early"),
+         layer.symlink("top", "/"), layer.file("top/5", b"5"), layer.hardlink("abs/6", "a/2")],
+        [layer.symlink("bin", "usr/bin"), layer.file("bin/7", b"7"), layer.file("lib/8", b"8")],
+    ],
+    # Whiteouts and opaque markers through symlinks, the layer's own and the base's: they act
+    # where the symlink leads (umoci empties usr/lib for lib/.wh..wh..opq).
+    "markers": [
+        base(),
+        [layer.file("lib/.wh..wh..opq"), layer.file("lib/fresh", b"f"), layer.symlink("b2", "/usr/bin"),
+         layer.file("b2/.wh.old"), layer.file("etc/alt/.wh..wh..opq")],
+    ],
+    # Whiteouts where nothing is (issue 17): no directory is made for them; a real entry beside
+    # one makes its directory; a whited-out lower symlink and a new directory in its place.
+    "nowhere": [
+        base() + [layer.symlink("dangling", "nowhere/deep")],
+        [layer.file("nodir/.wh.zz"), layer.file("n1/n2/.wh..wh..opq"), layer.file("nodir2/.wh..wh..opq"),
+         layer.file("real/.wh.zz"), layer.file("real/f", b"f"), layer.file("usr/n3/.wh.zz"),
+         layer.file("dangling/.wh.x"), layer.file(".wh.bin"), layer.file("bin/own", b"own")],
+    ],
     # An explicit directory entry replaces the symlink (docker's rule, docs/LAYER_FORMAT.md).
     "explicit": [
         base(),

@@ -12,7 +12,7 @@ require_cmd docker-registry skopeo umoci python3 tar
 here=$IMAGEFS_SOURCE_DIR/tests/integration/overlay
 python3 "$here/usr_merged_stacks.py" "$TEST_TMPDIR/layouts" >/dev/null
 start_registry open
-for name in issue targets explicit; do
+for name in issue targets samelayer markers nowhere explicit; do
   layout=$TEST_TMPDIR/layouts/$name
   log "$name"
   assert_ok skopeo copy --dest-tls-verify=false --preserve-digests "oci:$layout:latest" \

@@ -160,7 +160,11 @@ class FakeLayer final : public LayerIndex {
           whiteout.type = EntryType::whiteout;
           by_path.emplace(path, std::move(whiteout));
         } else if (it->second.type == EntryType::directory) {
-          it->second.opaque = true;  // deleted and recreated in this layer
+          it->second.opaque = true;  // deleted and recreated in this layer: a new directory
+          if (it->second.implicit) {
+            it->second.implicit = false;
+            it->second.mode = 0755;
+          }
         }
       }
 

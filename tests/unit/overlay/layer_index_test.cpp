@@ -333,7 +333,7 @@ TEST_F(Layer, LaterEntriesReplaceEarlierOnes) {
       File("was_file", "f"),
       Dir("was_file"),  // a directory where this layer had a file: opaque
       File("was_file/x", "x"), Symlink("implied", "x"),
-      File("implied/below", "b"),  // a deeper entry turns the symlink into a directory
+      File("implied/below", "b"),  // goes where the symlink leads, as extraction puts it
   });
   ASSERT_TRUE(index);
   EXPECT_EQ(content(index, "dup"), "second");
@@ -346,8 +346,10 @@ TEST_F(Layer, LaterEntriesReplaceEarlierOnes) {
   EXPECT_EQ(content(index, "gone_dir"), "now a file");
   EXPECT_EQ(at(index, "was_file").type, EntryType::directory);
   EXPECT_TRUE(at(index, "was_file").opaque);
-  EXPECT_EQ(at(index, "implied").type, EntryType::directory);
-  EXPECT_TRUE(at(index, "implied").implicit);
+  EXPECT_FALSE(at(index, "was_file").implicit);  // made anew: the layer's own
+  EXPECT_EQ(at(index, "implied").type, EntryType::symlink);
+  EXPECT_EQ(content(index, "x/below"), "b");
+  EXPECT_TRUE(at(index, "x").implicit);
 }
 
 TEST_F(Layer, ImplicitParentsAndSortedChildren) {
@@ -718,7 +720,7 @@ TEST_F(Layer, DamagedIndexesAreErrorsThenRebuilt) {
     EXPECT_EQ(content(*r, "d/file"), "bytes") << d.what;
   }
 
-  patch(index_file, detail::kHdrVersion, std::string("\x02\x00\x00\x00", 4));
+  patch(index_file, detail::kHdrVersion, std::string("\x03\x00\x00\x00", 4));
   auto newer = detail::open_layer_index(product, layer.digest);
   ASSERT_FALSE(newer.ok());
   EXPECT_EQ(newer.error().code, ENOTSUP);

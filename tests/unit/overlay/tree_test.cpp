@@ -222,12 +222,39 @@ TEST(Tree, WhiteoutHidesALowerDirectoryAndEverythingBelow) {
   EXPECT_EQ(walk_paths(*tree), (std::vector<std::string>{"", "opt", "opt/keep"}));
 }
 
+// Whiteouts where nothing is (issue 17): `nodir/.wh.zz` or `nodir/.wh..wh..opq` makes no
+// `nodir`, as `umoci unpack` makes none; over a lower directory they act on it, and a real entry
+// of the layer under the same directory makes it exist.
 TEST(Tree, WhiteoutOfAPathNoLayerHasShowsNothing) {
-  auto l0 = Builder("l0").file("a", "a").build();
-  auto l1 = Builder("l1").whiteout("ghost").whiteout("dir/ghost").build();
+  auto l0 = Builder("l0").file("a", "a").dir("d").file("d/keep", "k").file("file", "f").build();
+  auto l1 = Builder("l1")
+                .whiteout("ghost")
+                .whiteout("dir/ghost")
+                .whiteout("n1/n2/ghost")
+                .opaque("nodir")
+                .opaque("o1/o2")
+                .whiteout("d/n/zz")
+                .whiteout("file/zz")
+                .whiteout("real/zz")
+                .file("real/f", "f")
+                .opaque("real2")
+                .file("real2/f", "f")
+                .build();
   auto tree = open_tree(l0, l1);
-  EXPECT_EQ(names(*tree, ""), (std::vector<std::string>{"a", "dir"}));
-  EXPECT_TRUE(names(*tree, "dir").empty());
+  EXPECT_EQ(walk_paths(*tree), (std::vector<std::string>{"", "a", "d", "d/keep", "file", "real",
+                                                         "real/f", "real2", "real2/f"}));
+  // Over a lower directory, the same layer's markers act.
+  auto l2 = Builder("l2").whiteout("d/keep").opaque("d").build();
+  auto over = open_tree(l0, l2);
+  EXPECT_EQ(walk_paths(*over), (std::vector<std::string>{"", "a", "d", "file"}));
+  auto l3 = Builder("l3").whiteout("d/n/zz").whiteout("d/keep").build();
+  auto deep = open_tree(l0, l3);
+  EXPECT_EQ(walk_paths(*deep), (std::vector<std::string>{"", "a", "d", "file"}));
+  // A conditional directory over one deleted below it is nothing either.
+  auto l4 = Builder("l4").whiteout("d").build();
+  auto l5 = Builder("l5").whiteout("d/keep").build();
+  auto gone = open_tree(l0, l4, l5);
+  EXPECT_EQ(walk_paths(*gone), (std::vector<std::string>{"", "a", "file"}));
 }
 
 TEST(Tree, WhiteoutInALowerLayerDoesNotHideAnUpperEntry) {
@@ -456,11 +483,20 @@ TEST(Tree, WhiteoutsUnderASymlinkDeleteWhereItLeads) {
   EXPECT_EQ(names(*tree, "usr/bin"), (std::vector<std::string>{"added", "sh"}));
   EXPECT_EQ(error_of(tree->resolve("usr/bin/old")), ENOENT);
   EXPECT_EQ(at(*tree, "bin").mode & S_IFMT, unsigned{S_IFLNK});
-  // An opaque marker under the symlink does not empty the directory it leads to: the ingest
-  // cannot tell it from a symlink of the layer replaced by a directory (docs/LAYER_FORMAT.md).
+  // An opaque marker under the symlink empties the directory it leads to, as umoci's unpack
+  // and containerd's applier do (they resolve the marker's directory through the symlink).
   auto l2 = Builder("l2").opaque("lib").file("lib/only", "o").build();
   auto opaque = open_tree(usr_merged("usr/lib"), l2);
-  EXPECT_EQ(names(*opaque, "usr/lib"), (std::vector<std::string>{"libc.so", "only"}));
+  EXPECT_EQ(names(*opaque, "usr/lib"), (std::vector<std::string>{"only"}));
+  EXPECT_EQ(at(*opaque, "lib").mode & S_IFMT, unsigned{S_IFLNK});
+  auto l3 = Builder("l3").opaque("lib").build();
+  auto alone = open_tree(usr_merged("usr/lib"), l3);
+  EXPECT_TRUE(names(*alone, "usr/lib").empty());
+  EXPECT_EQ(at(*alone, "lib").mode & S_IFMT, unsigned{S_IFLNK});
+  // A whiteout under a symlink to nothing makes nothing.
+  auto l4 = Builder("l4").whiteout("dangling/x").build();
+  auto nothing = open_tree(Builder("l0").symlink("dangling", "nowhere/deep").build(), l4);
+  EXPECT_EQ(walk_paths(*nothing), (std::vector<std::string>{"", "dangling"}));
 }
 
 TEST(Tree, LaterLayersFollowWhatEarlierRedirectsMade) {
@@ -937,8 +973,7 @@ TEST(TreeOverIngest, MarkersWhereverTheTarPutsThem) {
 }
 
 // A usr-merged base and layers over it through the real ingest: a layer with no entry for lib,
-// and one that declares the symlink again before writing under it (the ingest folds that into a
-// directory, docs/LAYER_FORMAT.md).
+// and one that declares the symlink again before writing under it (the ingest follows it).
 TEST(TreeOverIngest, LayersWritingThroughUsrMergedSymlinks) {
   using testing::Dir;
   using testing::File;
@@ -969,6 +1004,85 @@ TEST(TreeOverIngest, LayersWritingThroughUsrMergedSymlinks) {
   EXPECT_EQ(read_all(*folded, "usr/lib/libc.so.6"), "libc");  // never emptied
   EXPECT_EQ(read_all(*folded, "usr/lib/x"), "x");             // where the symlink leads
   EXPECT_EQ(*folded->readlink(at(*folded, "lib").ino), "usr/lib");
+}
+
+// A symlink and entries under it in one layer (issue 12), as `umoci unpack` puts them
+// (tests/integration/overlay/usr_merged_vs_umoci_test.sh checks the same cases against it):
+// the entries go where the symlink leads when they come after it in the tar, whatever the
+// target's form; markers and whiteouts there act where it leads; a symlink to a file or a loop
+// fails the ingest naming the entry; entries before the symlink go with the directory it
+// replaces.
+TEST(TreeOverIngest, SameLayerSymlinksLeadEntriesWhereTheyPoint) {
+  using testing::Dir;
+  using testing::File;
+  using testing::Hardlink;
+  using testing::Symlink;
+  store::testing::TempDir dir;
+  auto blobs = store::BlobStore::open(dir.path() / "store");
+  ASSERT_TRUE(blobs.ok()) << blobs.error().message;
+  auto cache = LayerCache::create(*blobs);
+  ASSERT_TRUE(cache.ok()) << cache.error().message;
+  auto get = [&](const std::vector<testing::TarEntry>& entries) {
+    const std::string tar = testing::make_tar(entries);
+    const store::Digest digest = store::Digest::of(tar);
+    EXPECT_TRUE((*blobs)->put(digest, tar).ok());
+    return (*cache)->get(store::LayerRecord{digest, testing::kTar, tar.size(), {}});
+  };
+  auto ingest = [&](const std::vector<testing::TarEntry>& entries) {
+    auto index = get(entries);
+    EXPECT_TRUE(index.ok()) << index.error().message;
+    return index.ok() ? *index : nullptr;
+  };
+
+  auto alone = ingest({Symlink("lib", "usr/lib"), File("lib/x.so", "x")});
+  auto one = open_tree(alone);
+  EXPECT_EQ(walk_paths(*one),
+            (std::vector<std::string>{"", "lib", "usr", "usr/lib", "usr/lib/x.so"}));
+  EXPECT_EQ(*one->readlink(at(*one, "lib").ino), "usr/lib");
+
+  auto forms = ingest({Dir("etc"), Symlink("abs", "/usr/lib"), Symlink("a", "b"),
+                       Symlink("b", "/usr/lib"), Symlink("etc/esc", "../../../usr/bin"),
+                       Symlink("root", "/"), File("abs/1", "1"), File("a/2", "2"),
+                       File("etc/esc/3", "3"), File("root/4", "4"), Hardlink("abs/5", "a/2")});
+  auto tree = open_tree(forms);
+  EXPECT_EQ(names(*tree, "usr/lib"), (std::vector<std::string>{"1", "2", "5"}));
+  EXPECT_EQ(names(*tree, "usr/bin"), (std::vector<std::string>{"3"}));
+  EXPECT_EQ(read_all(*tree, "4"), "4");
+  EXPECT_EQ(at(*tree, "usr/lib/5").ino, at(*tree, "usr/lib/2").ino);
+  EXPECT_EQ(at(*tree, "a").mode & S_IFMT, unsigned{S_IFLNK});
+
+  // Over a usr-merged base: a whiteout and an opaque marker through the layer's own symlink.
+  auto base = ingest({Dir("usr"), Dir("usr/lib"), File("usr/lib/libc.so.6", "libc"),
+                      File("usr/lib/old", "o"), Dir("usr/bin"), File("usr/bin/sh", "sh"),
+                      Symlink("lib", "usr/lib"), Symlink("bin", "usr/bin")});
+  auto wh = ingest({Symlink("l2", "usr/lib"), File("l2/.wh.old", ""), Symlink("b2", "/usr/bin"),
+                    File("b2/.wh..wh..opq", ""), File("b2/new", "n")});
+  auto over = open_tree(base, wh);
+  EXPECT_EQ(names(*over, "usr/lib"), std::vector<std::string>{"libc.so.6"});
+  EXPECT_EQ(names(*over, "usr/bin"), std::vector<std::string>{"new"});
+  // Entries before the symlink in the tar went into the directory it replaces.
+  auto before = ingest({File("lib/x.so", "x"), Symlink("lib", "usr/lib")});
+  auto replaced = open_tree(before);
+  EXPECT_EQ(walk_paths(*replaced), (std::vector<std::string>{"", "lib"}));
+  // A whiteout and its directory deleted and made again through an implicit parent: a new
+  // directory, not where a lower symlink led.
+  auto again = ingest({File(".wh.lib", ""), File("lib/x", "x")});
+  auto fresh = open_tree(base, again);
+  EXPECT_EQ(at(*fresh, "lib").mode, S_IFDIR | 0755u);
+  EXPECT_EQ(names(*fresh, "lib"), std::vector<std::string>{"x"});
+  EXPECT_EQ(names(*fresh, "usr/lib"), (std::vector<std::string>{"libc.so.6", "old"}));
+
+  auto to_file = get({File("f", "f"), Symlink("lib", "f"), File("lib/x", "x")});
+  ASSERT_FALSE(to_file.ok());
+  EXPECT_EQ(to_file.error().code, ENOTDIR);
+  EXPECT_NE(to_file.error().message.find("entry 'lib/x': the symlink lib leads to f, which is "
+                                         "not a directory"),
+            std::string::npos)
+      << to_file.error().message;
+  auto loop = get({Symlink("a", "b"), Symlink("b", "a/c"), File("a/x", "x")});
+  ASSERT_FALSE(loop.ok());
+  EXPECT_EQ(loop.error().code, ELOOP);
+  EXPECT_NE(loop.error().message.find("entry 'a/x'"), std::string::npos) << loop.error().message;
 }
 
 // --- concurrency --------------------------------------------------------------------------------
@@ -1165,8 +1279,30 @@ enum class Applied {
   unsure,
   notdir,  // an entry under a symlink to a file fails it, as umoci's and docker's extraction
 };
+// The layer's implicit directories with nothing real below them (only whiteouts, opaque markers
+// and such directories): an extraction makes no parents for a whiteout, so they make nothing.
+std::set<std::string> conditional_dirs(const FakeLayer& layer) {
+  std::set<std::string> implicit;
+  std::set<std::string> real;
+  for (size_t i = 0; i < layer.size(); ++i) {
+    const FakeLayer::Entry& e = layer.raw(i);
+    if (e.type == EntryType::directory && e.implicit) {
+      implicit.insert(e.path);
+      continue;
+    }
+    if (e.type == EntryType::whiteout) continue;
+    for (std::string up = model_parent(e.path); !up.empty(); up = model_parent(up)) real.insert(up);
+  }
+  std::set<std::string> out;
+  for (const std::string& path : implicit) {
+    if (real.count(path) == 0) out.insert(path);
+  }
+  return out;
+}
+
 Applied apply(Model& model, const FakeLayer& layer, uint64_t layer_no) {
   const Model below = model;
+  const std::set<std::string> conditional = conditional_dirs(layer);
   bool loop = false;
   bool notdir = false;  // an entry under a symlink to a non-directory
   if (const auto& root = layer.raw_root()) {
@@ -1194,7 +1330,7 @@ Applied apply(Model& model, const FakeLayer& layer, uint64_t layer_no) {
   // extraction in tar order would too, as the parents come first).
   for (size_t i : order) {
     const FakeLayer::Entry& e = layer.raw(i);
-    if (e.type != EntryType::directory) continue;
+    if (e.type != EntryType::directory || conditional.count(e.path) != 0) continue;
     bool ignored = false;
     std::optional<std::string> place = model_place(model, e.path, &ignored);
     if (!place || *place != e.path) continue;
@@ -1236,6 +1372,15 @@ Applied apply(Model& model, const FakeLayer& layer, uint64_t layer_no) {
   for (size_t i : order) {
     const FakeLayer::Entry& e = layer.raw(i);
     if (e.type == EntryType::whiteout) continue;
+    if (conditional.count(e.path) != 0) {
+      // Makes nothing: it only carries the layer's whiteouts and markers, applied above.
+      std::optional<std::string> place = model_place(model, e.path, &loop);
+      auto it = place ? model.find(*place) : model.end();
+      if (it != model.end() && it->second.type == EntryType::symlink) {
+        loop = loop || model_resolve(model, *place).loop;
+      }
+      continue;
+    }
     std::optional<std::string> place = model_place(model, e.path, &loop, &notdir);
     if (!place) continue;
     // Two entries of the layer at one place: its own entry there, else the first one, stands.
