@@ -394,7 +394,7 @@ Result<void> DockerCredentials::refresh() {
   if (path_.empty()) return {};
   auto failed = [&](int err) {
     return make_error(EINVAL,
-                      "docker config " + description_ + ": cannot be read: " + std::strerror(err));
+                      "docker config " + description_ + ": cannot be read: " + errno_text(err));
   };
   Stamp stamp;
   struct stat st {};
