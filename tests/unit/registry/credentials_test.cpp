@@ -437,7 +437,7 @@ TEST_F(HelperRotation, AChangedFileDropsHelperAnswersAndATouchedOneDoesNot) {
   EXPECT_EQ(calls(dir.path()), 2);
 }
 
-TEST_F(HelperRotation, AFailingHelperIsRemeberedForTheRefusalTtlOnly) {
+TEST_F(HelperRotation, AFailingHelperIsRememberedForTheRefusalTtlOnly) {
   write_helper(dir.path(), "flaky",
                count_calls(dir.path()) + "echo 'keyring locked' >&2; exit 3\n");
   write_file(config(), R"({"credsStore": "flaky"})");
