@@ -159,6 +159,8 @@ Result<MountSetup> mount_setup(const Args& args) {
     IMAGEFS_TRY(n, parse_number(*ttl, 0, 3600, "--negative-ttl"));
     setup.images.negative_ttl = std::chrono::seconds(n);
   }
+  // No refusal of credentials is remembered longer than a failed lookup.
+  setup.images.registry.refusal_ttl = setup.images.negative_ttl;
   if (auto idle = args.get("idle")) {
     IMAGEFS_TRY(d, parse_idle(*idle));
     setup.images.idle = d;

@@ -1,6 +1,7 @@
 // The token flow of the distribution spec (docs/spec/auth/token.md): GET realm?service=&scope=
 // anonymously or with Basic credentials, or POST grant_type=refresh_token for an identity token
-// (docs/spec/auth/oauth.md); tokens cached per (host, scope) for their expires_in.
+// (docs/spec/auth/oauth.md); tokens cached per (host, scope) for their expires_in, or until the
+// credentials they were obtained with change; a refused helper credential asked for again.
 #include "registry/auth.h"
 
 #include <curl/curl.h>
@@ -16,6 +17,19 @@ namespace {
 
 constexpr std::chrono::seconds kDefaultTokenLifetime{60};
 constexpr const char* kRedacted = "<redacted>";
+constexpr size_t kMaxTokens = 1024;
+constexpr size_t kMaxSecrets = 512;
+
+// What a token remembers of the credentials it was obtained with ("" when anonymous).
+std::string credential_key(const std::optional<Credential>& c) {
+  if (!c) return std::string();
+  return c->username + '\0' + c->password + '\0' + c->identity_token;
+}
+
+std::string basic_header(const std::optional<Credential>& c) {
+  if (!c || !c->has_password()) return std::string();
+  return "Basic " + base64_encode(c->username + ":" + c->password);
+}
 
 std::vector<std::string> split_scopes(const std::string& text) {
   std::vector<std::string> out;
@@ -81,8 +95,14 @@ void Authenticator::remember_secret(const std::string& secret) {
   // Very short strings would blank out ordinary words; they are not worth hiding.
   if (secret.size() < 4) return;
   MutexLock lock(secrets_mu_);
-  if (std::find(secrets_.begin(), secrets_.end(), secret) == secrets_.end())
-    secrets_.push_back(secret);
+  // Most recent last: a password in use stays, tokens long expired leave.
+  auto it = std::find(secrets_.begin(), secrets_.end(), secret);
+  if (it != secrets_.end()) {
+    if (std::next(it) != secrets_.end()) std::rotate(it, std::next(it), secrets_.end());
+    return;
+  }
+  if (secrets_.size() >= kMaxSecrets) secrets_.erase(secrets_.begin());
+  secrets_.push_back(secret);
 }
 
 std::string Authenticator::redact(std::string text) const {
@@ -101,12 +121,21 @@ Result<std::optional<Credential>> Authenticator::credential(const std::string& h
   if (found) {
     remember_secret(found->password);
     remember_secret(found->identity_token);
-    if (found->has_password()) {
-      std::string basic = base64_encode(found->username + ":" + found->password);
-      remember_secret(basic);
-    }
+    if (found->has_password())
+      remember_secret(base64_encode(found->username + ":" + found->password));
   }
   return found;
+}
+
+Result<bool> Authenticator::reask(const std::string& host, std::optional<Credential>& found,
+                                  AuthAttempt& attempt) {
+  if (attempt.credentials_reasked) return false;
+  attempt.credentials_reasked = true;
+  if (!credentials_->refused(host, found)) return false;
+  IMAGEFS_TRY(again, credential(host));
+  if (same_credential(again, found)) return false;
+  found = std::move(again);
+  return true;
 }
 
 std::string Authenticator::credential_note(const std::string& host) {
@@ -116,8 +145,8 @@ std::string Authenticator::credential_note(const std::string& host) {
   return "the credentials for " + host + " from " + found.value()->source + " were not accepted";
 }
 
-Result<std::string> Authenticator::authorization(const std::string& host,
-                                                 const std::string& scope) {
+Result<std::string> Authenticator::authorization(const std::string& host, const std::string& scope,
+                                                 AuthAttempt& attempt) {
   HostAuth how;
   {
     MutexLock lock(hosts_mu_);
@@ -125,23 +154,22 @@ Result<std::string> Authenticator::authorization(const std::string& host,
     if (it == hosts_.end()) return std::string();
     how = it->second;
   }
-  if (how.scheme == "basic") {
-    IMAGEFS_TRY(found, credential(host));
-    if (!found || !found->has_password()) return std::string();
-    return "Basic " + base64_encode(found->username + ":" + found->password);
-  }
-  return bearer(host, how, {scope}, "");
+  IMAGEFS_TRY(found, credential(host));
+  if (how.scheme == "basic") return basic_header(found);
+  return bearer(host, how, {scope}, std::move(found), "", attempt);
 }
 
 Result<std::string> Authenticator::bearer(const std::string& host, const HostAuth& how,
                                           const std::vector<std::string>& scopes,
-                                          const std::string& refused) {
+                                          std::optional<Credential> found,
+                                          const std::string& refused, AuthAttempt& attempt) {
   auto key = std::make_pair(host, scopes.front());
   {
     MutexLock lock(tokens_mu_);
     auto it = tokens_.find(key);
     if (it != tokens_.end()) {
-      if (it->second.value == refused || clock_->steady_now() >= it->second.expires) {
+      if (it->second.value == refused || clock_->steady_now() >= it->second.expires ||
+          it->second.credential != credential_key(found)) {
         tokens_.erase(it);
       } else {
         // Possibly refreshed by another thread since `refused` was sent.
@@ -150,7 +178,17 @@ Result<std::string> Authenticator::bearer(const std::string& host, const HostAut
     }
   }
   auto fetched_at = clock_->steady_now();
-  IMAGEFS_TRY(answer, fetch_token(host, how, scopes));
+  bool service_refused = false;
+  Result<std::string> fetched = fetch_token(host, how, scopes, found, service_refused);
+  if (!fetched.ok() && service_refused) {
+    // The token service turned the credentials down: a credential helper may have newer ones.
+    IMAGEFS_TRY(other, reask(host, found, attempt));
+    if (other) {
+      fetched_at = clock_->steady_now();
+      fetched = fetch_token(host, how, scopes, found, service_refused);
+    }
+  }
+  IMAGEFS_TRY(answer, std::move(fetched));
   json doc = json::parse(answer, nullptr, false);
   std::string token;
   std::chrono::seconds lifetime = kDefaultTokenLifetime;
@@ -176,14 +214,31 @@ Result<std::string> Authenticator::bearer(const std::string& host, const HostAut
   remember_secret(token);
   {
     MutexLock lock(tokens_mu_);
-    tokens_[key] = Token{token, fetched_at + lifetime};
+    std::string credential = credential_key(found);
+    auto now = clock_->steady_now();
+    // Tokens of this host obtained with other credentials are of no more use; expired ones
+    // neither, once the table is full; then the soonest to expire go.
+    for (auto it = tokens_.begin(); it != tokens_.end();) {
+      bool stale = it->first.first == host && it->second.credential != credential;
+      bool expired = tokens_.size() >= kMaxTokens && now >= it->second.expires;
+      it = stale || expired ? tokens_.erase(it) : std::next(it);
+    }
+    while (tokens_.size() >= kMaxTokens && !tokens_.contains(key)) {
+      auto soonest = tokens_.begin();
+      for (auto it = tokens_.begin(); it != tokens_.end(); ++it)
+        if (it->second.expires < soonest->second.expires) soonest = it;
+      tokens_.erase(soonest);
+    }
+    tokens_[key] = Token{token, fetched_at + lifetime, std::move(credential)};
   }
   return "Bearer " + token;
 }
 
 Result<std::string> Authenticator::fetch_token(const std::string& host, const HostAuth& how,
-                                               const std::vector<std::string>& scopes) {
-  IMAGEFS_TRY(found, credential(host));
+                                               const std::vector<std::string>& scopes,
+                                               const std::optional<Credential>& found,
+                                               bool& refused) {
+  refused = false;
   bool with_secret = found && (found->has_password() || !found->identity_token.empty());
   if (with_secret && !may_send_secrets_(how.realm))
     return make_error(EACCES, "refusing to send the credentials for " + host +
@@ -215,7 +270,8 @@ Result<std::string> Authenticator::fetch_token(const std::string& host, const Ho
   std::string reason = service_reason(response);
   std::string who = with_secret ? "the credentials for " + host + " from " + found->source
                                 : "anonymous access to " + host;
-  if (response.status == 401 || response.status == 403)
+  refused = response.status == 401 || response.status == 403;
+  if (refused)
     return make_error(EACCES, "unauthorized: the token service " + how.realm + " refused " + who +
                                   (reason.empty() ? "" : " (" + redact(reason) + ")"));
   return make_error(EIO, "the token service " + how.realm + " for " + host + " answered " +
@@ -225,7 +281,7 @@ Result<std::string> Authenticator::fetch_token(const std::string& host, const Ho
 
 Result<std::optional<std::string>> Authenticator::on_unauthorized(
     const std::string& host, const std::string& scope, const std::vector<Challenge>& challenges,
-    const std::string& used) {
+    const std::string& used, AuthAttempt& attempt) {
   const Challenge* bearer_challenge = nullptr;
   const Challenge* basic_challenge = nullptr;
   for (const Challenge& c : challenges) {
@@ -250,7 +306,16 @@ Result<std::optional<std::string>> Authenticator::on_unauthorized(
       if (std::find(scopes.begin(), scopes.end(), s) == scopes.end()) scopes.push_back(s);
     }
     std::string refused = used.starts_with("Bearer ") ? used.substr(7) : std::string();
-    IMAGEFS_TRY(header, bearer(host, how, scopes, refused));
+    IMAGEFS_TRY(found, credential(host));
+    if (!refused.empty()) {
+      if (attempt.token_refetched) {
+        // A token fetched for this very request was refused: its credentials are the suspect.
+        IMAGEFS_TRY(other, reask(host, found, attempt));
+        if (!other) return std::optional<std::string>();
+      }
+      attempt.token_refetched = true;
+    }
+    IMAGEFS_TRY(header, bearer(host, how, scopes, std::move(found), refused, attempt));
     return std::optional<std::string>(std::move(header));
   }
   if (basic_challenge != nullptr) {
@@ -259,9 +324,14 @@ Result<std::optional<std::string>> Authenticator::on_unauthorized(
       hosts_[host] = HostAuth{"basic", "", ""};
     }
     IMAGEFS_TRY(found, credential(host));
-    if (!found || !found->has_password()) return std::optional<std::string>();
-    std::string header = "Basic " + base64_encode(found->username + ":" + found->password);
-    if (header == used) return std::optional<std::string>();
+    std::string header = basic_header(found);
+    if (header.empty() || header == used) {
+      // What lookup gives was just refused (or is nothing): a credential helper may know better.
+      IMAGEFS_TRY(other, reask(host, found, attempt));
+      if (!other) return std::optional<std::string>();
+      header = basic_header(found);
+      if (header.empty() || header == used) return std::optional<std::string>();
+    }
     return std::optional<std::string>(std::move(header));
   }
   std::string schemes;
@@ -269,6 +339,51 @@ Result<std::optional<std::string>> Authenticator::on_unauthorized(
   if (schemes.empty()) return std::optional<std::string>();  // a bare 401: nothing to try
   return make_error(EACCES, "registry " + host + " asks for authentication imagefs does not " +
                                 "support (" + schemes + "; imagefs speaks Bearer and Basic)");
+}
+
+Result<std::optional<std::string>> Authenticator::on_forbidden(const std::string& host,
+                                                               const std::string& scope,
+                                                               const std::string& used,
+                                                               AuthAttempt& attempt) {
+  HostAuth how;
+  {
+    MutexLock lock(hosts_mu_);
+    auto it = hosts_.find(host);
+    if (it == hosts_.end() || used.empty()) return std::optional<std::string>();
+    how = it->second;
+  }
+  IMAGEFS_TRY(found, credential(host));
+  if (how.scheme == "basic") {
+    std::string header = basic_header(found);
+    if (header == used) {
+      IMAGEFS_TRY(other, reask(host, found, attempt));
+      if (!other) return std::optional<std::string>();
+      header = basic_header(found);
+    }
+    // New credentials (from the helper, or config.json changed since the request left).
+    if (header.empty() || header == used) return std::optional<std::string>();
+    return std::optional<std::string>(std::move(header));
+  }
+  // Bearer: only a helper's newer credentials are worth a new token; a 403 to a token obtained
+  // with the credentials lookup gives now is the registry's answer.
+  std::string refused = used.starts_with("Bearer ") ? used.substr(7) : std::string();
+  bool current = false;
+  {
+    MutexLock lock(tokens_mu_);
+    auto it = tokens_.find(std::make_pair(host, scope));
+    current = it != tokens_.end() && it->second.value == refused &&
+              it->second.credential == credential_key(found);
+  }
+  if (current) {
+    IMAGEFS_TRY(other, reask(host, found, attempt));
+    if (!other) return std::optional<std::string>();
+  } else if (attempt.credentials_reasked) {
+    return std::optional<std::string>();
+  } else {
+    attempt.credentials_reasked = true;  // the credentials changed since: one try with them
+  }
+  IMAGEFS_TRY(header, bearer(host, how, {scope}, std::move(found), refused, attempt));
+  return std::optional<std::string>(std::move(header));
 }
 
 }  // namespace imagefs::registry

@@ -1,6 +1,7 @@
 // Registry authentication: what a host asked for (Bearer tokens or Basic), tokens cached per
-// (host, scope) until they expire, and the answer to a 401. Used by the transport; the CLI never
-// needs it directly.
+// (host, scope) until they expire or the credentials they were obtained with change, and the
+// answer to a 401 or 403: a new token, or a credential helper asked again. Used by the
+// transport; the CLI never needs it directly.
 #pragma once
 
 #include <chrono>
@@ -21,6 +22,13 @@
 
 namespace imagefs::registry {
 
+// What one request has tried already, so that each remedy is tried once per request
+// (Transport::send keeps one per request).
+struct AuthAttempt {
+  bool token_refetched = false;      // a refused token was replaced by a new one
+  bool credentials_reasked = false;  // the credentials were looked up again after a refusal
+};
+
 class Authenticator {
  public:
   // Sends a request to a token service (retries and redirects are the caller's business).
@@ -34,18 +42,40 @@ class Authenticator {
 
   // The Authorization header value to send to `host` for `scope` ("repository:NAME:pull"), or ""
   // before the host has asked for anything. Fetches a token when the host is known to want
-  // Bearer and none is cached for the scope.
-  Result<std::string> authorization(const std::string& host, const std::string& scope);
+  // Bearer and none is cached for the scope with the credentials lookup gives now (a token
+  // obtained with other credentials is dropped).
+  Result<std::string> authorization(const std::string& host, const std::string& scope,
+                                    AuthAttempt& attempt);
+  Result<std::string> authorization(const std::string& host, const std::string& scope) {
+    AuthAttempt attempt;
+    return authorization(host, scope, attempt);
+  }
 
   // Answers a 401 from `host` whose request carried `used` (maybe ""). Returns the header to retry
-  // with, or nullopt when there is nothing better to try (no credentials for Basic, credentials
-  // already rejected). A cached token that was refused (invalid_token, insufficient_scope, or
-  // simply a 401) is dropped and a new one fetched. Errors: the token service's refusal
-  // (EACCES) or failure (EIO), unsupported schemes (EACCES).
+  // with, or nullopt when there is nothing better to try. In order, once each per attempt: a
+  // refused token (invalid_token, insufficient_scope, or simply a 401) is dropped and a new one
+  // fetched; then, when a token fetched for this very request or the Basic credentials were
+  // refused, the credentials are looked up again if DockerCredentials::refused() says that may
+  // give others (a credential helper's answer); nullopt if they are the same. A token service
+  // that refuses a helper's credentials gets the helper asked again the same way. Errors: the
+  // token service's refusal (EACCES) or failure (EIO), unsupported schemes (EACCES).
   Result<std::optional<std::string>> on_unauthorized(const std::string& host,
                                                      const std::string& scope,
                                                      const std::vector<Challenge>& challenges,
-                                                     const std::string& used);
+                                                     const std::string& used, AuthAttempt& attempt);
+  Result<std::optional<std::string>> on_unauthorized(const std::string& host,
+                                                     const std::string& scope,
+                                                     const std::vector<Challenge>& challenges,
+                                                     const std::string& used) {
+    AuthAttempt attempt;
+    return on_unauthorized(host, scope, challenges, used, attempt);
+  }
+
+  // Answers a 403 from `host` to a request that carried `used` (not ""): registries such as ECR
+  // answer an expired credential with 403. Returns a header built from new credentials when
+  // a credential helper, asked again, gives other ones; else nullopt (a 403 stands).
+  Result<std::optional<std::string>> on_forbidden(const std::string& host, const std::string& scope,
+                                                  const std::string& used, AuthAttempt& attempt);
 
   // For messages about a refusal: "no credentials for HOST in /root/.docker/config.json" or
   // "the credentials for HOST from docker-credential-x were not accepted".
@@ -64,13 +94,24 @@ class Authenticator {
   struct Token {
     std::string value;
     std::chrono::steady_clock::time_point expires;
+    std::string credential;  // credential_key() of what it was obtained with
   };
 
   Result<std::optional<Credential>> credential(const std::string& host);
+  // The token service's answer; `refused` tells a 401/403 of the service from other errors.
   Result<std::string> fetch_token(const std::string& host, const HostAuth& how,
-                                  const std::vector<std::string>& scopes);
+                                  const std::vector<std::string>& scopes,
+                                  const std::optional<Credential>& found, bool& refused);
+  // "Bearer TOKEN" for the scopes with `found` (what lookup gave): a cached token obtained with
+  // the same credentials, else a new one (never `refused`, the token just turned down).
   Result<std::string> bearer(const std::string& host, const HostAuth& how,
-                             const std::vector<std::string>& scopes, const std::string& refused);
+                             const std::vector<std::string>& scopes,
+                             std::optional<Credential> found, const std::string& refused,
+                             AuthAttempt& attempt);
+  // After `found` was refused: looks the credentials up again, once per attempt, when
+  // DockerCredentials::refused() says they may differ. True (and `found` replaced) when they do.
+  Result<bool> reask(const std::string& host, std::optional<Credential>& found,
+                     AuthAttempt& attempt);
   void remember_secret(const std::string& secret);
 
   std::shared_ptr<DockerCredentials> credentials_;
@@ -82,8 +123,10 @@ class Authenticator {
   Mutex hosts_mu_;
   std::map<std::string, HostAuth> hosts_ GUARDED_BY(hosts_mu_);
   Mutex tokens_mu_;
+  // By (host, scope); at most kMaxTokens (expired ones, then the soonest to expire, go first).
   std::map<std::pair<std::string, std::string>, Token> tokens_ GUARDED_BY(tokens_mu_);
   mutable Mutex secrets_mu_;
+  // The most recently seen secrets, at most kMaxSecrets (tokens come and go for weeks).
   std::vector<std::string> secrets_ GUARDED_BY(secrets_mu_);
 };
 

@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,9 +16,8 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
+#include <ctime>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <system_error>
 #include <utility>
 
@@ -273,30 +273,47 @@ std::filesystem::path default_docker_config() {
   return {};
 }
 
+bool same_credential(const std::optional<Credential>& a, const std::optional<Credential>& b) {
+  if (!a || !b) return !a && !b;
+  return a->username == b->username && a->password == b->password &&
+         a->identity_token == b->identity_token;
+}
+
+DockerCredentials::DockerCredentials(std::filesystem::path path, std::shared_ptr<Clock> clock,
+                                     CredentialPolicy policy)
+    : path_(std::move(path)),
+      description_(path_.empty() ? "no docker config" : path_.string()),
+      clock_(clock ? std::move(clock) : system_clock()),
+      policy_(policy) {}
+
 std::shared_ptr<DockerCredentials> DockerCredentials::none() {
-  return std::shared_ptr<DockerCredentials>(new DockerCredentials());
+  return std::shared_ptr<DockerCredentials>(new DockerCredentials({}, {}, {}));
 }
 
 Result<std::shared_ptr<DockerCredentials>> DockerCredentials::load(
-    const std::filesystem::path& path_in) {
+    const std::filesystem::path& path_in, std::shared_ptr<Clock> clock, CredentialPolicy policy) {
   std::filesystem::path path = path_in.empty() ? default_docker_config() : path_in;
-  std::shared_ptr<DockerCredentials> creds(new DockerCredentials());
-  if (path.empty()) return creds;
-  creds->description_ = path.string();
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) return creds;  // docker without a login: no file
-  std::ifstream file(path, std::ios::binary);
-  if (!file) return make_error(EINVAL, "docker config " + path.string() + ": cannot be read");
-  std::stringstream text;
-  text << file.rdbuf();
-  std::string bytes = text.str();
+  std::shared_ptr<DockerCredentials> creds(new DockerCredentials(path, std::move(clock), policy));
+  MutexLock lock(creds->mu_);
+  IMAGEFS_CHECK(creds->refresh());
+  return creds;
+}
+
+void DockerCredentials::set_helper_timeout(std::chrono::milliseconds timeout) {
+  MutexLock lock(mu_);
+  policy_.helper_timeout = timeout;
+}
+
+Result<DockerCredentials::Config> DockerCredentials::parse(const std::string& bytes,
+                                                           const std::string& file) {
   auto bad = [&](const std::string& why) {
-    return make_error(EINVAL, "docker config " + path.string() + ": " + why);
+    return make_error(EINVAL, "docker config " + file + ": " + why);
   };
   json doc = json::parse(bytes, nullptr, false);
   if (doc.is_discarded()) return bad("not valid JSON");
   if (!doc.is_object()) return bad("not a JSON object");
 
+  Config config;
   if (auto auths = doc.find("auths"); auths != doc.end() && !auths->is_null()) {
     if (!auths->is_object()) return bad("\"auths\" is not an object");
     for (auto item = auths->begin(); item != auths->end(); ++item) {
@@ -304,7 +321,7 @@ Result<std::shared_ptr<DockerCredentials>> DockerCredentials::load(
       const json& entry = item.value();
       if (!entry.is_object()) return bad("auths entry for " + key + " is not an object");
       Credential c;
-      c.source = path.string();
+      c.source = file;
       auto str = [&](const char* name) -> std::string {
         auto v = entry.find(name);
         return v != entry.end() && v->is_string() ? v->get<std::string>() : std::string();
@@ -324,59 +341,218 @@ Result<std::shared_ptr<DockerCredentials>> DockerCredentials::load(
       }
       c.identity_token = str("identitytoken");
       if (!c.has_password() && c.identity_token.empty()) continue;  // e.g. {} left by a helper
-      creds->auths_.emplace(host_of_config_key(key), std::move(c));
+      config.auths.emplace(host_of_config_key(key), std::move(c));
     }
   }
   if (auto helpers = doc.find("credHelpers"); helpers != doc.end() && !helpers->is_null()) {
     if (!helpers->is_object()) return bad("\"credHelpers\" is not an object");
     for (const auto& [key, name] : helpers->items()) {
       if (!name.is_string()) return bad("credHelpers entry for " + key + " is not a string");
-      creds->helpers_[host_of_config_key(key)] = name.get<std::string>();
+      config.helpers[host_of_config_key(key)] = name.get<std::string>();
     }
   }
   if (auto store = doc.find("credsStore"); store != doc.end() && !store->is_null()) {
     if (!store->is_string()) return bad("\"credsStore\" is not a string");
-    creds->store_ = store->get<std::string>();
+    config.store = store->get<std::string>();
   }
-  return creds;
+  return config;
+}
+
+namespace {
+
+// A file's modification time can only tell writes apart when they are in different ticks of the
+// kernel's coarse clock: a file changed this recently may change again, same size, same mtime.
+// (git calls such index entries "racily clean" and compares their contents.) The real wall
+// clock, not the Clock seam: it is compared with the file system's own timestamps.
+constexpr int64_t kRacyNs = 2'000'000'000;
+
+int64_t wall_now_ns() {
+  struct timespec now {};
+  (void)::clock_gettime(CLOCK_REALTIME, &now);
+  return static_cast<int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
+}
+
+int64_t ns(const struct timespec& t) {
+  return static_cast<int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec;
+}
+
+// Most hosts whose helper answers are kept.
+constexpr size_t kMaxAnswers = 256;
+
+}  // namespace
+
+DockerCredentials::Stamp DockerCredentials::stamp_of(const struct stat& st) {
+  return Stamp{true,
+               static_cast<uint64_t>(st.st_dev),
+               static_cast<uint64_t>(st.st_ino),
+               static_cast<int64_t>(st.st_size),
+               ns(st.st_mtim),
+               ns(st.st_ctim)};
+}
+
+Result<void> DockerCredentials::refresh() {
+  if (path_.empty()) return {};
+  auto failed = [&](int err) {
+    return make_error(EINVAL,
+                      "docker config " + description_ + ": cannot be read: " + errno_text(err));
+  };
+  Stamp stamp;
+  struct stat st {};
+  if (::stat(path_.c_str(), &st) == 0) {
+    stamp = stamp_of(st);
+  } else if (errno != ENOENT && errno != ENOTDIR) {
+    return failed(errno);
+  }
+  if (generation_ > 0 && stamp == stamp_ && !racy_) {
+    if (config_error_) return *config_error_;
+    return {};
+  }
+
+  std::string text;
+  if (stamp.exists) {
+    Fd fd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd.get() < 0) {
+      if (errno != ENOENT) return failed(errno);
+      stamp = Stamp{};
+    } else {
+      // The stamp of what is read (the path may have been replaced since the stat).
+      if (::fstat(fd.get(), &st) != 0) return failed(errno);
+      stamp = stamp_of(st);
+      if (st.st_size > (16 << 20))
+        return make_error(EINVAL, "docker config " + description_ + ": larger than 16 MiB");
+      char buffer[16384];
+      for (;;) {
+        ssize_t got = ::read(fd.get(), buffer, sizeof buffer);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) return failed(errno);
+        if (got == 0) break;
+        text.append(buffer, static_cast<size_t>(got));
+        if (text.size() > (16u << 20))
+          return make_error(EINVAL, "docker config " + description_ + ": larger than 16 MiB");
+      }
+    }
+  }
+  racy_ = stamp.exists && wall_now_ns() - stamp.mtime_ns < kRacyNs;
+  bool same_text = generation_ > 0 && stamp.exists == stamp_.exists && text == text_;
+  stamp_ = stamp;
+  if (same_text) {
+    // Touched or rewritten with the same bytes: what was learned still holds.
+    if (config_error_) return *config_error_;
+    return {};
+  }
+  text_ = std::move(text);
+  ++generation_;
+  answers_.clear();
+  reasked_.clear();
+  if (!stamp.exists) {
+    config_ = Config{};  // docker without a login: no file
+    config_error_.reset();
+    return {};
+  }
+  Result<Config> parsed = parse(text_, description_);
+  if (!parsed.ok()) {
+    config_ = Config{};
+    config_error_ = parsed.error();
+    return parsed.error();
+  }
+  config_ = std::move(parsed).value();
+  config_error_.reset();
+  return {};
+}
+
+std::string DockerCredentials::helper_for(const std::string& host) const {
+  if (auto it = config_.helpers.find(host); it != config_.helpers.end()) return it->second;
+  return config_.store;
+}
+
+std::optional<Credential> DockerCredentials::inline_entry(const std::string& host) const {
+  if (auto it = config_.auths.find(host); it != config_.auths.end()) return it->second;
+  return std::nullopt;
+}
+
+bool DockerCredentials::fresh(const Answer& answer) const {
+  auto age = clock_->steady_now() - answer.obtained;
+  if (!answer.result.ok()) return age < policy_.refusal_ttl;
+  return age < policy_.helper_max_age;
+}
+
+void DockerCredentials::keep(const std::string& host, Answer answer) {
+  if (answers_.size() >= kMaxAnswers && !answers_.contains(host)) {
+    for (auto it = answers_.begin(); it != answers_.end();)
+      it = fresh(it->second) ? std::next(it) : answers_.erase(it);
+    while (answers_.size() >= kMaxAnswers) {
+      auto oldest = answers_.begin();
+      for (auto it = answers_.begin(); it != answers_.end(); ++it)
+        if (it->second.obtained < oldest->second.obtained) oldest = it;
+      answers_.erase(oldest);
+    }
+  }
+  answers_.insert_or_assign(host, std::move(answer));
 }
 
 Result<std::optional<Credential>> DockerCredentials::lookup(const std::string& host_in) {
   std::string host = host_of_config_key(host_in);
+  std::string helper;
+  std::optional<Credential> fallback;
+  uint64_t generation = 0;
+  std::chrono::milliseconds timeout{};
   {
     MutexLock lock(mu_);
-    if (auto it = cache_.find(host); it != cache_.end()) return it->second;
+    IMAGEFS_CHECK(refresh());
+    helper = helper_for(host);
+    fallback = inline_entry(host);
+    if (helper.empty()) return fallback;
+    if (auto it = answers_.find(host); it != answers_.end() && fresh(it->second)) {
+      const Answer& answer = it->second;
+      if (!answer.result.ok()) return answer.result.error();
+      return answer.result.value() ? answer.result.value() : fallback;
+    }
+    generation = generation_;
+    timeout = policy_.helper_timeout;
   }
-  // Not under the lock: a helper may take a while, and a duplicate lookup is harmless.
-  IMAGEFS_TRY(found, lookup_uncached(host));
+  // Not under the lock: a helper may take a while. Concurrent lookups of one host share a run.
+  auto started = clock_->steady_now();
+  Result<std::optional<Credential>> answer =
+      helper_runs_.run(host + '\n' + helper, [&] { return run_helper(helper, host, timeout); });
+  {
+    MutexLock lock(mu_);
+    auto it = answers_.find(host);
+    // Kept unless the file changed meanwhile, or a waiter of the same run kept it already.
+    if (generation == generation_ && (it == answers_.end() || !fresh(it->second))) {
+      bool after_refusal = reasked_.erase(host) > 0;
+      keep(host, Answer{answer, started, after_refusal});
+    }
+  }
+  if (!answer.ok()) return answer.error();
+  return answer.value() ? answer.value() : fallback;
+}
+
+bool DockerCredentials::refused(const std::string& host_in, const std::optional<Credential>& used) {
+  std::string host = host_of_config_key(host_in);
   MutexLock lock(mu_);
-  cache_.emplace(host, found);
-  return found;
+  if (helper_for(host).empty()) return false;
+  auto it = answers_.find(host);
+  if (it == answers_.end()) return true;  // dropped already: the next lookup asks
+  const Answer& answer = it->second;
+  if (!answer.result.ok()) return false;  // `used` did not come from this answer
+  std::optional<Credential> given =
+      answer.result.value() ? answer.result.value() : inline_entry(host);
+  if (!same_credential(given, used)) return true;  // a newer answer is there
+  if (answer.after_refusal && clock_->steady_now() - answer.obtained < policy_.refusal_ttl)
+    return false;  // asked again after a refusal just now, and refused again
+  answers_.erase(it);
+  if (reasked_.size() < kMaxAnswers) reasked_.insert(host);
+  return true;
 }
 
-Result<std::optional<Credential>> DockerCredentials::lookup_uncached(const std::string& host) {
-  std::string helper;
-  if (auto it = helpers_.find(host); it != helpers_.end()) {
-    helper = it->second;
-  } else {
-    helper = store_;
-  }
-  if (!helper.empty()) {
-    IMAGEFS_TRY(found, run_helper(helper, host));
-    if (found) return found;
-  }
-  if (auto it = auths_.find(host); it != auths_.end()) return std::optional<Credential>(it->second);
-  return std::optional<Credential>();
-}
-
-Result<std::optional<Credential>> DockerCredentials::run_helper(const std::string& helper,
-                                                                const std::string& host) {
+Result<std::optional<Credential>> DockerCredentials::run_helper(
+    const std::string& helper, const std::string& host, std::chrono::milliseconds timeout) const {
   std::string program = "docker-credential-" + helper;
   auto failed = [&](const std::string& why) {
     return make_error(EACCES, "credential helper " + program + " (from " + description_ +
                                   ") failed for " + host + ": " + why);
   };
-  Result<HelperRun> run = run_program(program, "get", docker_server_url(host), helper_timeout_);
+  Result<HelperRun> run = run_program(program, "get", docker_server_url(host), timeout);
   if (!run.ok()) {
     if (run.error().code == ENOENT) return failed("not found in PATH");
     return failed(run.error().message);

@@ -18,7 +18,14 @@ struct RegistryOptions {
   // A PEM file of CA certificates trusted in addition to the system's.
   std::filesystem::path ca_file;
   // docker's config.json; empty: $DOCKER_CONFIG/config.json, else ~/.docker/config.json.
+  // Re-read when it changes (registry/credentials.h).
   std::filesystem::path docker_config;
+  // A credential helper's answer is used this long, then asked for again (also at once when the
+  // registry refuses it).
+  std::chrono::seconds credential_helper_max_age{15 * 60};
+  // The longest a refusal is remembered by the credentials: a failed helper, a helper asked
+  // again after a refusal and refused again. The daemon sets its --negative-ttl.
+  std::chrono::milliseconds refusal_ttl{5000};
   // Layers of one image downloaded at once.
   unsigned max_parallel = 3;
   // "os/arch[/variant]" chosen from multi-platform images; empty: the host's.

@@ -81,7 +81,10 @@ Result<std::unique_ptr<Puller>> Puller::create(std::shared_ptr<store::BlobStore>
     if (!std::filesystem::is_regular_file(options.ca_file, ec))
       return make_error(ENOENT, "CA file " + options.ca_file.string() + " does not exist");
   }
-  IMAGEFS_TRY(credentials, DockerCredentials::load(options.docker_config));
+  CredentialPolicy policy;
+  policy.helper_max_age = options.credential_helper_max_age;
+  policy.refusal_ttl = options.refusal_ttl;
+  IMAGEFS_TRY(credentials, DockerCredentials::load(options.docker_config, clock, policy));
   auto transport =
       std::make_shared<Transport>(std::move(http), clock, std::move(credentials), options);
   auto client = std::make_shared<RegistryClient>(std::move(transport));

@@ -422,10 +422,11 @@ HttpResponse Transport::exchange(const std::string& host, const RegistryRequest&
 
 Result<Reply> Transport::send(const std::string& host, const RegistryRequest& request,
                               ResumableSink* sink) {
-  IMAGEFS_TRY(authorization, auth_->authorization(host, request.scope));
-  // A request that went out without credentials may authenticate and then refresh a refused
-  // token once; one that carried a cached token may refresh it once.
-  int rounds_left = authorization.empty() ? 2 : 1;
+  AuthAttempt attempt;
+  IMAGEFS_TRY(authorization, auth_->authorization(host, request.scope, attempt));
+  // Each remedy is tried once (AuthAttempt): authenticate, replace a refused token, ask a
+  // credential helper again. Four exchanges are the most that makes.
+  int exchanges_left = 4;
   // One deadline for the whole request, authentication rounds included (a token request has
   // its own).
   Deadline deadline = deadline_for(sink);
@@ -433,12 +434,20 @@ Result<Reply> Transport::send(const std::string& host, const RegistryRequest& re
     IMAGEFS_TRY(reply, with_retries(host, sink, request.notice, deadline, [&] {
                   return exchange(host, request, authorization, sink, deadline);
                 }));
-    if (reply.response.status != 401 || rounds_left-- == 0) return reply;
-    std::vector<Challenge> challenges =
-        parse_www_authenticate(reply.response.headers.get_all("WWW-Authenticate"));
-    IMAGEFS_TRY(next, auth_->on_unauthorized(host, request.scope, challenges, authorization));
-    if (!next) return reply;
-    authorization = std::move(*next);
+    if (--exchanges_left == 0) return reply;
+    Result<std::optional<std::string>> next = std::optional<std::string>();
+    if (reply.response.status == 401) {
+      std::vector<Challenge> challenges =
+          parse_www_authenticate(reply.response.headers.get_all("WWW-Authenticate"));
+      next = auth_->on_unauthorized(host, request.scope, challenges, authorization, attempt);
+    } else if (reply.response.status == 403 && !authorization.empty()) {
+      next = auth_->on_forbidden(host, request.scope, authorization, attempt);
+    } else {
+      return reply;
+    }
+    IMAGEFS_TRY(header, std::move(next));
+    if (!header) return reply;
+    authorization = std::move(*header);
   }
 }
 

@@ -1,6 +1,7 @@
 // How requests reach a registry: which scheme and host (docker.io is registry-1.docker.io; HTTPS,
 // with a plain-HTTP fallback only for loopback and insecure registries), authentication (401 ->
-// token or Basic, once more on a refused token), redirects followed here without leaking the
+// token or Basic, once more on a refused token, and a credential helper asked again when what
+// it gave is refused with 401 or 403), redirects followed here without leaking the
 // Authorization header to another origin (nor to plain HTTP unless the registry asked is allowed
 // plain HTTP), and retries with backoff (429, 5xx, timeouts, dropped
 // connections, resuming a body with Range). Internal to registry/; the client builds on it.

@@ -1,9 +1,15 @@
 // Authentication against the fake registry and token service: the Bearer flow anonymously, with a
 // password and with an identity token; token caching and expiry; refreshing a refused token once;
-// Basic auth; and that no secret ever reaches an error message.
+// Basic auth; that no secret ever reaches an error message; and credentials that rotate under a
+// puller that lives on (config.json changed, a credential helper whose answer changes, tokens of
+// old credentials dropped, refusals remembered no longer than the refusal TTL).
 #include "registry/auth.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <fstream>
 
 #include "registry/credentials.h"
 #include "tests/unit/registry/fakes.h"
@@ -255,6 +261,278 @@ TEST_F(AuthTest, CredentialsNeverAppearInErrorsOrMessages) {
   for (const std::string& e : progress.events()) texts.push_back(e);
   for (const std::string& t : texts) expect_no_secrets(t);
   EXPECT_NE(texts[0].find("<redacted>"), std::string::npos) << texts[0];
+}
+
+// --- Credentials that rotate -------------------------------------------------------------------
+
+// Puts a directory first on PATH for the test's lifetime.
+class PathPrefix {
+ public:
+  explicit PathPrefix(const std::filesystem::path& dir) {
+    const char* old = std::getenv("PATH");
+    old_ = old != nullptr ? old : "";
+    ::setenv("PATH", (dir.string() + ":" + old_).c_str(), 1);
+  }
+  ~PathPrefix() { ::setenv("PATH", old_.c_str(), 1); }
+  PathPrefix(const PathPrefix&) = delete;
+  PathPrefix& operator=(const PathPrefix&) = delete;
+
+ private:
+  std::string old_;
+};
+
+// A puller that lives on (as the daemon's does) while credentials change under it.
+class RotationTest : public AuthTest {
+ protected:
+  void SetUp() override {
+    AuthTest::SetUp();
+    env.options.refusal_ttl = 5s;
+    env.options.credential_helper_max_age = 15min;
+    helper_dir = env.dir.path() / "bin";
+    std::filesystem::create_directories(helper_dir);
+    path = std::make_unique<PathPrefix>(helper_dir);
+  }
+  // docker-credential-rotating answers user alice with the password in bin/password, and counts
+  // its calls in bin/calls.
+  void use_helper(const std::string& first_password) {
+    set_helper_password(first_password);
+    std::ofstream(helper_dir / "docker-credential-rotating")
+        << "#!/bin/sh\nread server\nd='" << helper_dir.string() << "'\n"
+        << "n=$(cat \"$d/calls\" 2>/dev/null || echo 0); echo $((n + 1)) > \"$d/calls\"\n"
+        << "printf '{\"Username\":\"alice\",\"Secret\":\"%s\"}' \"$(cat \"$d/password\")\"\n";
+    ::chmod((helper_dir / "docker-credential-rotating").c_str(), 0755);
+    env.write_docker_config(R"({"credHelpers":{"registry.example":"rotating"}})");
+  }
+  void set_helper_password(const std::string& password) const {
+    std::ofstream(helper_dir / "password") << password;
+  }
+  int helper_calls() const {
+    std::ifstream in(helper_dir / "calls");
+    int n = 0;
+    in >> n;
+    return n;
+  }
+  void write_password(const std::string& password) {
+    env.write_docker_config(R"({"auths":{"registry.example":{"username":"alice","password":")" +
+                            password + R"("}}})");
+  }
+  std::filesystem::path helper_dir;
+  std::unique_ptr<PathPrefix> path;
+};
+
+TEST_F(RotationTest, FixedConfigIsUsedWithoutANewPuller_Basic) {
+  env.registry->auth = FakeRegistry::Auth::basic;
+  write_password("wrong-password-1");
+  auto p = puller();
+  auto denied = resolve(*p, "registry.example/app:1.0");
+  ASSERT_FALSE(denied.ok());
+  EXPECT_EQ(denied.error().code, EACCES);
+  write_password(env.registry->password);
+  auto resolved = resolve(*p, "registry.example/app:1.0");
+  ASSERT_TRUE(resolved.ok()) << resolved.error().message;
+}
+
+TEST_F(RotationTest, FixedConfigIsUsedWithoutANewPuller_Token) {
+  write_password("wrong-password-1");
+  auto p = puller();
+  auto denied = resolve(*p, "registry.example/private/app:1.0");
+  ASSERT_FALSE(denied.ok());
+  EXPECT_EQ(denied.error().code, EACCES);
+  EXPECT_NE(denied.error().message.find("refused the credentials"), std::string::npos)
+      << denied.error().message;
+  write_password(env.registry->password);
+  auto resolved = resolve(*p, "registry.example/private/app:1.0");
+  ASSERT_TRUE(resolved.ok()) << resolved.error().message;
+}
+
+TEST_F(RotationTest, TokensOfOldCredentialsAreDropped) {
+  env.registry->token_ttl = 3600;
+  login();
+  auto p = puller();
+  ASSERT_TRUE(resolve(*p, "registry.example/private/app:1.0").ok());
+  ASSERT_EQ(token_requests().size(), 1u);
+  // Logged in another way: the cached token (valid for an hour) is not used any more.
+  env.write_docker_config(R"({"auths":{"registry.example":{"identitytoken":")" +
+                          env.registry->refresh_token + R"("}}})");
+  env.reset_store();
+  ASSERT_TRUE(resolve(*p, "registry.example/private/app:1.0").ok());
+  auto tokens = token_requests();
+  ASSERT_EQ(tokens.size(), 2u);
+  EXPECT_EQ(tokens[1].method, "POST");
+  // Logged out: no token of the old login is sent; the anonymous one cannot read private/.
+  env.write_docker_config("{}");
+  env.reset_store();
+  size_t before = env.registry->requests().size();
+  auto denied = resolve(*p, "registry.example/private/app:1.0");
+  ASSERT_FALSE(denied.ok());
+  EXPECT_EQ(denied.error().code, EACCES);
+  auto all = env.registry->requests();
+  for (size_t i = before; i < all.size(); ++i) {
+    EXPECT_FALSE(all[i].headers.get("Authorization").value_or("").ends_with("-user"))
+        << "a token of the old login went to " << all[i].url;
+  }
+}
+
+TEST_F(RotationTest, AHelperRefusedIsAskedAgainInTheSameRequest_Basic) {
+  env.registry->auth = FakeRegistry::Auth::basic;
+  use_helper("stale-password-1");
+  auto p = puller();
+  // The helper's password changes after its first answer (it had a stale one cached).
+  env.registry->intercept = [&](const testing::SeenRequest&) -> std::optional<HttpResponse> {
+    if (helper_calls() == 1) set_helper_password(env.registry->password);
+    return std::nullopt;
+  };
+  auto resolved = resolve(*p, "registry.example/app:1.0");
+  ASSERT_TRUE(resolved.ok()) << resolved.error().message;
+  EXPECT_EQ(helper_calls(), 2);
+  // Then the good answer is kept: no more helper runs.
+  env.reset_store();
+  ASSERT_TRUE(resolve(*p, "registry.example/app:1.0").ok());
+  EXPECT_EQ(helper_calls(), 2);
+}
+
+TEST_F(RotationTest, AHelperRefusedByTheTokenServiceIsAskedAgain) {
+  use_helper("stale-password-1");
+  env.registry->intercept = [&](const testing::SeenRequest&) -> std::optional<HttpResponse> {
+    if (helper_calls() == 1) set_helper_password(env.registry->password);
+    return std::nullopt;
+  };
+  auto p = puller();
+  auto resolved = resolve(*p, "registry.example/private/app:1.0");
+  ASSERT_TRUE(resolved.ok()) << resolved.error().message;
+  EXPECT_EQ(helper_calls(), 2);
+  auto tokens = token_requests();
+  ASSERT_EQ(tokens.size(), 2u);  // refused with the stale password, issued with the new one
+}
+
+TEST_F(RotationTest, AHelperAnswerOlderThanTheMaxAgeIsReplacedBeforeTheRegistryRefusesIt) {
+  env.registry->auth = FakeRegistry::Auth::basic;
+  use_helper(env.registry->password);
+  auto p = puller();
+  ASSERT_TRUE(resolve(*p, "registry.example/app:1.0").ok());
+  EXPECT_EQ(helper_calls(), 1);
+  // The password rotates on both sides, as a cloud registry's tokens do.
+  env.registry->password = "rotated-password-2";
+  set_helper_password("rotated-password-2");
+  env.clock->advance(15min);
+  env.reset_store();
+  size_t before = env.registry->requests().size();
+  ASSERT_TRUE(resolve(*p, "registry.example/app:1.0").ok());
+  EXPECT_EQ(helper_calls(), 2);
+  // Asked before use: no request was refused.
+  auto all = env.registry->requests();
+  ASSERT_GT(all.size(), before);
+  EXPECT_EQ(all[before].headers.get("Authorization").value_or(""),
+            "Basic " + base64_encode("alice:rotated-password-2"));
+}
+
+TEST_F(RotationTest, A403ToAHelperCredentialAsksTheHelperAgain) {
+  // ECR answers an expired credential with 403, not 401.
+  env.registry->auth = FakeRegistry::Auth::basic;
+  use_helper(env.registry->password);
+  auto p = puller();
+  ASSERT_TRUE(resolve(*p, "registry.example/app:1.0").ok());
+  std::string expired = "Basic " + base64_encode("alice:" + env.registry->password);
+  env.registry->password = "renewed-password-3";
+  set_helper_password("renewed-password-3");
+  env.registry->intercept = [&](const testing::SeenRequest& r) -> std::optional<HttpResponse> {
+    if (r.headers.get("Authorization").value_or("") != expired) return std::nullopt;
+    HttpResponse forbidden;
+    forbidden.status = 403;
+    forbidden.body = R"({"errors":[{"code":"DENIED","message":"token has expired"}]})";
+    return forbidden;
+  };
+  env.reset_store();
+  auto resolved = resolve(*p, "registry.example/app:1.0");
+  ASSERT_TRUE(resolved.ok()) << resolved.error().message;
+  EXPECT_EQ(helper_calls(), 2);
+}
+
+TEST_F(RotationTest, A403ToCredentialsOfTheFileStands) {
+  env.registry->auth = FakeRegistry::Auth::basic;
+  login();
+  env.registry->intercept = [&](const testing::SeenRequest& r) -> std::optional<HttpResponse> {
+    if (!r.headers.has("Authorization")) return std::nullopt;
+    HttpResponse forbidden;
+    forbidden.status = 403;
+    forbidden.body = R"({"errors":[{"code":"DENIED","message":"no access"}]})";
+    return forbidden;
+  };
+  auto p = puller();
+  auto denied = resolve(*p, "registry.example/app:1.0");
+  ASSERT_FALSE(denied.ok());
+  EXPECT_EQ(denied.error().code, EACCES);
+  // The HEAD anonymously (401) and with the credentials (403), then the GET with them (403):
+  // nothing new to try after a 403, so nothing is sent twice with the same credentials.
+  EXPECT_EQ(env.registry->count("https://registry.example/v2/app/manifests/1.0"), 3u);
+}
+
+TEST_F(RotationTest, ARefusalIsRememberedNoLongerThanTheRefusalTtl) {
+  env.registry->auth = FakeRegistry::Auth::basic;
+  use_helper("bad-password-1");
+  auto p = puller();
+  ASSERT_FALSE(resolve(*p, "registry.example/app:1.0").ok());
+  EXPECT_EQ(helper_calls(), 2);  // asked, refused, asked again, refused again
+  // Within the TTL the refused answer is not asked for again...
+  env.clock->advance(4s);
+  ASSERT_FALSE(resolve(*p, "registry.example/app:1.0").ok());
+  EXPECT_EQ(helper_calls(), 2);
+  // ...after it, it is: the helper has a good one now.
+  set_helper_password(env.registry->password);
+  env.clock->advance(1s);
+  auto resolved = resolve(*p, "registry.example/app:1.0");
+  ASSERT_TRUE(resolved.ok()) << resolved.error().message;
+  EXPECT_EQ(helper_calls(), 3);
+}
+
+TEST_F(RotationTest, AnAnonymousRefusalAsksAHelperThatHadNothing) {
+  env.registry->auth = FakeRegistry::Auth::basic;
+  use_helper("");
+  // The helper knew nothing at first ("credentials not found"), then someone logs in.
+  std::ofstream(helper_dir / "docker-credential-rotating")
+      << "#!/bin/sh\nread server\nd='" << helper_dir.string() << "'\n"
+      << "n=$(cat \"$d/calls\" 2>/dev/null || echo 0); echo $((n + 1)) > \"$d/calls\"\n"
+      << "[ -s \"$d/password\" ] || { echo 'credentials not found in native keychain'; exit 1; }\n"
+      << "printf '{\"Username\":\"alice\",\"Secret\":\"%s\"}' \"$(cat \"$d/password\")\"\n";
+  auto p = puller();
+  ASSERT_FALSE(resolve(*p, "registry.example/app:1.0").ok());
+  int asked = helper_calls();
+  EXPECT_EQ(asked, 2);
+  set_helper_password(env.registry->password);
+  env.clock->advance(5s);
+  auto resolved = resolve(*p, "registry.example/app:1.0");
+  ASSERT_TRUE(resolved.ok()) << resolved.error().message;
+}
+
+TEST(AuthBounds, APasswordInUseStaysRedactedWhileTokensComeAndGo) {
+  // A daemon that runs for weeks sees a new token every few minutes: the secrets it remembers
+  // for redaction are bounded, the oldest (expired tokens) leave, a password in use stays.
+  TestEnv env;
+  env.write_docker_config(
+      R"({"auths":{"r.example":{"username":"alice","password":"long-lived-pw"}}})");
+  auto creds = DockerCredentials::load(env.dir.path() / "config.json", env.clock);
+  ASSERT_TRUE(creds.ok());
+  int issued = 0;
+  Authenticator auth(
+      creds.value(), env.clock,
+      [&](const HttpRequest&) -> Result<HttpResponse> {
+        HttpResponse r;
+        r.status = 200;
+        r.body = R"({"token":"token-number-)" + std::to_string(++issued) + R"(","expires_in":1})";
+        return r;
+      },
+      [](const std::string&) { return true; }, "test");
+  Challenge challenge;
+  challenge.scheme = "bearer";
+  challenge.params = {{"realm", "https://auth.example/token"}, {"service", "s"}};
+  ASSERT_TRUE(auth.on_unauthorized("r.example", "repository:a:pull", {challenge}, "").ok());
+  for (int i = 0; i < 1500; ++i) {
+    env.clock->advance(2s);
+    ASSERT_TRUE(auth.authorization("r.example", "repository:a:pull").ok());
+  }
+  EXPECT_EQ(issued, 1501);
+  EXPECT_EQ(auth.redact("pw long-lived-pw, token-number-1501"), "pw <redacted>, <redacted>");
+  EXPECT_EQ(auth.redact("token-number-2"), "token-number-2");  // long expired, forgotten
 }
 
 TEST(UrlEncode, Reserved) {

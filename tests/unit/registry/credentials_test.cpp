@@ -1,12 +1,17 @@
 // docker's config.json and credential helpers: where credentials come from, in docker's order,
-// and that a secret never shows up in an error.
+// that a secret never shows up in an error, and how they stay current in a long-running process
+// (the file re-read when it changes, helper answers aged out or asked again after a refusal,
+// refusals remembered no longer than the refusal TTL).
 #include "registry/credentials.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <cstdlib>
 #include <fstream>
+#include <thread>
+#include <vector>
 
 #include "tests/unit/registry/fakes.h"
 
@@ -242,6 +247,239 @@ TEST(CredentialHelpers, HelperThatIgnoresStdinDoesNotKillUs) {
   ASSERT_TRUE(r.ok()) << r.error().message;
   ASSERT_TRUE(r->has_value());
   EXPECT_EQ(r.value()->password, "early-secret");
+}
+
+// --- Credentials that rotate -------------------------------------------------------------------
+
+using namespace std::chrono_literals;
+using testing::FakeClock;
+
+std::string read_text(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Shell lines that count calls in DIR/calls and leave the count in $n.
+std::string count_calls(const std::filesystem::path& dir) {
+  std::string file = (dir / "calls").string();
+  return "n=$(cat '" + file + "' 2>/dev/null || echo 0); n=$((n + 1)); echo $n > '" + file + "'\n";
+}
+
+// A helper that answers "secret-N" on its Nth call for every server.
+void write_counting_helper(const std::filesystem::path& dir, const std::string& name) {
+  write_helper(dir, name,
+               "read server\n" + count_calls(dir) +
+                   R"(echo "{\"Username\":\"hu\",\"Secret\":\"secret-$n\"}")"
+                   "\n");
+}
+
+int calls(const std::filesystem::path& dir) {
+  std::string text = read_text(dir / "calls");
+  return text.empty() ? 0 : std::stoi(text);
+}
+
+std::string password_of(DockerCredentials& creds, const std::string& host) {
+  auto found = creds.lookup(host);
+  if (!found.ok()) return "error: " + found.error().message;
+  if (!found->has_value()) return "none";
+  return found.value()->password;
+}
+
+TEST(CredentialRotation, ConfigIsReadAgainWhenItChanges) {
+  TempDir dir;
+  auto config = dir.path() / "config.json";
+  write_file(config, R"({"auths":{"r.example":{"username":"u","password":"first-pw"}}})");
+  auto creds = DockerCredentials::load(config);
+  ASSERT_TRUE(creds.ok()) << creds.error().message;
+  EXPECT_EQ(password_of(*creds.value(), "r.example"), "first-pw");
+
+  // The same size, written in place at once: the mtime may not move, the bytes did.
+  write_file(config, R"({"auths":{"r.example":{"username":"u","password":"other-pw"}}})");
+  EXPECT_EQ(password_of(*creds.value(), "r.example"), "other-pw");
+
+  // Replaced by rename, as editors and `docker login` do: another inode.
+  write_file(dir.path() / "new.json",
+             R"({"auths":{"r.example":{"auth":")" + base64_encode("u:renamed-pw") + R"("}}})");
+  std::filesystem::rename(dir.path() / "new.json", config);
+  EXPECT_EQ(password_of(*creds.value(), "r.example"), "renamed-pw");
+
+  // Removed: no credentials; back again: used again.
+  std::filesystem::remove(config);
+  EXPECT_EQ(password_of(*creds.value(), "r.example"), "none");
+  write_file(config, R"({"auths":{"r.example":{"username":"u","password":"back-pw"}}})");
+  EXPECT_EQ(password_of(*creds.value(), "r.example"), "back-pw");
+}
+
+TEST(CredentialRotation, ARewriteThatKeepsSizeAndMtimeIsSeen) {
+  // As `cp -p` or a restore from backup leaves it: same inode, same size, an old mtime.
+  TempDir dir;
+  auto config = dir.path() / "config.json";
+  struct timespec old_times[2] = {{1600000000, 0}, {1600000000, 0}};
+  write_file(config, R"({"auths":{"r.example":{"username":"u","password":"old-pw"}}})");
+  ASSERT_EQ(::utimensat(AT_FDCWD, config.c_str(), old_times, 0), 0);
+  auto creds = DockerCredentials::load(config);
+  ASSERT_TRUE(creds.ok());
+  EXPECT_EQ(password_of(*creds.value(), "r.example"), "old-pw");
+  write_file(config, R"({"auths":{"r.example":{"username":"u","password":"new-pw"}}})");
+  ASSERT_EQ(::utimensat(AT_FDCWD, config.c_str(), old_times, 0), 0);
+  EXPECT_EQ(password_of(*creds.value(), "r.example"), "new-pw");
+}
+
+TEST(CredentialRotation, AFileThatTurnsMalformedFailsLookupsUntilFixed) {
+  TempDir dir;
+  auto config = dir.path() / "config.json";
+  write_file(config, R"({"auths":{"r.example":{"username":"u","password":"good-pw"}}})");
+  auto creds = DockerCredentials::load(config);
+  ASSERT_TRUE(creds.ok());
+  EXPECT_EQ(password_of(*creds.value(), "r.example"), "good-pw");
+  write_file(config, R"({"auths":{"r.example":{"username":"u","password":"half-writ)");
+  auto broken = creds.value()->lookup("r.example");
+  ASSERT_FALSE(broken.ok());
+  EXPECT_EQ(broken.error().code, EINVAL);
+  EXPECT_NE(broken.error().message.find(config.string() + ": not valid JSON"), std::string::npos)
+      << broken.error().message;
+  EXPECT_EQ(broken.error().message.find("half-writ"), std::string::npos);
+  write_file(config, R"({"auths":{"r.example":{"username":"u","password":"fixed-pw"}}})");
+  EXPECT_EQ(password_of(*creds.value(), "r.example"), "fixed-pw");
+}
+
+class HelperRotation : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    write_counting_helper(dir.path(), "count");
+    write_file(config(), R"({"credHelpers": {"helped.example": "count"}})");
+  }
+  std::filesystem::path config() const { return dir.path() / "config.json"; }
+  std::shared_ptr<DockerCredentials> load() {
+    CredentialPolicy policy;
+    policy.helper_max_age = 15min;
+    policy.refusal_ttl = 5s;
+    auto creds = DockerCredentials::load(config(), clock, policy);
+    if (!creds.ok()) throw std::runtime_error(creds.error().message);
+    return creds.value();
+  }
+  std::optional<Credential> with_password(const std::string& password) const {
+    Credential c;
+    c.username = "hu";
+    c.password = password;
+    return c;
+  }
+
+  TempDir dir;
+  PathPrefix path{dir.path()};
+  std::shared_ptr<FakeClock> clock = std::make_shared<FakeClock>();
+};
+
+TEST_F(HelperRotation, AnswersAreKeptForTheMaxAgeThenAskedForAgain) {
+  auto creds = load();
+  EXPECT_EQ(password_of(*creds, "helped.example"), "secret-1");
+  clock->advance(14min);
+  EXPECT_EQ(password_of(*creds, "helped.example"), "secret-1");
+  EXPECT_EQ(calls(dir.path()), 1);
+  clock->advance(1min);
+  EXPECT_EQ(password_of(*creds, "helped.example"), "secret-2");
+  EXPECT_EQ(calls(dir.path()), 2);
+}
+
+TEST_F(HelperRotation, ARefusedAnswerIsAskedForAgainOnce) {
+  auto creds = load();
+  EXPECT_EQ(password_of(*creds, "helped.example"), "secret-1");
+  EXPECT_TRUE(creds->refused("helped.example", with_password("secret-1")));
+  EXPECT_EQ(password_of(*creds, "helped.example"), "secret-2");
+  EXPECT_EQ(calls(dir.path()), 2);
+
+  // The new answer refused too, at once: not asked again within the refusal TTL.
+  EXPECT_FALSE(creds->refused("helped.example", with_password("secret-2")));
+  EXPECT_EQ(password_of(*creds, "helped.example"), "secret-2");
+  clock->advance(4s);
+  EXPECT_FALSE(creds->refused("helped.example", with_password("secret-2")));
+  EXPECT_EQ(calls(dir.path()), 2);
+  // ...and no longer than that.
+  clock->advance(1s);
+  EXPECT_TRUE(creds->refused("helped.example", with_password("secret-2")));
+  EXPECT_EQ(password_of(*creds, "helped.example"), "secret-3");
+  EXPECT_EQ(calls(dir.path()), 3);
+}
+
+TEST_F(HelperRotation, ALateRefusalOfAnOldAnswerAsksNothing) {
+  auto creds = load();
+  EXPECT_EQ(password_of(*creds, "helped.example"), "secret-1");
+  EXPECT_TRUE(creds->refused("helped.example", with_password("secret-1")));
+  EXPECT_EQ(password_of(*creds, "helped.example"), "secret-2");
+  // Another request that had sent secret-1 comes back refused: there is a newer answer already.
+  EXPECT_TRUE(creds->refused("helped.example", with_password("secret-1")));
+  EXPECT_EQ(password_of(*creds, "helped.example"), "secret-2");
+  EXPECT_EQ(calls(dir.path()), 2);
+}
+
+TEST_F(HelperRotation, CredentialsFromTheFileItselfAreNotAskedForAgain) {
+  write_file(config(), R"({"auths":{"inline.example":{"username":"iu","password":"inline-pw"}},
+                           "credHelpers": {"helped.example": "count"}})");
+  auto creds = load();
+  EXPECT_EQ(password_of(*creds, "inline.example"), "inline-pw");
+  Credential used;
+  used.username = "iu";
+  used.password = "inline-pw";
+  EXPECT_FALSE(creds->refused("inline.example", used));
+  EXPECT_EQ(calls(dir.path()), 0);
+}
+
+TEST_F(HelperRotation, AChangedFileDropsHelperAnswersAndATouchedOneDoesNot) {
+  auto creds = load();
+  EXPECT_EQ(password_of(*creds, "helped.example"), "secret-1");
+  // The same bytes again (a touch, a rewrite): the answer stands.
+  write_file(config(), R"({"credHelpers": {"helped.example": "count"}})");
+  EXPECT_EQ(password_of(*creds, "helped.example"), "secret-1");
+  EXPECT_EQ(calls(dir.path()), 1);
+  // Other bytes: the helper may be another now; asked again.
+  write_file(config(), R"({"credHelpers": {"helped.example": "count"}, "auths": {}})");
+  EXPECT_EQ(password_of(*creds, "helped.example"), "secret-2");
+  EXPECT_EQ(calls(dir.path()), 2);
+}
+
+TEST_F(HelperRotation, AFailingHelperIsRememberedForTheRefusalTtlOnly) {
+  write_helper(dir.path(), "flaky",
+               count_calls(dir.path()) + "echo 'keyring locked' >&2; exit 3\n");
+  write_file(config(), R"({"credsStore": "flaky"})");
+  auto creds = load();
+  EXPECT_FALSE(creds->lookup("a.example").ok());
+  EXPECT_FALSE(creds->lookup("a.example").ok());
+  EXPECT_EQ(calls(dir.path()), 1);
+  clock->advance(5s);
+  auto again = creds->lookup("a.example");
+  ASSERT_FALSE(again.ok());
+  EXPECT_NE(again.error().message.find("keyring locked"), std::string::npos);
+  EXPECT_EQ(calls(dir.path()), 2);
+}
+
+TEST_F(HelperRotation, ConcurrentLookupsShareOneHelperRun) {
+  write_helper(dir.path(), "slow",
+               "read server\nsleep 0.3\necho x >> '" + (dir.path() / "runs").string() + "'\n" +
+                   R"(echo '{"Username":"u","Secret":"slow-secret"}')"
+                   "\n");
+  write_file(config(), R"({"credsStore": "slow"})");
+  auto creds = load();
+  std::vector<std::thread> threads;
+  std::vector<std::string> got(8);
+  for (size_t i = 0; i < got.size(); ++i)
+    threads.emplace_back([&, i] { got[i] = password_of(*creds, "s.example"); });
+  for (auto& t : threads) t.join();
+  for (const std::string& g : got) EXPECT_EQ(g, "slow-secret");
+  EXPECT_EQ(read_text(dir.path() / "runs"), "x\n");
+}
+
+TEST_F(HelperRotation, AnswersAreKeptForAtMost256Hosts) {
+  write_file(config(), R"({"credsStore": "count"})");
+  auto creds = load();
+  EXPECT_EQ(password_of(*creds, "h0.example"), "secret-1");
+  clock->advance(1s);  // h0's answer is the oldest
+  for (int i = 1; i < 256; ++i) ASSERT_NE(password_of(*creds, "h" + std::to_string(i)), "none");
+  EXPECT_EQ(calls(dir.path()), 256);
+  // All 256 kept: the first host is not asked again.
+  EXPECT_EQ(password_of(*creds, "h0.example"), "secret-1");
+  EXPECT_NE(password_of(*creds, "h256"), "none");
+  EXPECT_EQ(calls(dir.path()), 257);
+  EXPECT_EQ(password_of(*creds, "h0.example"), "secret-258");
 }
 
 }  // namespace
