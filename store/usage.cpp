@@ -29,14 +29,14 @@ Result<std::optional<struct stat>> lstat_of(const fs::path& path) {
   return std::optional<struct stat>(st);
 }
 
-// Adds the bytes of `dir` and everything under it to `*total`, each inode once (du counts a
-// hard-linked file once). Entries that vanish during the walk are skipped.
-Result<void> add_tree(const fs::path& dir, uint64_t* total,
+// Adds the bytes of `dir` and everything under it, each inode once (du counts a hard-linked file
+// once): directories to `*dirs`, the rest to `*files`. Entries that vanish are skipped.
+Result<void> add_tree(const fs::path& dir, uint64_t* files, uint64_t* dirs,
                       std::set<std::pair<dev_t, ino_t>>* seen) {
   IMAGEFS_TRY(top, lstat_of(dir));
   if (!top) return {};
   if (!seen->emplace(top->st_dev, top->st_ino).second) return {};
-  *total += static_cast<uint64_t>(top->st_size);
+  *(S_ISDIR(top->st_mode) ? dirs : files) += static_cast<uint64_t>(top->st_size);
   if (!S_ISDIR(top->st_mode)) return {};
   std::error_code ec;
   fs::directory_iterator it(dir, ec);
@@ -45,7 +45,7 @@ Result<void> add_tree(const fs::path& dir, uint64_t* total,
     return errno_error(ec.value(), "cannot list", dir);
   }
   for (; !ec && it != fs::directory_iterator(); it.increment(ec))
-    IMAGEFS_CHECK(add_tree(it->path(), total, seen));
+    IMAGEFS_CHECK(add_tree(it->path(), files, dirs, seen));
   if (ec && ec.value() != ENOENT) return errno_error(ec.value(), "cannot list", dir);
   return {};
 }
@@ -55,7 +55,7 @@ Result<void> add_tree(const fs::path& dir, uint64_t* total,
 uint64_t tree_bytes(const fs::path& dir) {
   uint64_t total = 0;
   std::set<std::pair<dev_t, ino_t>> seen;
-  (void)add_tree(dir, &total, &seen);  // what could be read: an estimate for gc's running total
+  (void)add_tree(dir, &total, &total, &seen);  // what could be read: gc's running total
   return total;
 }
 
@@ -85,19 +85,20 @@ Result<DiskUsage> disk_usage(const fs::path& root) {
       // Plans apart from the segments: segments/plans/ (a shared-file kind of cpio/'s).
       IMAGEFS_TRY(st, lstat_of(path));
       if (!st || !seen.emplace(st->st_dev, st->st_ino).second) continue;
-      usage.segments += static_cast<uint64_t>(st->st_size);
+      usage.other += static_cast<uint64_t>(st->st_size);
       if (!S_ISDIR(st->st_mode)) continue;
       std::error_code kind_ec;
       fs::directory_iterator kinds(path, kind_ec);
       for (; !kind_ec && kinds != fs::directory_iterator(); kinds.increment(kind_ec)) {
         bool plans = kinds->path().filename() == "plans";
-        IMAGEFS_CHECK(add_tree(kinds->path(), plans ? &usage.plans : &usage.segments, &seen));
+        IMAGEFS_CHECK(
+            add_tree(kinds->path(), plans ? &usage.plans : &usage.segments, &usage.other, &seen));
       }
       if (kind_ec && kind_ec.value() != ENOENT)
         return errno_error(kind_ec.value(), "cannot list", path);
       continue;
     }
-    IMAGEFS_CHECK(add_tree(path, bucket, &seen));
+    IMAGEFS_CHECK(add_tree(path, bucket, &usage.other, &seen));
   }
   if (ec) return errno_error(ec.value(), "cannot list", root);
   return usage;

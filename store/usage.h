@@ -26,15 +26,16 @@ namespace imagefs::store {
 using SharedUse = std::map<Digest, std::set<std::filesystem::path>>;
 
 // Bytes under the store's root by kind: apparent sizes (st_size) of every file, directory and
-// symlink, each once, as `du -sb` adds them up. Directories count with what they hold.
+// symlink, each once, as `du -sb` adds them up. The kinds count files; every directory counts in
+// `other` (so an empty tmp/ is 0 B of partial downloads).
 struct DiskUsage {
-  uint64_t blobs = 0;     // blobs/
-  uint64_t derived = 0;   // derived/: layer indexes and layer data
-  uint64_t segments = 0;  // segments/ but segments/plans/: archive segments
-  uint64_t plans = 0;     // segments/plans/: archive plans
-  uint64_t partials = 0;  // tmp/: partial downloads
+  uint64_t blobs = 0;     // files under blobs/
+  uint64_t derived = 0;   // files under derived/: layer indexes and layer data
+  uint64_t segments = 0;  // files under segments/ but segments/plans/: archive segments
+  uint64_t plans = 0;     // files under segments/plans/: archive plans
+  uint64_t partials = 0;  // files under tmp/: partial downloads
   uint64_t catalog = 0;   // catalog.lmdb and its lock file
-  uint64_t other = 0;  // the rest: locks/, leases/, mount.log, the root directory, files not ours
+  uint64_t other = 0;     // directories, locks/, leases/, mount.log, files not ours
 
   [[nodiscard]] uint64_t total() const {
     return blobs + derived + segments + plans + partials + catalog + other;

@@ -584,8 +584,10 @@ TEST_F(Gc, UsageAddsUpLikeDu) {
   EXPECT_EQ(std::fscanf(du, "%llu", &du_bytes), 1);
   EXPECT_EQ(::pclose(du), 0);
   EXPECT_EQ(usage->disk.total(), du_bytes) << "the reference: du -sb";
-  EXPECT_EQ(usage->disk.partials, tree_bytes(dir_.path() / "tmp"));
-  EXPECT_EQ(usage->disk.plans, tree_bytes(dir_.path() / "segments" / "plans"));
+  EXPECT_EQ(usage->disk.partials, 300u);
+  EXPECT_EQ(usage->disk.plans, 100u);
+  EXPECT_EQ(usage->disk.segments, 700u);
+  EXPECT_EQ(usage->disk.blobs, 2u * 200u + 5000u + 1000u);
   EXPECT_GT(usage->disk.catalog, 0u);
 
   const uint64_t a_layer = 1000 + tree_bytes(blobs_->derived_dir(a.layers[1].digest));
