@@ -198,9 +198,15 @@ const std::vector<Command>& commands() {
          with(cache_options(), {{"max-size", Arity::value,
                                  "the size to shrink to: bytes, or with K, M, G, T", "SIZE"}}),
          run_gc});
-    list.push_back({"verify", "verify [--cache-dir DIR]",
-                    "re-hash every blob in the store and report any that do not match its name",
-                    cache_options(), run_verify});
+    list.push_back({"verify", "verify [--repair] [OPTIONS]",
+                    "re-hash every blob in the store, name the images a bad one belongs to, and "
+                    "with --repair fetch it again",
+                    with(with(cache_options(), registry_option_specs()),
+                         {{"repair", Arity::flag,
+                           "fetch bad blobs again from the registries of the images that use "
+                           "them, and remove what was built from them",
+                           ""}}),
+                    run_verify});
     list.push_back(
         {"build", "build [OPTIONS] REF -o FILE",
          "write an image's initramfs (newc cpio of its root filesystem, /init and "

@@ -94,6 +94,9 @@ int run_images(const Args& args, Io& io);
 int run_rm(const Args& args, Io& io);
 int run_gc(const Args& args, Io& io);
 int run_verify(const Args& args, Io& io);
+// "holds 93 MiB (blobs ..., layer indexes and data ..., ...)": the store at `root` as du counts
+// it, for `imagefs status` (cli/store_commands.cpp).
+std::string store_usage_line(const std::filesystem::path& root);
 int run_export(const Args& args, Io& io);  // cli/export_command.cpp
 int run_build(const Args& args, Io& io);   // cli/build_command.cpp
 // The archive options of `build` (and `mount`): --format, --inject, --init, --exec, --level

@@ -363,6 +363,8 @@ void print_status(const fsys::path& mountpoint, Io& io) {
   };
   io.out << printable(mountpoint.string()) << "  pid " << static_cast<int64_t>(num(s, "pid"))
          << "  store " << str(s, "cache_dir") << "  log " << str(s, "log") << "\n";
+  if (!str(s, "cache_dir").empty())
+    io.out << "  the store " << printable(store_usage_line(str(s, "cache_dir"))) << "\n";
   io.out << "  platform " << str(s, "platform") << ", tags re-checked after "
          << static_cast<int64_t>(num(s, "tag_ttl_seconds")) << " s, "
          << static_cast<int64_t>(num(s, "images_open")) << " images open\n";

@@ -21,6 +21,7 @@
 #include "overlay/tree.h"
 #include "store/blob_store.h"
 #include "store/digest.h"
+#include "store/usage.h"
 
 namespace imagefs::cpio {
 
@@ -103,5 +104,11 @@ class ArchiveMaker {
 // reading them). For store::collect()'s `keep_shared`. Unreadable plans are not counted.
 Result<std::set<std::filesystem::path>> shared_files_in_use(
     const std::filesystem::path& store_root);
+
+// For each image (the manifest digest a plan's key begins with), the shared files its archives
+// use: its plan files and the segments they name, whether or not anyone holds the image. For
+// store::collect() and remove_reference() (an image's archives go with it), store_usage() (each
+// image's share) and store::remove_derived_of_bad(). Unreadable plans are not counted.
+Result<store::SharedUse> shared_files_by_image(const std::filesystem::path& store_root);
 
 }  // namespace imagefs::cpio

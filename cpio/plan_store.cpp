@@ -177,21 +177,21 @@ Result<void> write_image_part(const fs::path& store_root, std::string_view key,
                            {"paths", std::move(paths)}});
 }
 
-Result<std::set<fs::path>> shared_files_in_use(const fs::path& store_root) {
-  std::set<fs::path> keep;
+Result<store::SharedUse> shared_files_by_image(const fs::path& store_root) {
+  store::SharedUse out;
   const fs::path dir =
       store::shared_path(store_root, kPlansKind, std::string(kHexDigits, '0')).parent_path();
   std::error_code ec;
   fs::directory_iterator it(dir, ec);
   if (ec) {
-    if (ec.value() == ENOENT) return keep;
+    if (ec.value() == ENOENT) return out;
     return errno_error(ec.value(), "cannot list", dir);
   }
-  std::map<std::string, bool> leased;  // by manifest
-  for (const fs::directory_entry& entry : it) {
-    const std::string name = entry.path().filename().string();
+  for (; !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const fs::path path = it->path();
+    const std::string name = path.filename().string();
     if (!is_hex_name(name)) continue;
-    std::ifstream in(entry.path(), std::ios::binary);
+    std::ifstream in(path, std::ios::binary);
     std::string key, record;
     if (!std::getline(in, key) || !std::getline(in, record)) continue;
     // "sha256:<manifest hex>/<format>/...": the plan of that image.
@@ -199,17 +199,24 @@ Result<std::set<fs::path>> shared_files_in_use(const fs::path& store_root) {
     if (slash == std::string::npos) continue;
     auto manifest = store::Digest::parse(std::string_view(key).substr(0, slash));
     if (!manifest.ok()) continue;
-    auto [known, fresh] = leased.try_emplace(manifest->str(), false);
-    if (fresh) known->second = store::in_use(store_root, *manifest);
-    if (!known->second) continue;
-    keep.insert(entry.path());
+    std::set<fs::path>& files = out[*manifest];
+    files.insert(path);
     json j = json::parse(record, nullptr, false);
     if (j.is_discarded() || !j.is_object() || !j.contains("segments")) continue;
     if (auto segments = decode_segments(j["segments"]))
       for (const SegmentRef& s : *segments)
         for (Format format : {Format::gzip, Format::zstd, Format::none})
-          keep.insert(segment_path(store_root, format, s.key));
+          files.insert(segment_path(store_root, format, s.key));
   }
+  if (ec && ec.value() != ENOENT) return errno_error(ec.value(), "cannot list", dir);
+  return out;
+}
+
+Result<std::set<fs::path>> shared_files_in_use(const fs::path& store_root) {
+  std::set<fs::path> keep;
+  IMAGEFS_TRY(by_image, shared_files_by_image(store_root));
+  for (const auto& [manifest, files] : by_image)
+    if (store::in_use(store_root, manifest)) keep.insert(files.begin(), files.end());
   return keep;
 }
 
@@ -220,6 +227,10 @@ namespace imagefs::cpio {
 Result<std::set<std::filesystem::path>> shared_files_in_use(
     const std::filesystem::path& store_root) {
   return detail::shared_files_in_use(store_root);
+}
+
+Result<store::SharedUse> shared_files_by_image(const std::filesystem::path& store_root) {
+  return detail::shared_files_by_image(store_root);
 }
 
 }  // namespace imagefs::cpio

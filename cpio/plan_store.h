@@ -16,6 +16,7 @@
 
 #include "common/result.h"
 #include "cpio/plan.h"
+#include "store/usage.h"
 
 namespace imagefs::cpio::detail {
 
@@ -60,4 +61,6 @@ Result<void> write_image_part(const std::filesystem::path& store_root, std::stri
 // begins with. Paths as store::list_shared() gives them.
 Result<std::set<std::filesystem::path>> shared_files_in_use(
     const std::filesystem::path& store_root);
+// Every image's plans and the segments they name, held or not (cpio::shared_files_by_image).
+Result<store::SharedUse> shared_files_by_image(const std::filesystem::path& store_root);
 }  // namespace imagefs::cpio::detail

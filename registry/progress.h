@@ -18,7 +18,10 @@ struct LayerId {
 };
 
 // Receives progress events. For each layer exactly one of: layer_cached; or layer_started, any
-// number of layer_progress, then layer_finished or layer_failed. The puller never calls a sink
+// number of layer_progress, then layer_finished or layer_failed. A pull that checks the layers
+// already stored (Puller::pull with StoredBlobs::verify) first reports layer_checking as it hashes
+// a stored layer, then layer_cached if it matched its digest, or layer_damaged and the download
+// events of its repair. The puller never calls a sink
 // from two threads at once (calls are serialized), but they may come from worker threads, so
 // an implementation must not assume the thread that started the pull. Implementations must not
 // call back into the puller.
@@ -42,6 +45,13 @@ class ProgressSink {
     (void)layer;
     (void)error;
   }
+  // The store's copy of the layer is being hashed: `bytes` of layer.size so far.
+  virtual void layer_checking(const LayerId& layer, uint64_t bytes) {
+    (void)layer;
+    (void)bytes;
+  }
+  // The store's copy did not match its digest: it is downloaded again (layer_started follows).
+  virtual void layer_damaged(const LayerId& layer) { (void)layer; }
   // A one-line note for people: retries, resumed downloads, platform warnings.
   virtual void message(const std::string& text) { (void)text; }
 };

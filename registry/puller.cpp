@@ -15,6 +15,7 @@
 #include "registry/credentials.h"
 #include "registry/manifest.h"
 #include "registry/transport.h"
+#include "store/derived.h"
 #include "store/lease.h"
 
 namespace imagefs::registry {
@@ -113,16 +114,59 @@ Error Puller::scrub(Error error) const {
 }
 
 Result<Puller::Blob> Puller::manifest_blob(const Reference& reference, const store::Digest& digest,
-                                           ProgressSink* progress) {
+                                           const std::string& what, ProgressSink* progress,
+                                           std::vector<RepairedBlob>* repaired) {
+  bool damaged = false;
   if (blobs_->contains(digest)) {
-    IMAGEFS_TRY(bytes, blobs_->read(digest));
-    IMAGEFS_TRY(type, manifest_media_type(bytes, ""));
-    return Blob{std::move(bytes), std::move(type), digest};
+    Result<std::string> bytes = blobs_->read(digest);
+    if (bytes.ok()) {
+      IMAGEFS_TRY(type, manifest_media_type(*bytes, ""));
+      return Blob{std::move(*bytes), std::move(type), digest};
+    }
+    // The disk changed the stored copy: fetch it again and put it in its place.
+    if (bytes.error().code != EUCLEAN) return bytes.error();
+    damaged = true;
+    if (progress != nullptr)
+      progress->message("the stored " + what + " " + digest.str() +
+                        " does not match its digest (the disk changed it): fetching it again");
   }
   IMAGEFS_TRY(fetched,
               client_->get_manifest(reference, digest.str(), digest, notice_for(progress)));
-  IMAGEFS_CHECK(blobs_->put(fetched.digest, fetched.bytes));
+  if (damaged) {
+    IMAGEFS_CHECK(blobs_->repair(fetched.digest, fetched.bytes));
+    if (repaired != nullptr) repaired->push_back(RepairedBlob{digest, what});
+  } else {
+    IMAGEFS_CHECK(blobs_->put(fetched.digest, fetched.bytes));
+  }
   return Blob{std::move(fetched.bytes), std::move(fetched.media_type), std::move(fetched.digest)};
+}
+
+Result<std::string> Puller::config_blob(const Reference& reference, const Descriptor& config,
+                                        ProgressSink* progress,
+                                        std::vector<RepairedBlob>* repaired) {
+  Notice notice = notice_for(progress);
+  bool damaged = false;
+  if (blobs_->contains(config.digest)) {
+    Result<std::string> bytes = blobs_->read(config.digest);
+    if (bytes.ok()) return bytes;
+    if (bytes.error().code != EUCLEAN) return bytes.error();
+    damaged = true;
+    if (progress != nullptr)
+      progress->message("the stored config " + config.digest.str() +
+                        " does not match its digest (the disk changed it): fetching it again");
+  }
+  // Under the blob's writer lock, so that processes pulling one image at once fetch it once:
+  // the others wait here and then find it done.
+  IMAGEFS_TRY(writer, damaged ? blobs_->open_repair_writer(config.digest, config.size)
+                              : blobs_->open_writer(config.digest, config.size));
+  if (writer->done()) return blobs_->read(config.digest);
+  IMAGEFS_TRY(bytes, client_->get_blob(reference, config, "config", notice));
+  IMAGEFS_CHECK(writer->restart());
+  IMAGEFS_CHECK(
+      writer->write(std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size())));
+  IMAGEFS_CHECK(writer->commit(config.size));
+  if (damaged && repaired != nullptr) repaired->push_back(RepairedBlob{config.digest, "config"});
+  return bytes;
 }
 
 Result<ResolvedImage> Puller::resolve(const Reference& reference, const Platform& platform,
@@ -143,17 +187,18 @@ Result<ResolvedImage> Puller::resolve_unscrubbed(const Reference& reference,
 
   // The document the reference names: by digest from the store if possible, by tag from the
   // registry (HEAD first: when the store already has that digest, nothing is downloaded).
+  std::vector<RepairedBlob> repaired;
   std::optional<Blob> top;
   if (!reference.digest.empty()) {
     Result<store::Digest> digest = store::Digest::parse(reference.digest);
     if (!digest.ok()) return digest.error().context(name);
-    IMAGEFS_TRY(blob, manifest_blob(reference, digest.value(), progress));
+    IMAGEFS_TRY(blob, manifest_blob(reference, digest.value(), "manifest", progress, &repaired));
     top = std::move(blob);
   } else {
     std::string tag = reference.tag.empty() ? "latest" : reference.tag;
     IMAGEFS_TRY(head, client_->head_manifest(reference, tag, notice));
     if (head && head->digest && blobs_->contains(*head->digest)) {
-      IMAGEFS_TRY(blob, manifest_blob(reference, *head->digest, progress));
+      IMAGEFS_TRY(blob, manifest_blob(reference, *head->digest, "manifest", progress, &repaired));
       top = std::move(blob);
     } else {
       IMAGEFS_TRY(fetched, client_->get_manifest(reference, tag, std::nullopt, notice));
@@ -187,7 +232,9 @@ Result<ResolvedImage> Puller::resolve_unscrubbed(const Reference& reference,
                                       ? ", an index inside an index, which imagefs does not follow"
                                       : ", not an image manifest"));
     }
-    IMAGEFS_TRY(child, manifest_blob(reference, entry.digest, progress));
+    // A top document that is an index: if it was repaired, it was as the index.
+    if (!repaired.empty() && repaired.back().digest == top->digest) repaired.back().what = "index";
+    IMAGEFS_TRY(child, manifest_blob(reference, entry.digest, "manifest", progress, &repaired));
     child_doc = parse_manifest(child.bytes, child.media_type);
     if (!child_doc.ok()) return child_doc.error().context(name + " (" + want.str() + ")");
     manifest = std::get_if<ImageManifest>(&child_doc.value());
@@ -204,24 +251,7 @@ Result<ResolvedImage> Puller::resolve_unscrubbed(const Reference& reference,
       config_desc.media_type != media_type::kDockerConfig)
     return make_error(EIO, name + " is not a container image: its config has media type " +
                                config_desc.media_type);
-  std::string config_bytes;
-  if (!blobs_->contains(config_desc.digest)) {
-    // Under the blob's writer lock, so that processes pulling one image at once fetch it once:
-    // the others wait here and then find it done.
-    IMAGEFS_TRY(writer, blobs_->open_writer(config_desc.digest, config_desc.size));
-    if (!writer->done()) {
-      IMAGEFS_TRY(bytes, client_->get_blob(reference, config_desc, "config", notice));
-      IMAGEFS_CHECK(writer->restart());
-      IMAGEFS_CHECK(
-          writer->write(std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size())));
-      IMAGEFS_CHECK(writer->commit(config_desc.size));
-      config_bytes = std::move(bytes);
-    }
-  }
-  if (config_bytes.empty()) {
-    IMAGEFS_TRY(bytes, blobs_->read(config_desc.digest));
-    config_bytes = std::move(bytes);
-  }
+  IMAGEFS_TRY(config_bytes, config_blob(reference, config_desc, progress, &repaired));
   Result<ImageConfig> config = parse_image_config(config_bytes);
   if (!config.ok()) return config.error().context(name);
 
@@ -272,20 +302,23 @@ Result<ResolvedImage> Puller::resolve_unscrubbed(const Reference& reference,
                        .index = index_digest,
                        .resolved_at = now};
   IMAGEFS_CHECK(catalog_->put_ref(ref));
-  return ResolvedImage{reference, want, std::move(ref), std::move(image)};
+  return ResolvedImage{reference, want, std::move(ref), std::move(image), std::move(repaired)};
 }
 
 Result<void> Puller::fetch_layers(const Reference& source, const store::ImageRecord& image,
                                   ProgressSink* progress) {
   // A layer found present is skipped; gc must not remove it before the pull ends.
   IMAGEFS_TRY(lease, store::Lease::pull(blobs_->root()));
-  Result<void> fetched = fetch_unscrubbed(source, image, progress);
+  Result<void> fetched =
+      fetch_unscrubbed(source, image, progress, StoredBlobs::trust, nullptr, nullptr);
   if (!fetched.ok()) return scrub(fetched.error());
   return fetched;
 }
 
 Result<void> Puller::fetch_unscrubbed(const Reference& source, const store::ImageRecord& image,
-                                      ProgressSink* progress_sink) {
+                                      ProgressSink* progress_sink, StoredBlobs stored,
+                                      const std::set<store::Digest>* only,
+                                      std::vector<RepairedBlob>* repaired) {
   const size_t count = image.layers.size();
   SerialProgress progress(progress_sink);
   Notice notice;
@@ -298,6 +331,7 @@ Result<void> Puller::fetch_unscrubbed(const Reference& source, const store::Imag
   std::atomic<bool> stop{false};
   Mutex error_mu;
   std::optional<Error> first_error;  // guarded by error_mu
+  Mutex repaired_mu;                 // guards *repaired
 
   auto fail = [&](const LayerId& id, const Error& error) {
     progress([&](ProgressSink& s) { s.layer_failed(id, scrub(error)); });
@@ -312,14 +346,43 @@ Result<void> Puller::fetch_unscrubbed(const Reference& source, const store::Imag
       size_t i = next++;
       if (i >= count) return;
       const store::LayerRecord& layer = image.layers[i];
+      if (only != nullptr && !only->contains(layer.digest)) continue;
       LayerId id{layer.digest, i, count, layer.size};
+      bool damaged = false;
       if (blobs_->contains(layer.digest)) {
-        progress([&](ProgressSink& s) { s.layer_cached(id); });
-        continue;
+        if (stored == StoredBlobs::trust) {
+          progress([&](ProgressSink& s) { s.layer_cached(id); });
+          continue;
+        }
+        // Hashed before it is trusted: the bytes are few next to a download's.
+        uint64_t shown = 0;
+        store::HashProgress on_hashed;
+        if (progress.active()) {
+          progress([&](ProgressSink& s) { s.layer_checking(id, 0); });
+          on_hashed = [&](uint64_t bytes) {
+            if (bytes - shown < kProgressStep && bytes != layer.size) return;
+            shown = bytes;
+            progress([&](ProgressSink& s) { s.layer_checking(id, bytes); });
+          };
+        }
+        Result<store::BlobState> state = blobs_->check(layer.digest, on_hashed);
+        if (!state.ok()) {
+          fail(id, state.error().context("layer " + std::to_string(i + 1) + " of " +
+                                         std::to_string(count) + " " + layer.digest.str()));
+          return;
+        }
+        if (*state == store::BlobState::good) {
+          progress([&](ProgressSink& s) { s.layer_cached(id); });
+          continue;
+        }
+        damaged = *state == store::BlobState::bad;
+        if (damaged) progress([&](ProgressSink& s) { s.layer_damaged(id); });
       }
       std::string what = "layer " + std::to_string(i + 1) + " of " + std::to_string(count);
+      // A damaged copy stays in place until the new bytes, verified, are renamed over it.
       Result<std::unique_ptr<store::BlobWriter>> writer =
-          blobs_->open_writer(layer.digest, layer.size);
+          damaged ? blobs_->open_repair_writer(layer.digest, layer.size)
+                  : blobs_->open_writer(layer.digest, layer.size);
       if (!writer.ok()) {
         fail(id, writer.error().context(what + " " + layer.digest.str()));
         return;
@@ -349,6 +412,16 @@ Result<void> Puller::fetch_unscrubbed(const Reference& source, const store::Imag
       if (!r.ok()) {
         fail(id, r.error());
         return;
+      }
+      if (damaged) {
+        // What was derived from the bad bytes (the layer's index and data) is built again from
+        // the good ones when next needed. Archive segments and plans are cpio/'s: the caller's.
+        if (Result<void> removed = store::remove_derived(*blobs_, layer.digest); !removed.ok()) {
+          fail(id, removed.error());
+          return;
+        }
+        MutexLock lock(repaired_mu);
+        if (repaired != nullptr) repaired->push_back(RepairedBlob{layer.digest, what});
       }
       progress([&](ProgressSink& s) { s.layer_finished(id); });
     }
@@ -393,12 +466,57 @@ Result<void> Puller::fetch_unscrubbed(const Reference& source, const store::Imag
 }
 
 Result<ResolvedImage> Puller::pull(const Reference& reference, const Platform& platform,
-                                   ProgressSink* progress) {
+                                   ProgressSink* progress, StoredBlobs stored) {
   // One lease across both halves, so gc cannot run between them.
   IMAGEFS_TRY(lease, store::Lease::pull(blobs_->root()));
   IMAGEFS_TRY(resolved, resolve(reference, platform, progress));
-  IMAGEFS_CHECK(fetch_layers(reference, resolved.image, progress));
+  Result<void> fetched =
+      fetch_unscrubbed(reference, resolved.image, progress, stored, nullptr, &resolved.repaired);
+  if (!fetched.ok()) return scrub(fetched.error());
   return resolved;
+}
+
+Result<std::vector<RepairedBlob>> Puller::repair(const Reference& source,
+                                                 const store::ImageRecord& image,
+                                                 const std::set<store::Digest>& bad,
+                                                 ProgressSink* progress) {
+  IMAGEFS_TRY(lease, store::Lease::pull(blobs_->root()));
+  std::vector<RepairedBlob> repaired;
+  auto run = [&]() -> Result<void> {
+    // Manifest-like documents first (the config's descriptor is read from the manifest), each
+    // only if it is still bad: another process may have repaired it meanwhile.
+    std::vector<std::pair<store::Digest, std::string>> documents;
+    for (const store::Digest& d : bad) {
+      if (d == image.manifest) {
+        documents.emplace_back(d, "manifest");
+      } else if (d != image.config &&
+                 std::none_of(image.layers.begin(), image.layers.end(),
+                              [&](const store::LayerRecord& l) { return l.digest == d; })) {
+        documents.emplace_back(d, "index");  // the index `source` was resolved through
+      }
+    }
+    std::sort(documents.begin(), documents.end(),
+              [](const auto& a, const auto& b) { return a.second < b.second; });  // "index" first
+    for (const auto& [digest, what] : documents) {
+      IMAGEFS_TRY(state, blobs_->check(digest));
+      if (state != store::BlobState::bad) continue;
+      IMAGEFS_CHECK(manifest_blob(source, digest, what, progress, &repaired));
+    }
+    if (bad.contains(image.config)) {
+      IMAGEFS_TRY(state, blobs_->check(image.config));
+      if (state == store::BlobState::bad) {
+        IMAGEFS_TRY(bytes, blobs_->read(image.manifest));
+        IMAGEFS_TRY(doc, parse_manifest(bytes, image.manifest_media_type));
+        const auto* manifest = std::get_if<ImageManifest>(&doc);
+        if (manifest == nullptr)
+          return make_error(EIO, image.manifest.str() + " is not an image manifest");
+        IMAGEFS_CHECK(config_blob(source, manifest->config, progress, &repaired));
+      }
+    }
+    return fetch_unscrubbed(source, image, progress, StoredBlobs::verify, &bad, &repaired);
+  };
+  if (Result<void> done = run(); !done.ok()) return scrub(done.error().context(source.str()));
+  return repaired;
 }
 
 }  // namespace imagefs::registry

@@ -5,10 +5,14 @@
 
 #include <memory>
 #include <optional>
+#include <set>
+#include <string>
+#include <vector>
 
 #include "common/result.h"
 #include "registry/clock.h"
 #include "registry/http.h"
+#include "registry/manifest.h"
 #include "registry/options.h"
 #include "registry/platform.h"
 #include "registry/progress.h"
@@ -20,11 +24,25 @@ namespace imagefs::registry {
 
 class RegistryClient;
 
+// How a pull treats the blobs the store holds already.
+enum class StoredBlobs {
+  trust,   // a stored layer is used as it is (manifests and configs are hashed as they are read)
+  verify,  // every stored layer is hashed too (`imagefs pull`), and a bad one fetched again
+};
+
+// A blob whose stored copy did not match its digest and that a pull or repair() replaced with
+// bytes fetched again from the registry (what was derived from it is removed: store/derived.h).
+struct RepairedBlob {
+  store::Digest digest;
+  std::string what;  // "manifest", "index", "config", "layer 2 of 3"
+};
+
 struct ResolvedImage {
-  Reference reference;       // what was asked for
-  Platform platform;         // the platform asked for, normalized
-  store::RefRecord ref;      // as written to the catalog
-  store::ImageRecord image;  // as written to the catalog
+  Reference reference;                 // what was asked for
+  Platform platform;                   // the platform asked for, normalized
+  store::RefRecord ref;                // as written to the catalog
+  store::ImageRecord image;            // as written to the catalog
+  std::vector<RepairedBlob> repaired;  // bad stored copies fetched again, if any
 };
 
 // Thread-safe: any number of resolves and fetches may run at once (the daemon serves many
@@ -71,12 +89,28 @@ class Puller {
   Result<void> fetch_layers(const Reference& source, const store::ImageRecord& image,
                             ProgressSink* progress = nullptr);
 
-  // resolve() then fetch_layers().
+  // resolve() then fetch_layers(). With StoredBlobs::verify every layer the store holds is hashed
+  // first (progress: layer_checking), and one that does not match its digest is fetched again
+  // and replaced (ResolvedImage::repaired), with the products derived from it removed. A stored
+  // manifest, index or config that does not match is fetched again whatever `stored` says (they
+  // are hashed whenever they are read).
   Result<ResolvedImage> pull(const Reference& reference, const Platform& platform,
-                             ProgressSink* progress = nullptr);
-  Result<ResolvedImage> pull(const Reference& reference, ProgressSink* progress = nullptr) {
-    return pull(reference, platform_, progress);
+                             ProgressSink* progress = nullptr,
+                             StoredBlobs stored = StoredBlobs::trust);
+  Result<ResolvedImage> pull(const Reference& reference, ProgressSink* progress = nullptr,
+                             StoredBlobs stored = StoredBlobs::trust) {
+    return pull(reference, platform_, progress, stored);
   }
+
+  // For `imagefs verify --repair`: fetches again from `source`'s repository each blob of `bad`
+  // that `image` uses (its manifest, its config, a layer, or the index `source` was resolved
+  // through) and whose stored copy does not match its digest, replacing it atomically
+  // (BlobStore::open_repair_writer), and removes what was derived from each. Returns those
+  // replaced (a copy found good again, repaired meanwhile, is not). Errors name the blob; a blob
+  // the registry no longer has is ENOENT.
+  Result<std::vector<RepairedBlob>> repair(const Reference& source, const store::ImageRecord& image,
+                                           const std::set<store::Digest>& bad,
+                                           ProgressSink* progress = nullptr);
 
  private:
   Puller(std::shared_ptr<store::BlobStore> blobs, std::shared_ptr<store::Catalog> catalog,
@@ -84,11 +118,17 @@ class Puller {
          std::shared_ptr<RegistryClient> client);
   struct Blob;
   Result<Blob> manifest_blob(const Reference& reference, const store::Digest& digest,
-                             ProgressSink* progress);
+                             const std::string& what, ProgressSink* progress,
+                             std::vector<RepairedBlob>* repaired);
+  Result<std::string> config_blob(const Reference& reference, const Descriptor& config,
+                                  ProgressSink* progress, std::vector<RepairedBlob>* repaired);
   Result<ResolvedImage> resolve_unscrubbed(const Reference& reference, const Platform& platform,
                                            ProgressSink* progress);
+  // `only`: the layers to look at (all when null); `repaired`: where replaced layers are listed.
   Result<void> fetch_unscrubbed(const Reference& source, const store::ImageRecord& image,
-                                ProgressSink* progress);
+                                ProgressSink* progress, StoredBlobs stored,
+                                const std::set<store::Digest>* only,
+                                std::vector<RepairedBlob>* repaired);
   Error scrub(Error error) const;
 
   std::shared_ptr<store::BlobStore> blobs_;

@@ -22,8 +22,10 @@ namespace {
 constexpr size_t kChunk = size_t{1} << 20;
 constexpr std::string_view kPartialSuffix = ".partial";
 
-// Hashes `fd` from offset 0 to its end. Returns the byte count.
-Result<uint64_t> hash_file(int fd, Sha256& hasher, const fs::path& path) {
+// Hashes `fd` from offset 0 to its end, telling `progress` (if any) after each chunk. Returns the
+// byte count.
+Result<uint64_t> hash_file(int fd, Sha256& hasher, const fs::path& path,
+                           const HashProgress& progress = {}) {
   std::string buf(kChunk, '\0');
   uint64_t total = 0;
   for (;;) {
@@ -35,7 +37,31 @@ Result<uint64_t> hash_file(int fd, Sha256& hasher, const fs::path& path) {
     if (n == 0) return total;
     hasher.update(std::string_view(buf.data(), static_cast<size_t>(n)));
     total += static_cast<uint64_t>(n);
+    if (progress) progress(total);
   }
+}
+
+// What the file at `path` is for `digest`: good, bad or missing.
+Result<BlobState> check_file(const fs::path& path, const Digest& digest,
+                             const HashProgress& progress = {}) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) {
+    if (errno == ENOENT) return BlobState::missing;
+    return errno_error(errno, "cannot open", path);
+  }
+  Sha256 hasher;
+  IMAGEFS_TRY(size, hash_file(fd.get(), hasher, path, progress));
+  (void)size;
+  return hasher.finish() == digest ? BlobState::good : BlobState::bad;
+}
+
+// The error of a stored blob whose bytes no longer match its name (code EUCLEAN: the store's copy
+// is damaged, not the registry's; `imagefs verify --repair` or a pull fetches it again).
+Error damaged_error(const Digest& digest, const Digest& actual) {
+  return make_error(EUCLEAN, "blob " + digest.str() +
+                                 " in the store does not match its digest: the disk changed it "
+                                 "(its bytes hash to " +
+                                 actual.str() + "; `imagefs verify --repair` fetches it again)");
 }
 
 std::string mismatch_message(const fs::path& path, const Digest& expected, const Digest& actual) {
@@ -248,67 +274,31 @@ class FileBlobStore final : public BlobStore {
       out.append(buf.data(), static_cast<size_t>(n));
     }
     Digest actual = Digest::of(std::string_view(out));
-    if (actual != digest) return make_error(EIO, mismatch_message(p, digest, actual));
+    if (actual != digest) return damaged_error(digest, actual);
     return out;
   }
 
   Result<void> put(const Digest& expected, std::string_view bytes) override {
-    Digest actual = Digest::of(bytes);
-    if (actual != expected)
-      return make_error(EIO, mismatch_message(path(expected), expected, actual));
-    IMAGEFS_TRY(writer, open_writer(expected, bytes.size()));
-    if (writer->done()) return {};
-    if (writer->offset() != 0) IMAGEFS_CHECK(writer->restart());
-    auto span = std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
-    Result<void> r = writer->write(span);
-    if (r.ok()) r = writer->commit(bytes.size());
-    if (!r.ok() && !writer->done()) {
-      // The bytes are in the caller's memory, so a partial is worth nothing and would only take
-      // space on a disk that may be full. Remove it while the writer still holds the lock.
-      (void)remove_file(partial_path(expected));
-    }
-    return r;
+    return put_bytes(expected, bytes, IfStored::use);
+  }
+
+  Result<void> repair(const Digest& expected, std::string_view bytes) override {
+    return put_bytes(expected, bytes, IfStored::check);
+  }
+
+  Result<std::unique_ptr<BlobWriter>> open_repair_writer(
+      const Digest& expected, std::optional<uint64_t> expected_size) override {
+    return open_writer_once(expected, expected_size, true, IfStored::check);
+  }
+
+  [[nodiscard]] Result<BlobState> check(const Digest& digest,
+                                        const HashProgress& progress) const override {
+    return check_file(path(digest), digest, progress);
   }
 
   Result<std::unique_ptr<BlobWriter>> open_writer(const Digest& expected,
                                                   std::optional<uint64_t> expected_size) override {
-    return open_writer_once(expected, expected_size, true);
-  }
-
-  Result<std::unique_ptr<BlobWriter>> open_writer_once(const Digest& expected,
-                                                       std::optional<uint64_t> expected_size,
-                                                       bool commit_complete) {
-    fs::path final_path = path(expected);
-    if (auto size = file_size(final_path)) return done_writer(expected, final_path, *size);
-    IMAGEFS_TRY(lock, FileLock::acquire(lock_path(expected), detail::LockMode::exclusive));
-    // The writer we may have waited for has committed it.
-    if (auto size = file_size(final_path)) return done_writer(expected, final_path, *size);
-
-    fs::path partial = partial_path(expected);
-    UniqueFd fd(::open(partial.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
-    if (!fd) return errno_error(errno, "cannot create", partial);
-    if (expected_size) {
-      struct stat st {};
-      if (::fstat(fd.get(), &st) != 0) return errno_error(errno, "cannot stat", partial);
-      // Longer than the blob: nothing in it is worth hashing (it may be gigabytes of a registry's
-      // endless answer), and a resume from there could only fail.
-      if (static_cast<uint64_t>(st.st_size) > *expected_size && ::ftruncate(fd.get(), 0) != 0)
-        return errno_error(errno, "cannot truncate", partial);
-    }
-    // Resume: the hash state cannot be saved, so rebuild it from the bytes on disk.
-    auto hasher = std::make_unique<Sha256>();
-    IMAGEFS_TRY(offset, hash_file(fd.get(), *hasher, partial));
-    auto writer = std::make_unique<FileBlobWriter>(expected, partial, final_path, std::move(lock),
-                                                   std::move(fd), std::move(hasher), offset);
-    if (commit_complete && expected_size && offset == *expected_size) {
-      // Complete already (killed after the last byte): commit it now rather than ask the
-      // registry for the bytes after the end (416). A mismatch deletes it: start again (once;
-      // another failure, such as a failed rename, is the caller's to see on its own commit).
-      if (writer->commit(expected_size).ok()) return std::unique_ptr<BlobWriter>(std::move(writer));
-      writer.reset();  // releases the lock: take it again for a fresh writer
-      return open_writer_once(expected, expected_size, false);
-    }
-    return std::unique_ptr<BlobWriter>(std::move(writer));
+    return open_writer_once(expected, expected_size, true, IfStored::use);
   }
 
   Result<void> remove(const Digest& digest) override {
@@ -342,16 +332,8 @@ class FileBlobStore final : public BlobStore {
     IMAGEFS_TRY(blobs, list());
     std::vector<Digest> bad;
     for (const BlobInfo& blob : blobs) {
-      fs::path p = path(blob.digest);
-      UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
-      if (!fd) {
-        if (errno == ENOENT) continue;
-        return errno_error(errno, "cannot open", p);
-      }
-      Sha256 hasher;
-      IMAGEFS_TRY(size, hash_file(fd.get(), hasher, p));
-      (void)size;
-      if (hasher.finish() != blob.digest) bad.push_back(blob.digest);
+      IMAGEFS_TRY(state, check_file(path(blob.digest), blob.digest));
+      if (state == BlobState::bad) bad.push_back(blob.digest);  // missing: removed meanwhile
     }
     return bad;
   }
@@ -412,6 +394,70 @@ class FileBlobStore final : public BlobStore {
   }
 
  private:
+  // Whether a writer takes a stored copy as it is, or hashes it first and replaces a bad one.
+  enum class IfStored { use, check };
+
+  Result<void> put_bytes(const Digest& expected, std::string_view bytes, IfStored if_stored) {
+    Digest actual = Digest::of(bytes);
+    if (actual != expected)
+      return make_error(EIO, mismatch_message(path(expected), expected, actual));
+    IMAGEFS_TRY(writer, open_writer_once(expected, bytes.size(), true, if_stored));
+    if (writer->done()) return {};
+    if (writer->offset() != 0) IMAGEFS_CHECK(writer->restart());
+    auto span = std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+    Result<void> r = writer->write(span);
+    if (r.ok()) r = writer->commit(bytes.size());
+    if (!r.ok() && !writer->done()) {
+      // The bytes are in the caller's memory, so a partial is worth nothing and would only take
+      // space on a disk that may be full. Remove it while the writer still holds the lock.
+      (void)remove_file(partial_path(expected));
+    }
+    return r;
+  }
+
+  Result<std::unique_ptr<BlobWriter>> open_writer_once(const Digest& expected,
+                                                       std::optional<uint64_t> expected_size,
+                                                       bool commit_complete, IfStored if_stored) {
+    fs::path final_path = path(expected);
+    if (if_stored == IfStored::use)
+      if (auto size = file_size(final_path)) return done_writer(expected, final_path, *size);
+    IMAGEFS_TRY(lock, FileLock::acquire(lock_path(expected), detail::LockMode::exclusive));
+    // The writer we may have waited for has committed it. A repair hashes the stored copy under
+    // the lock: a good one was repaired by the writer we waited for (or was never bad), and a bad
+    // one stays where it is until this writer's commit renames the new bytes over it.
+    if (auto size = file_size(final_path)) {
+      if (if_stored == IfStored::use) return done_writer(expected, final_path, *size);
+      IMAGEFS_TRY(state, check_file(final_path, expected));
+      if (state == BlobState::good) return done_writer(expected, final_path, *size);
+    }
+
+    fs::path partial = partial_path(expected);
+    UniqueFd fd(::open(partial.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+    if (!fd) return errno_error(errno, "cannot create", partial);
+    if (expected_size) {
+      struct stat st {};
+      if (::fstat(fd.get(), &st) != 0) return errno_error(errno, "cannot stat", partial);
+      // Longer than the blob: nothing in it is worth hashing (it may be gigabytes of a registry's
+      // endless answer), and a resume from there could only fail.
+      if (static_cast<uint64_t>(st.st_size) > *expected_size && ::ftruncate(fd.get(), 0) != 0)
+        return errno_error(errno, "cannot truncate", partial);
+    }
+    // Resume: the hash state cannot be saved, so rebuild it from the bytes on disk.
+    auto hasher = std::make_unique<Sha256>();
+    IMAGEFS_TRY(offset, hash_file(fd.get(), *hasher, partial));
+    auto writer = std::make_unique<FileBlobWriter>(expected, partial, final_path, std::move(lock),
+                                                   std::move(fd), std::move(hasher), offset);
+    if (commit_complete && expected_size && offset == *expected_size) {
+      // Complete already (killed after the last byte): commit it now rather than ask the
+      // registry for the bytes after the end (416). A mismatch deletes it: start again (once;
+      // another failure, such as a failed rename, is the caller's to see on its own commit).
+      if (writer->commit(expected_size).ok()) return std::unique_ptr<BlobWriter>(std::move(writer));
+      writer.reset();  // releases the lock: take it again for a fresh writer
+      return open_writer_once(expected, expected_size, false, if_stored);
+    }
+    return std::unique_ptr<BlobWriter>(std::move(writer));
+  }
+
   [[nodiscard]] fs::path partial_path(const Digest& digest) const {
     return tmp_ / (std::string(digest.hex()) + std::string(kPartialSuffix));
   }

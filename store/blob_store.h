@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -36,6 +37,16 @@ struct PartialInfo {
   int64_t modified = 0;  // unix seconds
 };
 
+// What the store's copy of a blob is, by its bytes (BlobStore::check).
+enum class BlobState {
+  good,     // its bytes hash to its digest
+  bad,      // they do not: the disk changed the file after it was verified
+  missing,  // no such blob in the store
+};
+
+// Called with the bytes hashed so far while a blob is checked.
+using HashProgress = std::function<void(uint64_t hashed)>;
+
 class BlobStore {
  public:
   // Opens (creating if needed) the store rooted at `root`. Fails with the path and the reason.
@@ -52,8 +63,9 @@ class BlobStore {
     return root() / "derived" / std::string(digest.hex());
   }
 
-  // The whole blob, for small ones (manifests, configs), checked against its digest (EIO if the
-  // file was damaged after it was stored). ENOENT if absent.
+  // The whole blob, for small ones (manifests, configs), checked against its digest: EUCLEAN
+  // ("blob sha256:... in the store does not match its digest: the disk changed it") if the file
+  // was damaged after it was stored. ENOENT if absent.
   [[nodiscard]] virtual Result<std::string> read(const Digest& digest) const = 0;
   // Stores `bytes` as `expected` after checking they hash to it (EIO naming both digests if not),
   // through the same temporary file, fsync and rename as a writer. On a write error (ENOSPC) the
@@ -81,6 +93,21 @@ class BlobStore {
   [[nodiscard]] virtual Result<std::vector<BlobInfo>> list() const = 0;
   // Re-hashes every blob; returns those that do not match their name (none, in a sound store).
   [[nodiscard]] virtual Result<std::vector<Digest>> verify() const = 0;
+  // Re-hashes one blob (SHA-256 of the whole file), telling `progress` (if any) after each MiB.
+  // Errors: only reading ones (EIO, EACCES), naming the file.
+  [[nodiscard]] virtual Result<BlobState> check(const Digest& digest,
+                                                const HashProgress& progress = {}) const = 0;
+  // open_writer() for a blob whose stored copy may be bad: under the blob's lock, a stored copy is
+  // hashed; if it matches its digest the writer is done() (a concurrent repair came first), and if
+  // not the writer starts (or resumes) a download whose commit() renames the new bytes over the
+  // bad copy, atomically: a reader opens the old file or the new one, never none, and a repair
+  // that cannot reach the registry leaves the store as it was. Nothing derived from the blob is
+  // touched (store/derived.h: remove_derived()). A missing blob is written as by open_writer().
+  virtual Result<std::unique_ptr<BlobWriter>> open_repair_writer(
+      const Digest& expected, std::optional<uint64_t> expected_size) = 0;
+  // put() through open_repair_writer(): replaces a bad stored copy of a small blob (a manifest, a
+  // config) with `bytes`, after checking they hash to `expected`.
+  virtual Result<void> repair(const Digest& expected, std::string_view bytes) = 0;
 
   // Removes the partial downloads that no writer holds and that were last written before
   // `modified_before` (unix seconds), or whose blob is already present; returns them. Also removes

@@ -2,6 +2,7 @@
 // disk, then remove it catalog first, blobs after.
 #include "store/gc.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,18 +21,6 @@
 namespace imagefs::store {
 
 namespace {
-
-// Bytes of the regular files under `dir` (0 when it does not exist).
-uint64_t derived_bytes(const std::filesystem::path& dir) {
-  std::error_code ec;
-  uint64_t total = 0;
-  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
-       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-    std::error_code size_ec;
-    if (it->is_regular_file(size_ec)) total += it->file_size(size_ec);
-  }
-  return total;
-}
 
 // Every blob digest an image record names, each once.
 std::vector<Digest> digests_of(const ImageRecord& image) {
@@ -62,32 +51,42 @@ class Collector {
     for (BlobInfo& blob : present) {
       // What a blob costs on disk includes what was derived from it (a layer's index and
       // uncompressed data, ~2.5x the compressed layer): --max-size bounds the whole store.
-      blob.size += derived_bytes(blobs_.derived_dir(blob.digest));
-      total_ += blob.size;
+      blob.size += tree_bytes(blobs_.derived_dir(blob.digest));
       present_.emplace(blob.digest, std::move(blob));
     }
-    report_.size_before = total_;
+    // The whole store, as du counts it: what gc cannot remove (the catalog, locks, logs) too.
+    IMAGEFS_TRY(disk, disk_usage(blobs_.root()));
+    total_ = disk.total();
     report_.size_after = total_;
     return {};
   }
 
-  // Counts the shared derived files in the store's size.
-  void add_shared(const std::vector<SharedFile>& files) {
-    for (const SharedFile& f : files) total_ += f.size;
-    report_.size_before = total_;
-    report_.size_after = total_;
+  // The shared derived files, which images use which (shared_use), and which must stay.
+  void add_shared(const std::vector<SharedFile>& files, const SharedUse& shared_use,
+                  const std::set<std::filesystem::path>& keep) {
+    keep_ = keep;
+    for (const SharedFile& f : files) shared_.emplace(f.path, f);
+    for (const ImageRecord& image : images_) {
+      auto it = shared_use.find(image.manifest);
+      if (it == shared_use.end()) continue;
+      shared_of_[image.manifest] = it->second;
+      for (const std::filesystem::path& path : it->second) ++shared_users_[path];
+    }
+    // Images no longer in the catalog: their shared files go with them, unless others use them.
+    for (const auto& [manifest, paths] : shared_use)
+      if (!shared_of_.contains(manifest)) gone_images_shared_.insert(paths.begin(), paths.end());
   }
 
-  // Counts the partial downloads left (`kept`) in the store's size, and those removed before the
-  // collection (`removed`) in its size before.
-  void add_partials(const std::vector<PartialInfo>& kept, const std::vector<PartialInfo>& removed) {
-    for (const PartialInfo& p : kept) {
-      total_ += p.size;
-      partials_.push_back(p);
-    }
-    report_.size_before = total_;
-    for (const PartialInfo& p : removed) report_.size_before += p.size;
-    report_.size_after = total_;
+  // The partial downloads left after the stale ones went.
+  void add_partials(const std::vector<PartialInfo>& kept) {
+    partials_.insert(partials_.end(), kept.begin(), kept.end());
+  }
+
+  // Step 3's removal of the shared files of images that left the catalog.
+  Result<void> remove_shared_of_gone_images() {
+    for (const std::filesystem::path& path : gone_images_shared_)
+      if (!shared_users_.contains(path)) IMAGEFS_CHECK(remove_shared_path(path, nullptr));
+    return {};
   }
 
   // Removes every partial download no writer holds (gc runs under an exclusive pull lease, so
@@ -105,11 +104,21 @@ class Collector {
   [[nodiscard]] bool has_partials() const { return !partials_.empty(); }
 
   Result<void> remove_shared(const SharedFile& file) {
-    if (::unlink(file.path.c_str()) != 0 && errno != ENOENT)
-      return errno_error(errno, "cannot remove", file.path);
-    total_ -= file.size;
+    return remove_shared_path(file.path, nullptr);
+  }
+
+  // Removes a shared file (once; not one in keep_), adding its size to `*freed` if given.
+  Result<void> remove_shared_path(const std::filesystem::path& path, uint64_t* freed) {
+    if (keep_.contains(path)) return {};
+    auto it = shared_.find(path);
+    if (it == shared_.end()) return {};  // not there, or removed already
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+      return errno_error(errno, "cannot remove", path);
+    total_ -= std::min(total_, it->second.size);
+    if (freed != nullptr) *freed += it->second.size;
     report_.size_after = total_;
-    report_.shared_removed.push_back(file);
+    report_.shared_removed.push_back(it->second);
+    shared_.erase(it);
     return {};
   }
 
@@ -124,6 +133,9 @@ class Collector {
                        [&](const RefRecord& r) { return r.manifest == manifest; });
   }
   [[nodiscard]] const std::map<Digest, BlobInfo>& present() const { return present_; }
+  [[nodiscard]] bool holds_shared(const std::filesystem::path& path) const {
+    return shared_.contains(path);
+  }
 
   // Removes the image unless it is in use; returns whether it did.
   Result<bool> remove_image(const Digest& manifest) {
@@ -151,8 +163,17 @@ class Collector {
       if (ref.index) candidates.push_back(*ref.index);
       report_.refs_removed.push_back(ref);
     }
+    uint64_t& freed = report_.image_bytes[manifest];
     for (const Digest& d : candidates)
-      if (!referenced(d)) IMAGEFS_CHECK(remove_blob(d));
+      if (!referenced(d)) IMAGEFS_CHECK(remove_blob(d, &freed));
+    // Its archives' plans and segments, unless another image's archives use them too.
+    if (auto mine = shared_of_.find(manifest); mine != shared_of_.end()) {
+      for (const std::filesystem::path& path : mine->second)
+        if (--shared_users_[path] == 0) shared_users_.erase(path);
+      for (const std::filesystem::path& path : mine->second)
+        if (!shared_users_.contains(path)) IMAGEFS_CHECK(remove_shared_path(path, &freed));
+      shared_of_.erase(mine);
+    }
     return true;
   }
 
@@ -166,15 +187,16 @@ class Collector {
     refs_.erase(it);
   }
 
-  // Removes a blob (if present) and what was derived from it.
-  Result<void> remove_blob(const Digest& d) {
+  // Removes a blob (if present) and what was derived from it, adding its bytes to `*freed`.
+  Result<void> remove_blob(const Digest& d, uint64_t* freed = nullptr) {
     auto it = present_.find(d);
     if (it == present_.end()) return {};
+    if (freed != nullptr) *freed += it->second.size;
     // Products first: a crash before the blob goes leaves an unreferenced blob for the next gc,
     // whereas products without their blob would be found only by remove_stale_derived.
     IMAGEFS_CHECK(remove_derived(blobs_, d));
     IMAGEFS_CHECK(blobs_.remove(d));
-    total_ -= it->second.size;
+    total_ -= std::min(total_, it->second.size);
     report_.size_after = total_;
     report_.blobs_removed.push_back(std::move(it->second));
     present_.erase(it);
@@ -190,7 +212,12 @@ class Collector {
   std::map<Digest, int> uses_;  // how many images (each once) and refs (index) name a digest
   std::map<Digest, BlobInfo> present_;
   uint64_t total_ = 0;
-  std::vector<PartialInfo> partials_;  // left after the stale ones went
+  std::vector<PartialInfo> partials_;                            // left after the stale ones went
+  std::map<std::filesystem::path, SharedFile> shared_;           // present, not removed yet
+  std::set<std::filesystem::path> keep_;                         // never removed
+  std::map<Digest, std::set<std::filesystem::path>> shared_of_;  // of the images in images_
+  std::map<std::filesystem::path, int> shared_users_;   // how many of images_ use a shared file
+  std::set<std::filesystem::path> gone_images_shared_;  // of images not in the catalog
 };
 
 }  // namespace
@@ -204,9 +231,12 @@ uint64_t GcReport::bytes_freed() const {
 }
 
 Result<GcReport> collect(BlobStore& blobs, Catalog& catalog, uint64_t max_size, int64_t now,
-                         const std::set<std::filesystem::path>& keep_shared) {
+                         const std::set<std::filesystem::path>& keep_shared,
+                         const SharedUse& shared_use) {
   IMAGEFS_TRY(no_pulls, Lease::pull_exclusive(blobs.root()));
   GcReport report;
+  IMAGEFS_TRY(before, disk_usage(blobs.root()));
+  report.size_before = before.total();
   int64_t keep_after = now - kKeepUnreferencedSeconds;
 
   IMAGEFS_TRY(partials, blobs.remove_stale_partials(keep_after));
@@ -221,9 +251,9 @@ Result<GcReport> collect(BlobStore& blobs, Catalog& catalog, uint64_t max_size, 
 
   Collector c(blobs, catalog, report);
   IMAGEFS_CHECK(c.load());
-  c.add_shared(shared);
+  c.add_shared(shared, shared_use, keep_shared);
   IMAGEFS_TRY(partials_left, blobs.list_partials());
-  c.add_partials(partials_left, report.partials_removed);
+  c.add_partials(partials_left);
 
   std::vector<Digest> unnamed;
   for (const ImageRecord& image : c.images())
@@ -234,6 +264,7 @@ Result<GcReport> collect(BlobStore& blobs, Catalog& catalog, uint64_t max_size, 
   for (const auto& [digest, blob] : c.present())
     if (!c.referenced(digest) && blob.modified < keep_after) orphans.push_back(digest);
   for (const Digest& d : orphans) IMAGEFS_CHECK(c.remove_blob(d));
+  IMAGEFS_CHECK(c.remove_shared_of_gone_images());
 
   std::vector<SharedFile> by_size;  // shared files that stay unless the size demands
   for (const SharedFile& file : shared) {
@@ -274,11 +305,22 @@ Result<GcReport> collect(BlobStore& blobs, Catalog& catalog, uint64_t max_size, 
       IMAGEFS_CHECK(c.remove_image(manifest));
     }
   }
+  if (c.total() > max_size) {
+    for (const SharedFile& file : shared)
+      if (!keep_shared.contains(file.path) && file.last_used >= now - kMarkUsedInterval &&
+          c.holds_shared(file.path))
+        report.recent_shared_kept += file.size;
+  }
+  IMAGEFS_TRY(after, disk_usage(blobs.root()));
+  report.disk_after = after;
+  report.size_after = after.total();
   return report;
 }
 
 Result<GcReport> remove_reference(BlobStore& blobs, Catalog& catalog, std::string_view reference,
-                                  std::string_view platform) {
+                                  std::string_view platform,
+                                  const std::set<std::filesystem::path>& keep_shared,
+                                  const SharedUse& shared_use) {
   IMAGEFS_TRY(no_pulls, Lease::pull_exclusive(blobs.root()));
   GcReport report;
   IMAGEFS_TRY(refs, catalog.refs());
@@ -289,8 +331,10 @@ Result<GcReport> remove_reference(BlobStore& blobs, Catalog& catalog, std::strin
   if (matches.empty()) {
     std::string what = "no image " + std::string(reference);
     if (!platform.empty()) what += " for platform " + std::string(platform);
-    return make_error(ENOENT, what + " in the cache");
+    return make_error(ENOENT, what + " in the store");
   }
+  IMAGEFS_TRY(before, disk_usage(blobs.root()));
+  report.size_before = before.total();
   for (const RefRecord& ref : matches) {
     IMAGEFS_CHECK(catalog.remove_ref(ref.reference, ref.platform));
     report.refs_removed.push_back(ref);
@@ -298,8 +342,10 @@ Result<GcReport> remove_reference(BlobStore& blobs, Catalog& catalog, std::strin
 
   Collector c(blobs, catalog, report);
   IMAGEFS_CHECK(c.load());  // sees the catalog without the removed refs
+  IMAGEFS_TRY(shared, list_shared(blobs.root(), 0));
+  c.add_shared(shared, shared_use, keep_shared);
   IMAGEFS_TRY(partials, blobs.list_partials());
-  c.add_partials(partials, {});
+  c.add_partials(partials);
   std::set<Digest> seen;
   for (const RefRecord& ref : matches) {
     if (seen.insert(ref.manifest).second && !c.named(ref.manifest))
@@ -307,7 +353,35 @@ Result<GcReport> remove_reference(BlobStore& blobs, Catalog& catalog, std::strin
     // The index belonged to the name; the image (if kept) does not need it.
     if (ref.index && !c.referenced(*ref.index)) IMAGEFS_CHECK(c.remove_blob(*ref.index));
   }
+  IMAGEFS_TRY(after, disk_usage(blobs.root()));
+  report.disk_after = after;
+  report.size_after = after.total();
   return report;
+}
+
+Result<std::vector<SharedFile>> remove_derived_of_bad(
+    const BlobStore& blobs, const std::vector<Digest>& bad, const std::set<Digest>& images,
+    const SharedUse& shared_use, const std::set<std::filesystem::path>& keep_shared) {
+  for (const Digest& d : bad) IMAGEFS_CHECK(remove_derived(blobs, d));
+  std::set<std::filesystem::path> others;  // used by an image that has no bad blob
+  for (const auto& [manifest, paths] : shared_use)
+    if (!images.contains(manifest)) others.insert(paths.begin(), paths.end());
+  std::vector<SharedFile> removed;
+  for (const Digest& manifest : images) {
+    auto it = shared_use.find(manifest);
+    if (it == shared_use.end()) continue;
+    for (const std::filesystem::path& path : it->second) {
+      if (others.contains(path) || keep_shared.contains(path)) continue;
+      struct stat st {};
+      if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+      if (::unlink(path.c_str()) != 0) {
+        if (errno == ENOENT) continue;
+        return errno_error(errno, "cannot remove", path);
+      }
+      removed.push_back(SharedFile{path, static_cast<uint64_t>(st.st_size), st.st_mtim.tv_sec});
+    }
+  }
+  return removed;
 }
 
 }  // namespace imagefs::store

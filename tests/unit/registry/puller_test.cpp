@@ -4,7 +4,10 @@
 #include "registry/puller.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "registry/client.h"
@@ -536,6 +539,71 @@ TEST_F(PullerTest, ContentLengthPastTheBlobIsRefusedBeforeItsFirstByte) {
       << pulled.error().message;
   EXPECT_EQ(env.partial_size(layer), 0u) << "nothing of it was written";
   EXPECT_EQ(env.registry->count(layer.str()), 1u);
+}
+
+// Changes one byte of a stored blob, keeping its size, as a disk might.
+void corrupt(store::BlobStore& blobs, const store::Digest& d) {
+  std::string bytes = blobs.read(d).value();
+  bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 1);
+  ASSERT_EQ(::chmod(blobs.path(d).c_str(), 0644), 0);
+  std::ofstream(blobs.path(d), std::ios::binary | std::ios::trunc) << bytes;
+}
+
+// A pull that trusts stored layers (the daemon's) keeps a bad one; one that verifies them
+// (`imagefs pull`) hashes each, fetches the bad one again, says so and drops its products.
+TEST_F(PullerTest, VerifyingPullRepairsABadStoredLayer) {
+  auto p = env.puller();
+  ASSERT_TRUE(p->pull(TestEnv::ref("registry.example/app:1.0"), kAmd64).ok());
+  const store::Digest layer = store::Digest::of("app layer bytes");
+  corrupt(*env.blobs, layer);
+  std::filesystem::create_directories(env.blobs->derived_dir(layer) / "layer");
+
+  testing::RecordingProgress trusting;
+  auto kept = p->pull(TestEnv::ref("registry.example/app:1.0"), kAmd64, &trusting);
+  ASSERT_TRUE(kept.ok()) << kept.error().message;
+  EXPECT_TRUE(kept->repaired.empty());
+  EXPECT_EQ(trusting.count("cached "), 2u);
+  EXPECT_EQ(env.blobs->check(layer).value(), store::BlobState::bad);
+
+  auto pulled =
+      p->pull(TestEnv::ref("registry.example/app:1.0"), kAmd64, &progress, StoredBlobs::verify);
+  ASSERT_TRUE(pulled.ok()) << pulled.error().message;
+  ASSERT_EQ(pulled->repaired.size(), 1u);
+  EXPECT_EQ(pulled->repaired[0].digest, layer);
+  EXPECT_EQ(pulled->repaired[0].what, "layer 2 of 2");
+  EXPECT_EQ(progress.count("cached 0"), 1u) << "the sound layer, hashed";
+  EXPECT_EQ(progress.count("started 1"), 1u) << "the bad one, downloaded again";
+  EXPECT_EQ(env.blobs->read(layer).value(), "app layer bytes");
+  EXPECT_FALSE(std::filesystem::exists(env.blobs->derived_dir(layer)))
+      << "products of the bad copy are removed";
+}
+
+// A bad stored config or manifest is fetched again by any pull (they are hashed when read), and
+// Puller::repair() fetches the bad blobs it is given.
+TEST_F(PullerTest, BadConfigAndManifestAreFetchedAgain) {
+  auto p = env.puller();
+  auto first = p->pull(TestEnv::ref("registry.example/app:1.0"), kAmd64);
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  const store::Digest config = store::Digest::of(image.config);
+  corrupt(*env.blobs, config);
+  auto again = p->pull(TestEnv::ref("registry.example/app:1.0"), kAmd64, &progress);
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  ASSERT_EQ(again->repaired.size(), 1u);
+  EXPECT_EQ(again->repaired[0].what, "config");
+  EXPECT_EQ(env.blobs->check(config).value(), store::BlobState::good);
+
+  corrupt(*env.blobs, *digest);
+  corrupt(*env.blobs, config);
+  const store::Digest base = store::Digest::of("base layer bytes");
+  corrupt(*env.blobs, base);
+  auto repaired =
+      p->repair(TestEnv::ref("registry.example/app:1.0"), first->image, {*digest, config, base});
+  ASSERT_TRUE(repaired.ok()) << repaired.error().message;
+  EXPECT_EQ(repaired->size(), 3u);
+  EXPECT_TRUE(env.blobs->verify()->empty());
+  auto none = p->repair(TestEnv::ref("registry.example/app:1.0"), first->image, {base});
+  ASSERT_TRUE(none.ok()) << none.error().message;
+  EXPECT_TRUE(none->empty()) << "a copy that is good again is left alone";
 }
 
 }  // namespace

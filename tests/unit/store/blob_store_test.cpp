@@ -105,10 +105,64 @@ TEST(BlobStore, DamagedBlobIsFoundByReadAndVerify) {
   std::ofstream(store->path(d), std::ios::binary | std::ios::trunc) << "bit rot";
   auto read = store->read(d);
   ASSERT_FALSE(read.ok());
-  EXPECT_EQ(read.error().code, EIO);
+  EXPECT_EQ(read.error().code, EUCLEAN) << "the store's copy is damaged, not the registry's";
+  EXPECT_NE(
+      read.error().message.find("blob " + d.str() + " in the store does not match its digest"),
+      std::string::npos)
+      << read.error().message;
   auto bad = store->verify();
   ASSERT_TRUE(bad.ok());
   EXPECT_EQ(*bad, std::vector<Digest>{d});
+  EXPECT_EQ(store->check(d).value(), BlobState::bad);
+  EXPECT_EQ(store->check(Digest::of(std::string_view("absent"))).value(), BlobState::missing);
+}
+
+// A byte of a stored layer flipped: check() finds it, with progress; open_writer() still trusts
+// the copy (it is what every reader does), open_repair_writer() replaces it, whole, at commit,
+// and leaves the bad copy in place until then; on a good copy it has nothing to do.
+TEST(BlobStore, RepairWriterReplacesABadCopyAtCommit) {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  std::string data = pattern(3 << 20, 5);
+  Digest d = Digest::of(data);
+  ASSERT_TRUE(store->put(d, data).ok());
+  uint64_t last = 0;
+  EXPECT_EQ(store->check(d, [&](uint64_t n) { last = n; }).value(), BlobState::good);
+  EXPECT_EQ(last, data.size()) << "progress reaches the whole blob";
+
+  ASSERT_EQ(::chmod(store->path(d).c_str(), 0644), 0);
+  {
+    std::fstream f(store->path(d), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(data.size() / 2));
+    f.put(static_cast<char>(data[data.size() / 2] ^ 1));
+  }
+  EXPECT_EQ(store->check(d).value(), BlobState::bad);
+  EXPECT_TRUE(store->open_writer(d, data.size()).value()->done()) << "a plain writer trusts it";
+
+  auto writer = store->open_repair_writer(d, data.size());
+  ASSERT_TRUE(writer.ok()) << writer.error().message;
+  ASSERT_FALSE((*writer)->done());
+  ASSERT_TRUE(write_chunks(**writer, data.substr(0, data.size() / 2)).ok());
+  EXPECT_EQ(store->check(d).value(), BlobState::bad) << "the bad copy stays until the commit";
+  ASSERT_TRUE(write_chunks(**writer, data.substr(data.size() / 2)).ok());
+  ASSERT_TRUE((*writer)->commit(data.size()).ok());
+  EXPECT_EQ(store->check(d).value(), BlobState::good);
+  EXPECT_EQ(store->read(d).value(), data);
+  EXPECT_TRUE(store->verify()->empty());
+  EXPECT_TRUE(store->open_repair_writer(d, data.size()).value()->done()) << "nothing to repair";
+  EXPECT_EQ(count_files(dir.path() / "tmp"), 0u);
+
+  // Small blobs (manifests, configs): repair() replaces a bad copy; put() would keep it.
+  std::string small = pattern(500, 6);
+  Digest s = Digest::of(small);
+  ASSERT_TRUE(store->put(s, small).ok());
+  ASSERT_EQ(::chmod(store->path(s).c_str(), 0644), 0);
+  std::ofstream(store->path(s), std::ios::binary | std::ios::trunc) << "rot";
+  ASSERT_TRUE(store->put(s, small).ok());
+  EXPECT_EQ(store->check(s).value(), BlobState::bad);
+  EXPECT_EQ(store->repair(s, "other bytes").error().code, EIO) << "bytes that are not the blob";
+  ASSERT_TRUE(store->repair(s, small).ok());
+  EXPECT_EQ(store->read(s).value(), small);
 }
 
 TEST(BlobStore, StreamingWriteResumesInANewWriter) {

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <ctime>
 #include <fstream>
 #include <iterator>
@@ -15,6 +16,7 @@
 #include "store/derived.h"
 #include "store/file_util.h"
 #include "store/lease.h"
+#include "store/usage.h"
 #include "tests/unit/store/store_test_util.h"
 
 namespace imagefs::store {
@@ -89,6 +91,30 @@ class Gc : public ::testing::Test {
     return all;
   }
 
+  // What gc may remove, in bytes: blob files with their products (derived/<hex>/, directories
+  // included), partial downloads and shared files.
+  [[nodiscard]] uint64_t content() const {
+    uint64_t total = 0;
+    const std::vector<BlobInfo> blobs = blobs_->list().value();
+    for (const BlobInfo& b : blobs) total += b.size + tree_bytes(blobs_->derived_dir(b.digest));
+    const std::vector<PartialInfo> partials = blobs_->list_partials().value();
+    for (const PartialInfo& p : partials) total += p.size;
+    std::error_code ec;
+    for (auto it = fs::recursive_directory_iterator(dir_.path() / "segments", ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
+      if (it->is_regular_file()) total += it->file_size();
+    return total;
+  }
+  // The rest of the store, which gc never removes: the catalog, the directories that stay.
+  [[nodiscard]] uint64_t fixed() const { return disk_usage(dir_.path())->total() - content(); }
+  // A --max-size of `n` bytes beyond the fixed part.
+  [[nodiscard]] uint64_t limit(uint64_t n) const { return fixed() + n; }
+  // The report's size after is the store's, as a walk (and du) finds it after gc.
+  void expect_size_after_is_the_stores(const GcReport& report) const {
+    EXPECT_EQ(report.size_after, disk_usage(dir_.path())->total());
+    EXPECT_EQ(report.disk_after.total(), report.size_after);
+  }
+
   TempDir dir_;
   std::shared_ptr<BlobStore> blobs_;
   std::shared_ptr<Catalog> catalog_;
@@ -98,15 +124,19 @@ TEST_F(Gc, LeastRecentlyUsedGoFirstUntilUnderTheLimit) {
   ImageRecord a = add_image("a", 100, {pattern(10'000, 1)});
   ImageRecord b = add_image("b", 300, {pattern(10'000, 2)});
   ImageRecord c = add_image("c", 200, {pattern(10'000, 3)});
-  auto report = collect(*blobs_, *catalog_, 15'000, now());
+  const uint64_t before = disk_usage(dir_.path())->total();
+  EXPECT_EQ(content(), 30'600u);
+  auto report = collect(*blobs_, *catalog_, limit(15'000), now());
   ASSERT_TRUE(report.ok()) << report.error().message;
   EXPECT_EQ(report->images_removed, (std::vector<Digest>{a.manifest, c.manifest}));
   ASSERT_EQ(report->refs_removed.size(), 2u);
   EXPECT_EQ(report->refs_removed[0].reference, ref_name("a"));
   EXPECT_EQ(report->refs_removed[1].reference, ref_name("c"));
-  EXPECT_EQ(report->size_before, 30'600u);
-  EXPECT_EQ(report->size_after, 10'200u);
+  EXPECT_EQ(report->size_before, before) << "the whole store, as du counts it";
+  expect_size_after_is_the_stores(*report);
+  EXPECT_EQ(content(), 10'200u);
   EXPECT_EQ(report->bytes_freed(), 20'400u);
+  EXPECT_EQ(report->image_bytes.at(a.manifest), 10'200u);
   EXPECT_EQ(report->blobs_removed.size(), 6u);
   EXPECT_FALSE(has_image(a));
   EXPECT_FALSE(has_image(c));
@@ -117,7 +147,7 @@ TEST_F(Gc, LeastRecentlyUsedGoFirstUntilUnderTheLimit) {
   EXPECT_EQ(catalog_->refs()->size(), 1u);
   EXPECT_TRUE(blobs_->verify()->empty());
 
-  auto again = collect(*blobs_, *catalog_, 15'000, now());
+  auto again = collect(*blobs_, *catalog_, limit(15'000), now());
   ASSERT_TRUE(again.ok());
   EXPECT_TRUE(again->images_removed.empty()) << "under the limit: nothing to do";
 }
@@ -126,13 +156,14 @@ TEST_F(Gc, BlobsSharedWithAKeptImageStay) {
   std::string shared = pattern(20'000, 1);
   ImageRecord a = add_image("a", 100, {shared, pattern(5000, 2)});
   ImageRecord b = add_image("b", 200, {shared});
-  auto report = collect(*blobs_, *catalog_, 25'000, now());
+  auto report = collect(*blobs_, *catalog_, limit(25'000), now());
   ASSERT_TRUE(report.ok()) << report.error().message;
   EXPECT_EQ(report->images_removed, std::vector<Digest>{a.manifest});
   EXPECT_TRUE(blobs_->contains(a.layers[0].digest)) << "b still uses it";
   EXPECT_FALSE(blobs_->contains(a.layers[1].digest));
   EXPECT_TRUE(blobs_present(b));
-  EXPECT_EQ(report->size_after, 20'200u);
+  EXPECT_EQ(content(), 20'200u);
+  expect_size_after_is_the_stores(*report);
 }
 
 TEST_F(Gc, ImagesInUseAreNeverRemoved) {
@@ -146,7 +177,8 @@ TEST_F(Gc, ImagesInUseAreNeverRemoved) {
   EXPECT_EQ(report->images_removed, std::vector<Digest>{b.manifest});
   EXPECT_TRUE(has_image(a));
   EXPECT_TRUE(blobs_present(a));
-  EXPECT_EQ(report->size_after, 1200u) << "over the limit, as far as the leases allow";
+  EXPECT_EQ(content(), 1200u) << "over the limit, as far as the leases allow";
+  expect_size_after_is_the_stores(*report);
 }
 
 TEST_F(Gc, UnreferencedBlobsGoAfterADay) {
@@ -197,22 +229,23 @@ TEST_F(Gc, PartialsCountInTheSizeAndGoFirstOverTheLimit) {
     ASSERT_TRUE(w.ok());
     ASSERT_TRUE((*w)->write(as_bytes(pattern(5000, 3))).ok());
   }
+  EXPECT_EQ(content(), 6200u) << "the partial counts in the store's size";
   auto young = collect(*blobs_, *catalog_, kNoLimit, now());
   ASSERT_TRUE(young.ok()) << young.error().message;
   EXPECT_TRUE(young->partials_removed.empty());
-  EXPECT_EQ(young->size_before, 6200u) << "the partial counts in the store's size";
-  EXPECT_EQ(young->size_after, 6200u);
+  EXPECT_EQ(young->size_before, young->size_after);
+  EXPECT_EQ(content(), 6200u);
 
   // Over the limit, the young partial goes before any image.
-  auto over = collect(*blobs_, *catalog_, 2000, now());
+  auto over = collect(*blobs_, *catalog_, limit(2000), now());
   ASSERT_TRUE(over.ok()) << over.error().message;
   ASSERT_EQ(over->partials_removed.size(), 1u);
   EXPECT_EQ(over->partials_removed[0].digest, big);
   EXPECT_TRUE(over->images_removed.empty());
   EXPECT_TRUE(has_image(a));
-  EXPECT_EQ(over->size_before, 6200u);
-  EXPECT_EQ(over->size_after, 1200u);
+  EXPECT_EQ(content(), 1200u);
   EXPECT_EQ(over->bytes_freed(), 5000u);
+  expect_size_after_is_the_stores(*over);
   EXPECT_TRUE(blobs_->list_partials().value().empty());
 
   // A stale partial removed in step 1 counts in the size before, not after.
@@ -220,11 +253,13 @@ TEST_F(Gc, PartialsCountInTheSizeAndGoFirstOverTheLimit) {
     auto w = blobs_->open_writer(big);
     ASSERT_TRUE((*w)->write(as_bytes(pattern(700, 4))).ok());
   }
+  const uint64_t before = disk_usage(dir_.path())->total();
   auto stale = collect(*blobs_, *catalog_, kNoLimit, now() + 2 * kDay);
   ASSERT_TRUE(stale.ok()) << stale.error().message;
   ASSERT_EQ(stale->partials_removed.size(), 1u);
-  EXPECT_EQ(stale->size_before, 1900u);
-  EXPECT_EQ(stale->size_after, 1200u);
+  EXPECT_EQ(stale->size_before, before);
+  EXPECT_EQ(content(), 1200u);
+  expect_size_after_is_the_stores(*stale);
 }
 
 TEST_F(Gc, ImagesNoRefNamesAreRemoved) {
@@ -265,7 +300,7 @@ TEST_F(Gc, RemoveReferenceFreesTheImageWithItsLastName) {
   auto absent = remove_reference(*blobs_, *catalog_, ref_name("a"), "");
   ASSERT_FALSE(absent.ok());
   EXPECT_EQ(absent.error().code, ENOENT);
-  EXPECT_EQ(absent.error().message, "no image test/a:1 in the cache");
+  EXPECT_EQ(absent.error().message, "no image test/a:1 in the store");
 }
 
 TEST_F(Gc, RemoveReferenceWithoutPlatformTakesEveryPlatform) {
@@ -327,7 +362,8 @@ TEST_F(Gc, DerivedProductsGoWithTheirBlobAndStaleBuildsGo) {
   fs::create_directories(blobs_->derived_dir(gone) / "layer");
   fs::create_directories(blobs_->root() / "derived" / "not-a-digest");
 
-  auto report = collect(*blobs_, *catalog_, 1500, now());
+  ASSERT_TRUE(catalog_->remove_ref(ref_name("a"), "linux/amd64").ok());  // a goes
+  auto report = collect(*blobs_, *catalog_, kNoLimit, now());
   ASSERT_TRUE(report.ok()) << report.error().message;
   EXPECT_EQ(report->images_removed, std::vector<Digest>{a.manifest});
   EXPECT_FALSE(fs::exists(blobs_->derived_dir(la))) << "removed with its blob";
@@ -354,11 +390,12 @@ TEST_F(Gc, DerivedBytesCountTowardTheLimit) {
     std::ofstream f(product / "data", std::ios::binary);
     f << pattern(2000, 3);
   }
-  auto report = collect(*blobs_, *catalog_, 3000, now());
+  EXPECT_EQ(content(), 4400u + tree_bytes(blobs_->derived_dir(a.layers[0].digest)) - 2000u);
+  auto report = collect(*blobs_, *catalog_, limit(3000), now());
   ASSERT_TRUE(report.ok()) << report.error().message;
-  EXPECT_EQ(report->size_before, 4400u);
   EXPECT_EQ(report->images_removed, std::vector<Digest>{a.manifest});
-  EXPECT_EQ(report->size_after, 1200u);
+  EXPECT_EQ(content(), 1200u);
+  expect_size_after_is_the_stores(*report);
   EXPECT_FALSE(fs::exists(product));
   EXPECT_TRUE(has_image(b));
 }
@@ -435,16 +472,16 @@ TEST_F(Gc, SharedFilesCountAndGoByLastUseWithImages) {
   SharedFile today = add_shared(dir_.path(), "zstd", 12, 3000, 3600);
   SharedFile stale = add_shared(dir_.path(), "gzip", 13, 500, 8 * kDay);
 
+  EXPECT_EQ(content(), 2400u + 9500u);
   auto counted = collect(*blobs_, *catalog_, kNoLimit, t);
   ASSERT_TRUE(counted.ok()) << counted.error().message;
-  EXPECT_EQ(counted->size_before, 2400u + 9500u);
   ASSERT_EQ(counted->shared_removed.size(), 1u) << "unused for a week goes whatever the size";
   EXPECT_EQ(counted->shared_removed[0].path, stale.path);
-  EXPECT_EQ(counted->size_after, 2400u + 9000u);
+  EXPECT_EQ(content(), 2400u + 9000u);
 
   // 11,400 bytes down to 5,000: the oldest first (older, then image a, then between), and the
   // file used today stays even though the store is still over the limit afterwards.
-  auto report = collect(*blobs_, *catalog_, 5000, t);
+  auto report = collect(*blobs_, *catalog_, limit(5000), t);
   ASSERT_TRUE(report.ok()) << report.error().message;
   ASSERT_EQ(report->shared_removed.size(), 2u);
   EXPECT_EQ(report->shared_removed[0].path, older.path);
@@ -452,8 +489,119 @@ TEST_F(Gc, SharedFilesCountAndGoByLastUseWithImages) {
   EXPECT_EQ(report->images_removed, std::vector<Digest>{a.manifest});
   EXPECT_TRUE(has_image(b));
   EXPECT_TRUE(fs::exists(today.path));
-  EXPECT_EQ(report->size_after, 1200u + 3000u);
+  EXPECT_EQ(content(), 1200u + 3000u);
   EXPECT_EQ(report->bytes_freed(), 6000u + 1200u);
+  expect_size_after_is_the_stores(*report);
+}
+
+// An image's archives (its plans and the segments they name, as cpio/ reports them) go with the
+// image, however recently they were used; a segment another image's archive names stays, and so
+// does one a running mount holds. Archives of an image that left the catalog go too.
+TEST_F(Gc, AnImagesArchivesGoWithIt) {
+  const int64_t t = now();
+  ImageRecord a = add_image("a", t - 5 * kDay, {pattern(1000, 1)});
+  ImageRecord b = add_image("b", t - 2 * kDay, {pattern(1000, 2)});
+  SharedFile a_plan = add_shared(dir_.path(), "plans", 20, 100, 60);
+  SharedFile a_only = add_shared(dir_.path(), "gzip", 21, 4000, 60);
+  SharedFile both = add_shared(dir_.path(), "gzip", 22, 3000, 60);
+  SharedFile held = add_shared(dir_.path(), "gzip", 23, 2000, 60);
+  SharedFile b_plan = add_shared(dir_.path(), "plans", 24, 100, 60);
+  Digest gone = Digest::of(std::string_view("an image rm took"));
+  SharedFile gone_plan = add_shared(dir_.path(), "plans", 25, 100, 60);
+  SharedUse use{{a.manifest, {a_plan.path, a_only.path, both.path, held.path}},
+                {b.manifest, {b_plan.path, both.path}},
+                {gone, {gone_plan.path, both.path}}};
+
+  // Under the limit: only the archives of the image that is gone.
+  auto counted = collect(*blobs_, *catalog_, kNoLimit, t, {}, use);
+  ASSERT_TRUE(counted.ok()) << counted.error().message;
+  ASSERT_EQ(counted->shared_removed.size(), 1u);
+  EXPECT_EQ(counted->shared_removed[0].path, gone_plan.path);
+  EXPECT_TRUE(fs::exists(both.path)) << "b's archive names it";
+
+  // Over it: a goes, with the files only it used (used a minute ago, yet derived from it).
+  auto report = collect(*blobs_, *catalog_, limit(2400 + 9200 - 1), t, {held.path}, use);
+  ASSERT_TRUE(report.ok()) << report.error().message;
+  EXPECT_EQ(report->images_removed, std::vector<Digest>{a.manifest});
+  EXPECT_FALSE(fs::exists(a_plan.path));
+  EXPECT_FALSE(fs::exists(a_only.path));
+  EXPECT_TRUE(fs::exists(both.path)) << "b's archive names it";
+  EXPECT_TRUE(fs::exists(held.path)) << "a running mount holds it";
+  EXPECT_TRUE(fs::exists(b_plan.path));
+  EXPECT_EQ(report->image_bytes.at(a.manifest), 1200u + 100u + 4000u);
+  EXPECT_TRUE(has_image(b));
+  expect_size_after_is_the_stores(*report);
+}
+
+// Everything derived from a bad blob goes: its products, and the archive files of the images
+// that use it, except those a sound image's archive also names (made from other layers) and those
+// a running mount holds.
+TEST_F(Gc, DerivedDataOfABadBlobGoes) {
+  ImageRecord a = add_image("a", 100, {pattern(1000, 1), pattern(1000, 3)});
+  ImageRecord b = add_image("b", 200, {pattern(1000, 3)});
+  const Digest bad = a.layers[0].digest;
+  build_product(*blobs_, bad);
+  build_product(*blobs_, a.layers[1].digest);
+  SharedFile a_plan = add_shared(dir_.path(), "plans", 30, 100, 60);
+  SharedFile a_only = add_shared(dir_.path(), "zstd", 31, 400, 60);
+  SharedFile both = add_shared(dir_.path(), "zstd", 32, 300, 60);
+  SharedFile held = add_shared(dir_.path(), "zstd", 33, 200, 60);
+  SharedUse use{{a.manifest, {a_plan.path, a_only.path, both.path, held.path}},
+                {b.manifest, {both.path}}};
+  auto removed = remove_derived_of_bad(*blobs_, {bad}, {a.manifest}, use, {held.path});
+  ASSERT_TRUE(removed.ok()) << removed.error().message;
+  EXPECT_EQ(removed->size(), 2u);
+  EXPECT_FALSE(fs::exists(blobs_->derived_dir(bad)));
+  EXPECT_TRUE(fs::exists(blobs_->derived_dir(a.layers[1].digest))) << "a sound layer's index";
+  EXPECT_FALSE(fs::exists(a_plan.path));
+  EXPECT_FALSE(fs::exists(a_only.path));
+  EXPECT_TRUE(fs::exists(both.path));
+  EXPECT_TRUE(fs::exists(held.path));
+  EXPECT_TRUE(blobs_->contains(bad)) << "the blob itself is the repair's";
+}
+
+// The store's size is what `du -sb` says, and each image's share is what it uses, shared parts
+// counted in each image that uses them and once in the total.
+TEST_F(Gc, UsageAddsUpLikeDu) {
+  std::string common = pattern(5000, 7);
+  ImageRecord a = add_image("a", 100, {common, pattern(1000, 1)});
+  ImageRecord b = add_image("b", 200, {common});
+  build_product(*blobs_, a.layers[1].digest);
+  SharedFile a_plan = add_shared(dir_.path(), "plans", 40, 100, 60);
+  SharedFile seg = add_shared(dir_.path(), "gzip", 41, 700, 60);
+  {
+    auto w = blobs_->open_writer(Digest::of(std::string_view("a download")));
+    ASSERT_TRUE((*w)->write(as_bytes(pattern(300, 5))).ok());
+  }
+  SharedUse use{{a.manifest, {a_plan.path, seg.path}}, {b.manifest, {seg.path}}};
+  auto usage = store_usage(*blobs_, *catalog_, use);
+  ASSERT_TRUE(usage.ok()) << usage.error().message;
+
+  std::string cmd = "du -sb '" + dir_.path().string() + "'";
+  FILE* du = ::popen(cmd.c_str(), "r");
+  ASSERT_NE(du, nullptr);
+  unsigned long long du_bytes = 0;
+  EXPECT_EQ(std::fscanf(du, "%llu", &du_bytes), 1);
+  EXPECT_EQ(::pclose(du), 0);
+  EXPECT_EQ(usage->disk.total(), du_bytes) << "the reference: du -sb";
+  EXPECT_EQ(usage->disk.partials, 300u);
+  EXPECT_EQ(usage->disk.plans, 100u);
+  EXPECT_EQ(usage->disk.segments, 700u);
+  EXPECT_EQ(usage->disk.blobs, 2u * 200u + 5000u + 1000u);
+  EXPECT_GT(usage->disk.catalog, 0u);
+
+  const uint64_t a_layer = 1000 + tree_bytes(blobs_->derived_dir(a.layers[1].digest));
+  ASSERT_EQ(usage->images.size(), 2u);
+  for (const ImageUsage& u : usage->images) {
+    if (u.manifest == a.manifest) {
+      EXPECT_EQ(u.size, 200u + 5000u + a_layer + 100u + 700u);
+      EXPECT_EQ(u.shared, 5000u + 700u);
+    } else {
+      EXPECT_EQ(u.size, 200u + 5000u + 700u);
+      EXPECT_EQ(u.shared, 5000u + 700u);
+    }
+  }
+  EXPECT_EQ(usage->used_by_images, 400u + 5000u + a_layer + 100u + 700u);
 }
 
 }  // namespace
