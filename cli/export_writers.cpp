@@ -52,12 +52,10 @@ class DirWriter {
         IMAGEFS_CHECK(metadata_of_fd(root_fd_, *it));
         continue;
       }
-      auto [parent, name] = split_parent(it->path);
-      IMAGEFS_TRY(parent_fd, chain_.dir(parent));
-      UniqueFd fd(::openat(parent_fd, std::string(name).c_str(),
-                           O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      if (!fd) return errno_error(errno, "cannot open directory " + shown(it->path));
-      IMAGEFS_CHECK(metadata_of_fd(fd.get(), *it));
+      // The directory itself through the chain (O_NOFOLLOW at every level): a symlink put in
+      // its place stops the export here.
+      IMAGEFS_TRY(fd, chain_.dir(it->path));
+      IMAGEFS_CHECK(metadata_of_fd(fd, *it));
     }
     chain_.reset();
     return {};

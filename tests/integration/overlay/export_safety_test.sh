@@ -90,6 +90,8 @@ while not os.path.exists(stop):
     for d in (f"{out}/d{i}", f"{out}/d{i}/sub"):
         k += 1
         try:
+            if os.path.islink(f"{out}/d{i}"):
+                break  # its own symlink: never go through it
             os.rename(d, f"{d}.moved{k}")
             os.symlink(sentinel, d)
             swaps += 1

@@ -91,8 +91,8 @@ TEST(PrivateStore, EveryDirectoryTheStoreMakesIs0700) {
   auto build = DerivedBuild::begin(**blobs, blob, "index", IfPresent::keep);
   ASSERT_TRUE(build.ok()) << build.error().message;
   ASSERT_TRUE((*build)->commit().ok());
-  auto shared =
-      build_shared(root, "gzip", std::string(blob.hex()), Sync::no, [](int fd, const std::filesystem::path&) {
+  auto shared = build_shared(
+      root, "gzip", std::string(blob.hex()), Sync::no, [](int fd, const std::filesystem::path&) {
         return ::write(fd, "x", 1) == 1 ? Result<void>() : make_error(EIO, "write");
       });
   ASSERT_TRUE(shared.ok()) << shared.error().message;
