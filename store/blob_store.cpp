@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "common/errno_error.h"
+#include "store/cache_dir.h"
 #include "store/file_util.h"
 
 namespace imagefs::store {
@@ -484,6 +485,8 @@ class FileBlobStore final : public BlobStore {
 
 Result<std::shared_ptr<BlobStore>> BlobStore::open(const fs::path& root) {
   auto store = std::make_shared<FileBlobStore>(root);
+  if (auto r = make_private_store_dir(root); !r.ok())
+    return r.error().context("cannot open blob store");
   if (auto r = store->init(); !r.ok()) return r.error().context("cannot open blob store");
   return std::shared_ptr<BlobStore>(std::move(store));
 }

@@ -1,11 +1,15 @@
-// The default cache directory, from the effective uid, the environment and the passwd entry.
+// The default cache directory, from the effective uid, the environment and the passwd entry;
+// the store root's mode.
 #include "store/cache_dir.h"
 
 #include <pwd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <vector>
+
+#include "store/file_util.h"
 
 namespace imagefs::store {
 
@@ -51,6 +55,17 @@ Result<std::filesystem::path> default_cache_dir() {
   inputs.home = env("HOME");
   if (!usable(inputs.home)) inputs.home = passwd_home(inputs.euid);
   return default_cache_dir(inputs);
+}
+
+Result<void> make_private_store_dir(const std::filesystem::path& root) {
+  IMAGEFS_CHECK(detail::make_dirs(root));
+  struct stat st {};
+  if (::stat(root.c_str(), &st) != 0) return errno_error(errno, "cannot stat", root);
+  if ((st.st_mode & 077) == 0) return {};
+  // A symlinked root (~/.cache/imagefs -> /data/imagefs) is changed where it leads.
+  if (::chmod(root.c_str(), 0700) != 0 && errno != EPERM)
+    return errno_error(errno, "cannot make the store private (chmod 0700)", root);
+  return {};
 }
 
 }  // namespace imagefs::store

@@ -25,10 +25,28 @@ Result<std::vector<std::string>> list_dir(const fs::path& dir) {
   return names;
 }
 
+namespace {
+
+// mkdir(dir, 0700); an existing directory (or a symlink to one) is fine. errno-like, 0 on success.
+int make_dir(const fs::path& dir) {
+  if (::mkdir(dir.c_str(), 0700) == 0) return 0;
+  if (errno != EEXIST) return errno;
+  struct stat st {};
+  return ::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+}
+
+}  // namespace
+
 Result<void> make_dirs(const fs::path& dir) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) return errno_error(ec.value(), "cannot create directory", dir);
+  // Not std::filesystem::create_directories: it makes directories 0777 less the umask, which
+  // would let every user read the store.
+  int err = make_dir(dir);
+  fs::path parent = dir.parent_path();
+  if (err == ENOENT && !parent.empty() && parent != dir) {
+    IMAGEFS_CHECK(make_dirs(parent));
+    err = make_dir(dir);
+  }
+  if (err != 0) return errno_error(err, "cannot create directory", dir);
   return {};
 }
 

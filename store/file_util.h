@@ -26,7 +26,8 @@ using imagefs::UniqueFd;
 
 // The names in `dir` (without "." and ".."), in no particular order. A missing `dir` is ENOENT.
 Result<std::vector<std::string>> list_dir(const std::filesystem::path& dir);
-// Creates `dir` and its parents if missing.
+// Creates `dir` and its parents if missing, each mode 0700 (the store is private to its user:
+// other users see images only through a mount). Existing directories are left as they are.
 Result<void> make_dirs(const std::filesystem::path& dir);
 // fsync(2) of a directory, so that a rename or create in it survives a power loss.
 Result<void> fsync_dir(const std::filesystem::path& dir);
