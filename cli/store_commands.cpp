@@ -24,8 +24,17 @@ class PullProgress : public registry::ProgressSink {
  public:
   PullProgress(ProgressView& view, std::string image) : view_(view), image_(std::move(image)) {}
 
+  void layer_waiting(const registry::LayerId& layer, uint64_t bytes) override {
+    if (auto it = ids_.find(layer.digest.str()); it != ids_.end())
+      view_.update(it->second, bytes);
+    else
+      ids_[layer.digest.str()] = view_.start(
+          label(layer), layer.size, "waiting while another process downloads it", bytes);
+  }
   void layer_started(const registry::LayerId& layer, uint64_t offset) override {
-    size_t id = view_.start(label(layer), layer.size);
+    auto it = ids_.find(layer.digest.str());  // after a wait: the other process stopped
+    size_t id = it != ids_.end() ? it->second : view_.start(label(layer), layer.size);
+    if (it != ids_.end()) view_.retitle(id, "downloading");
     ids_[layer.digest.str()] = id;
     if (offset) view_.update(id, offset);
   }
@@ -34,7 +43,10 @@ class PullProgress : public registry::ProgressSink {
   }
   void layer_finished(const registry::LayerId& layer) override { end(layer, ItemEnd::done, ""); }
   void layer_cached(const registry::LayerId& layer) override {
-    ids_[layer.digest.str()] = view_.add_finished(label(layer), layer.size, ItemEnd::cached);
+    if (auto it = ids_.find(layer.digest.str()); it != ids_.end())  // after a wait
+      view_.end(it->second, ItemEnd::cached, "another process downloaded it");
+    else
+      ids_[layer.digest.str()] = view_.add_finished(label(layer), layer.size, ItemEnd::cached);
   }
   void layer_failed(const registry::LayerId& layer, const Error& error) override {
     end(layer, ItemEnd::failed, error.message);

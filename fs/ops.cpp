@@ -499,8 +499,7 @@ Result<void> serve(Filesystem& fs, const ServeOptions& options,
       fuse_session_new(&args, &ops, sizeof ops, &session_data));
   if (!se) return make_error(EINVAL, "cannot start a FUSE session (libfuse said why above)");
   if (fuse_session_mount(se.get(), options.mountpoint.c_str()) != 0)
-    return make_error(EIO, "cannot mount on " + options.mountpoint.string() +
-                               " (is /dev/fuse there, and fusermount3 installed?)");
+    return make_error(EIO, "cannot mount on " + options.mountpoint.string());
   raise_readahead(options.mountpoint);
   ready();
 

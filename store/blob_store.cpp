@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <thread>
 #include <utility>
 
 #include "common/errno_error.h"
@@ -256,7 +258,7 @@ class FileBlobStore final : public BlobStore {
     Digest actual = Digest::of(bytes);
     if (actual != expected)
       return make_error(EIO, mismatch_message(path(expected), expected, actual));
-    IMAGEFS_TRY(writer, open_writer(expected, bytes.size()));
+    IMAGEFS_TRY(writer, open_writer(expected, bytes.size(), nullptr));
     if (writer->done()) return {};
     if (writer->offset() != 0) IMAGEFS_CHECK(writer->restart());
     auto span = std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
@@ -271,16 +273,31 @@ class FileBlobStore final : public BlobStore {
   }
 
   Result<std::unique_ptr<BlobWriter>> open_writer(const Digest& expected,
-                                                  std::optional<uint64_t> expected_size) override {
-    return open_writer_once(expected, expected_size, true);
+                                                  std::optional<uint64_t> expected_size,
+                                                  const WaitReport& waiting) override {
+    return open_writer_once(expected, expected_size, true, waiting);
+  }
+
+  // The blob's writer lock; with `waiting`, polled rather than waited for, to report the wait.
+  Result<FileLock> writer_lock(const Digest& expected, const WaitReport& waiting) {
+    if (!waiting) return FileLock::acquire(lock_path(expected), detail::LockMode::exclusive);
+    for (;;) {
+      IMAGEFS_TRY(lock, FileLock::try_acquire(lock_path(expected), detail::LockMode::exclusive,
+                                              detail::IfMissing::create));
+      if (lock) return std::move(*lock);
+      // The partial, or once the other writer committed (it releases the lock next) the blob.
+      waiting(file_size(partial_path(expected)).value_or(file_size(path(expected)).value_or(0)));
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
   }
 
   Result<std::unique_ptr<BlobWriter>> open_writer_once(const Digest& expected,
                                                        std::optional<uint64_t> expected_size,
-                                                       bool commit_complete) {
+                                                       bool commit_complete,
+                                                       const WaitReport& waiting = nullptr) {
     fs::path final_path = path(expected);
     if (auto size = file_size(final_path)) return done_writer(expected, final_path, *size);
-    IMAGEFS_TRY(lock, FileLock::acquire(lock_path(expected), detail::LockMode::exclusive));
+    IMAGEFS_TRY(lock, writer_lock(expected, waiting));
     // The writer we may have waited for has committed it.
     if (auto size = file_size(final_path)) return done_writer(expected, final_path, *size);
 

@@ -289,7 +289,7 @@ Result<GcReport> remove_reference(BlobStore& blobs, Catalog& catalog, std::strin
   if (matches.empty()) {
     std::string what = "no image " + std::string(reference);
     if (!platform.empty()) what += " for platform " + std::string(platform);
-    return make_error(ENOENT, what + " in the cache");
+    return make_error(ENOENT, what + " in the store");
   }
   for (const RefRecord& ref : matches) {
     IMAGEFS_CHECK(catalog.remove_ref(ref.reference, ref.platform));

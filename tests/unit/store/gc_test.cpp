@@ -265,7 +265,7 @@ TEST_F(Gc, RemoveReferenceFreesTheImageWithItsLastName) {
   auto absent = remove_reference(*blobs_, *catalog_, ref_name("a"), "");
   ASSERT_FALSE(absent.ok());
   EXPECT_EQ(absent.error().code, ENOENT);
-  EXPECT_EQ(absent.error().message, "no image test/a:1 in the cache");
+  EXPECT_EQ(absent.error().message, "no image test/a:1 in the store");
 }
 
 TEST_F(Gc, RemoveReferenceWithoutPlatformTakesEveryPlatform) {
