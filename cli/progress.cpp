@@ -218,8 +218,8 @@ void ProgressView::message(const std::string& text) {
   permanent(printable(text));  // may quote a registry: no escape sequences through
 }
 
-std::string ProgressView::line(const Item& item, Clock::time_point now) const {
-  std::string s = item.label + ": ";
+std::string ProgressView::line(const Item& item, Clock::time_point now, size_t width) const {
+  std::string s;
   if (item.finished) {
     switch (item.how) {
       case ItemEnd::cached:
@@ -242,13 +242,25 @@ std::string ProgressView::line(const Item& item, Clock::time_point now) const {
       s += "  " + r;
   }
   if (!item.note.empty()) s += ": " + item.note;
-  return s;
+  // A line that does not fit would be cut at its end, taking the bytes and the rate: the label
+  // gives way instead ("127.0.0.1:5000/pyt...1/2 sha256:f446014bf301"), its end kept longer.
+  const std::string& label = item.label;
+  if (width > 0 && label.size() + 2 + s.size() >= width && width > s.size() + 2 + 12) {
+    size_t room = width - 1 - 2 - s.size();
+    size_t tail = (room - 3) * 2 / 3;
+    size_t head = room - 3 - tail;
+    while (head > 0 && (static_cast<unsigned char>(label[head]) & 0xC0) == 0x80) --head;
+    size_t from = label.size() - tail;
+    while (from < label.size() && (static_cast<unsigned char>(label[from]) & 0xC0) == 0x80) ++from;
+    return label.substr(0, head) + "..." + label.substr(from) + ": " + s;
+  }
+  return label + ": " + s;
 }
 
 void ProgressView::redraw(Clock::time_point now) {
   std::vector<std::string> lines;
   for (const Item& item : items_)
-    if (!item.finished) lines.push_back(line(item, now));
+    if (!item.finished) lines.push_back(line(item, now, screen_->width()));
   screen_->show(this, std::move(lines));
   last_draw_ = now;
 }

@@ -39,6 +39,8 @@ class Screen {
   // The lines `owner` shows in the progress area (none: empty), after those of owners that came
   // first; redrawn at once.
   void show(const void* owner, std::vector<std::string> lines);
+  // The terminal's columns, 0 if unknown.
+  [[nodiscard]] size_t width() const { return width_; }
 
  private:
   void erase() REQUIRES(mutex_);
@@ -117,7 +119,8 @@ class ProgressView {
     ItemEnd how = ItemEnd::done;
     std::string note;
   };
-  [[nodiscard]] std::string line(const Item& item, Clock::time_point now) const;
+  // "LABEL: STATUS"; with `width`, the label is shortened in its middle so that the status fits.
+  [[nodiscard]] std::string line(const Item& item, Clock::time_point now, size_t width = 0) const;
   void permanent(const std::string& text) REQUIRES(mutex_);  // one line, '\n' added
   void redraw(Clock::time_point now) REQUIRES(mutex_);       // terminal only
 

@@ -28,8 +28,8 @@ class PullProgress : public registry::ProgressSink {
     if (auto it = ids_.find(layer.digest.str()); it != ids_.end())
       view_.update(it->second, bytes);
     else
-      ids_[layer.digest.str()] = view_.start(
-          label(layer), layer.size, "waiting while another process downloads it", bytes);
+      ids_[layer.digest.str()] =
+          view_.start(label(layer), layer.size, "waiting for another download", bytes);
   }
   void layer_started(const registry::LayerId& layer, uint64_t offset) override {
     auto it = ids_.find(layer.digest.str());  // after a wait: the other process stopped

@@ -192,7 +192,9 @@ class FileBlobWriter final : public BlobWriter {
     offset_ = 0;
   }
 
-  static constexpr size_t kBufferSize = size_t{1} << 20;
+  // Small enough that the partial file shows a download's progress to a writer waiting for it
+  // (open_writer's WaitReport), large enough that writes cost nothing next to the network.
+  static constexpr size_t kBufferSize = size_t{256} << 10;
 
   bool done_ = false;
   Digest expected_;

@@ -32,8 +32,8 @@ screen=$("${PTY[@]}" --raw "$TEST_TMPDIR/pull.raw" -- "$IMAGEFS_BIN" pull --cach
   "$P/tiny" "$P/edge") || rc=$?
 [ "$rc" = 0 ] || { show "$screen"; fail "pull on a terminal exited $rc"; }
 # The test means something only if progress was drawn and erased while layers came in.
-grep -qa "downloading" "$TEST_TMPDIR/pull.raw" || fail "no progress was drawn on the terminal"
-grep -qa $'\033\\[[0-9]*A' "$TEST_TMPDIR/pull.raw" || fail "the progress area was never redrawn"
+grep -qaE "[0-9.]+ [KM]iB / [0-9.]+ [KM]iB" "$TEST_TMPDIR/pull.raw" || fail "no progress was drawn on the terminal"
+grep -qaE $'\033\\[[0-9]*[AF]' "$TEST_TMPDIR/pull.raw" || fail "the progress area was never redrawn"
 for image in tiny edge; do
   digest=$(fixture_manifest_digest "$image")
   n=$(count_lines "$screen" "^$P/$image:latest $digest linux/amd64\$")
@@ -41,15 +41,15 @@ for image in tiny edge; do
   layers=$(manifest_of "$image" | jq '.layers | length')
   for ((i = 1; i <= layers; i++)); do
     layer=$(manifest_of "$image" | jq -r ".layers[$((i - 1))].digest" | cut -c1-19)
-    n=$(count_lines "$screen" "^$P/$image layer $i/$layers $layer: (done|already present)")
+    n=$(count_lines "$screen" "^$P/$image:latest layer $i/$layers $layer: (done|already present)")
     [ "$n" = 1 ] || { show "$screen"; fail "$image layer $i is on the screen $n times, not once"; }
   done
 done
 n=$(count_lines "$screen" "downloading")
 [ "$n" = 0 ] || { show "$screen"; fail "progress lines were left on the screen"; }
 # Results come after their own layers and before the next image's.
-tiny_result=$(grep -nE "^$P/tiny:latest " <<<"$screen" | cut -d: -f1)
-edge_first=$(grep -nE "^$P/edge layer " <<<"$screen" | head -1 | cut -d: -f1)
+tiny_result=$(grep -nE "^$P/tiny:latest sha256:" <<<"$screen" | cut -d: -f1)
+edge_first=$(grep -nE "^$P/edge:latest layer " <<<"$screen" | head -1 | cut -d: -f1)
 [ "$tiny_result" -lt "$edge_first" ] || { show "$screen"; fail "tiny's result is not above edge's layers"; }
 
 # --- a second pull of an image being pulled waits, and says so ---------------------------------
@@ -57,7 +57,7 @@ second_cache=$TEST_TMPDIR/cache2
 "$IMAGEFS_BIN" pull --cache-dir "$second_cache" "$P/tiny" >"$TEST_TMPDIR/first.out" \
   2>"$TEST_TMPDIR/first.err" &
 first=$!
-on_exit kill "$first"
+on_exit _lib_kill "$first"
 for ((i = 0; i < 200; i++)); do
   [ -n "$(find "$second_cache/tmp" -type f -size +0 2>/dev/null)" ] && break
   sleep 0.05
@@ -69,30 +69,30 @@ screen=$("${PTY[@]}" --raw "$TEST_TMPDIR/second.raw" -- "$IMAGEFS_BIN" pull \
 wait "$first" || fail "the first pull failed: $(cat "$TEST_TMPDIR/first.err")"
 [ "$rc" = 0 ] || { show "$screen"; fail "the second pull exited $rc"; }
 # While it waited it showed the other download's bytes growing (a rate needs two samples).
-grep -qaE "waiting while another process downloads it [0-9.]+ [KM]iB / [0-9.]+ [KM]iB  [0-9.]+ [KM]?i?B/s" \
+grep -qaE "waiting for another download [0-9.]+ [KM]iB / [0-9.]+ [KM]iB  [0-9.]+ [KM]?i?B/s" \
   "$TEST_TMPDIR/second.raw" || {
-  show "$(python3 "$IMAGEFS_SOURCE_DIR/tests/integration/cli/ptyterm.py" --replay "$TEST_TMPDIR/second.raw")"
+  show "$("${PTY[@]}" --replay "$TEST_TMPDIR/second.raw")"
   fail "the second pull did not show the first's progress while it waited"
 }
-n=$(count_lines "$screen" "^$P/tiny layer [12]/2 sha256:[0-9a-f]{12}: already present: another process downloaded it\$")
+n=$(count_lines "$screen" "^$P/tiny:latest layer [12]/2 sha256:[0-9a-f]{12}: already present: another process downloaded it\$")
 [ "$n" -ge 1 ] || { show "$screen"; fail "no layer says another process downloaded it"; }
 n=$(count_lines "$screen" "^$P/tiny:latest $(fixture_manifest_digest tiny) linux/amd64\$")
 [ "$n" = 1 ] || { show "$screen"; fail "the second pull's result is on the screen $n times"; }
-n=$(count_lines "$screen" "waiting while")
+n=$(count_lines "$screen" "waiting for")
 [ "$n" = 0 ] || { show "$screen"; fail "a waiting line was left on the screen"; }
-assert_eq "1" "$(grep -c "^$P/tiny:latest " "$TEST_TMPDIR/first.out")" "the first pull's result"
+assert_eq "1" "$(grep -c "^$P/tiny:latest sha256:" "$TEST_TMPDIR/first.out")" "the first pull's result"
 # Off a terminal the wait is one line.
 "$IMAGEFS_BIN" rm --cache-dir "$second_cache" "$P/tiny" >/dev/null
 "$IMAGEFS_BIN" pull --cache-dir "$second_cache" "$P/tiny" >/dev/null 2>&1 &
 first=$!
-on_exit kill "$first"
+on_exit _lib_kill "$first"
 for ((i = 0; i < 200; i++)); do
   [ -n "$(find "$second_cache/tmp" -type f -size +0 2>/dev/null)" ] && break
   sleep 0.05
 done
 out=$("$IMAGEFS_BIN" pull --cache-dir "$second_cache" "$P/tiny" 2>&1) || fail "second pull: $out"
 wait "$first" || fail "the first pull failed"
-assert_contains "$out" ": waiting while another process downloads it "
+assert_contains "$out" ": waiting for another download "
 assert_contains "$out" ": already present: another process downloaded it"
 assert_not_contains "$out" $'\033' "no escape sequences off a terminal"
 

@@ -152,13 +152,12 @@ TEST(Screen, ItemsStillRunningAtTheEndKeepTheirLastLine) {
     ProgressView view(terminal, true);  // a Screen of its own
     size_t a = view.start("layer a", 100);
     view.update(a, 10);
-    view.start("layer b", 100, "waiting while another process downloads it");
+    view.start("layer b", 100, "waiting for another download");
   }
   std::vector<std::string> rows = screen_of(terminal.str());
   ASSERT_EQ(rows.size(), 2u) << dump(rows);
   EXPECT_NE(rows[0].find("layer a: downloading 10 B / 100 B"), std::string::npos) << dump(rows);
-  EXPECT_NE(rows[1].find("layer b: waiting while another process downloads it 0 B / 100 B"),
-            std::string::npos)
+  EXPECT_NE(rows[1].find("layer b: waiting for another download 0 B / 100 B"), std::string::npos)
       << dump(rows);
 }
 
@@ -175,24 +174,40 @@ TEST(Screen, LinesAreCutToTheTerminalsWidth) {
   EXPECT_TRUE(screen_of(terminal.str()).empty()) << "the area is erased at the end";
 }
 
+TEST(Screen, ALongLabelGivesWayToTheNumbers) {
+  std::ostringstream terminal;
+  Screen screen(terminal, 60);
+  ScreenBuf buf(screen, terminal);
+  std::ostream err(&buf);
+  ProgressView view(err, true);
+  view.start("127.0.0.1:5000/python:3.12-alpine layer 1/2 sha256:f446014bf301", 2048, "downloading",
+             1024);
+  std::vector<std::string> rows = screen_of(terminal.str(), 60);
+  ASSERT_EQ(rows.size(), 1u) << dump(rows);
+  EXPECT_LT(rows[0].size(), 60u) << rows[0];
+  EXPECT_EQ(rows[0].rfind("127.0.0.1", 0), 0u) << rows[0];
+  EXPECT_NE(rows[0].find("bf301: downloading 1.0 KiB / 2.0 KiB"), std::string::npos) << rows[0];
+  EXPECT_NE(rows[0].find("..."), std::string::npos) << rows[0];
+}
+
 TEST(Progress, WaitingThenDownloadingOffATerminal) {
   std::ostringstream out;
   {
     ProgressView view(out, false);
-    size_t a = view.start("layer a", 2048, "waiting while another process downloads it");
+    size_t a = view.start("layer a", 2048, "waiting for another download");
     view.update(a, 1024);
     view.retitle(a, "downloading");
     view.end(a, ItemEnd::done);
-    size_t b = view.start("layer b", 10, "waiting while another process downloads it");
+    size_t b = view.start("layer b", 10, "waiting for another download");
     view.end(b, ItemEnd::cached, "another process downloaded it");
     size_t c = view.start("archive", 0, "compressing 1 segment");
     view.end(c, ItemEnd::done);
   }
   EXPECT_EQ(out.str().find('\033'), std::string::npos);
-  for (const char* line : {"layer a: waiting while another process downloads it 2.0 KiB\n",
-                           "layer a: downloading 2.0 KiB\n", "layer a: done 2.0 KiB in ",
-                           "layer b: already present: another process downloaded it\n",
-                           "archive: compressing 1 segment\n", "archive: done 0 B in "})
+  for (const char* line :
+       {"layer a: waiting for another download 2.0 KiB\n", "layer a: downloading 2.0 KiB\n",
+        "layer a: done 2.0 KiB in ", "layer b: already present: another process downloaded it\n",
+        "archive: compressing 1 segment\n", "archive: done 0 B in "})
     EXPECT_NE(out.str().find(line), std::string::npos) << line << " in:\n" << out.str();
   EXPECT_EQ(out.str().find("downloading 0 B"), std::string::npos) << out.str();
 }

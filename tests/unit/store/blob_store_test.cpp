@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <thread>
@@ -353,8 +354,9 @@ TEST(BlobStore, AWaitIsReportedWithTheOtherWritersBytes) {
   waiter.join();
   MutexLock lock(mu);
   ASSERT_GE(reports.size(), 3u) << "reported as the wait began and then about five times a second";
-  EXPECT_EQ(reports.front(), 1000u);
+  EXPECT_LE(reports.front(), 1000u) << "what the writer has on disk (it may buffer)";
   EXPECT_EQ(reports.back(), data.size());
+  EXPECT_TRUE(std::is_sorted(reports.begin(), reports.end()));
 }
 
 TEST(BlobStore, ThreadsOfOneProcessWriteABlobOnce) {
