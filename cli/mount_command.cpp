@@ -409,8 +409,10 @@ int mount_background(MountSetup setup, Io& io) {
   }
   if (answer.empty()) answer = "the daemon ended while starting; see " + setup.log_file.string();
   while (!answer.empty() && answer.back() == '\n') answer.pop_back();
-  io.err << "imagefs: mount " << printable(setup.mountpoint.string()) << ": " << printable(answer)
-         << "\n";
+  // The mount point once: the daemon's reasons mostly name it ("cannot mount on MOUNT: ...").
+  bool named = answer.find(setup.mountpoint.string()) != std::string::npos;
+  io.err << "imagefs: mount" << (named ? "" : " " + printable(setup.mountpoint.string())) << ": "
+         << printable(answer) << "\n";
   return kExitFailed;
 }
 
@@ -550,8 +552,11 @@ int run_mount(const Args& args, Io& io) {
 
 int run_status(const Args& args, Io& io) {
   int status = kExitOk;
+  // A mount named on the command line that does not answer fails the command; in the list of
+  // every mount (which may hold other users' dead mounts) it is only reported.
+  const bool named = !args.positional().empty();
   std::vector<fsys::path> mounts;
-  if (!args.positional().empty()) {
+  if (named) {
     mounts = named_mounts(args.positional(), io, status);
     if (mounts.empty()) return status;
   } else {
@@ -570,14 +575,14 @@ int run_status(const Args& args, Io& io) {
       nlohmann::json s = nlohmann::json::parse(text.str(), nullptr, false);
       if (!in || s.is_discarded() || !s.is_object()) {
         s = nlohmann::json{{"mountpoint", printable(m.string())}, {"answering", false}};
-        status = kExitFailed;
+        if (named) status = kExitFailed;
       }
       io.out << s.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     }
     return status;
   }
   for (const fsys::path& m : mounts)
-    if (!print_status(m, io)) status = kExitFailed;
+    if (!print_status(m, io) && named) status = kExitFailed;
   return status;
 }
 

@@ -22,21 +22,28 @@ status_of() {
   printf '%s\n' "$out"
 }
 
+# says TEXT: stdin holds TEXT (all of stdin is read: no SIGPIPE for the writer under pipefail).
+says() {
+  local text
+  text=$(cat)
+  grep -qF -- "$1" <<<"$text"
+}
+
 # --- exit statuses --------------------------------------------------------------------------------
 S=(--cache-dir "$TEST_TMPDIR/never-made")
 touch "$TEST_TMPDIR/agent"
-status_of 2 imagefs build "${S[@]}" alpine -o x --level 13 | grep -q -- "--level" || fail "--level"
-status_of 2 imagefs build "${S[@]}" alpine -o x --format bz2 | grep -q bz2 || fail "--format"
-status_of 2 imagefs build "${S[@]}" alpine -o x --inject ./agent | grep -q HOST:GUEST || fail "--inject"
+status_of 2 imagefs build "${S[@]}" alpine -o x --level 13 | says "--level" || fail "--level"
+status_of 2 imagefs build "${S[@]}" alpine -o x --format bz2 | says bz2 || fail "--format"
+status_of 2 imagefs build "${S[@]}" alpine -o x --inject ./agent | says HOST:GUEST || fail "--inject"
 status_of 2 imagefs build "${S[@]}" alpine -o x --init x --exec y >/dev/null
 status_of 2 imagefs build "${S[@]}" alpine -o x --init "$TEST_TMPDIR/agent" --exec y >/dev/null
-status_of 2 imagefs gc "${S[@]}" --max-size 20X | grep -q 'invalid size "20X"' || fail "--max-size"
-status_of 2 imagefs pull "${S[@]}" --platform foo alpine | grep -q 'invalid platform "foo"' || fail "--platform"
-status_of 2 imagefs mount "${S[@]}" "$TEST_TMPDIR/m" --ttl abc | grep -q -- "--ttl" || fail "--ttl"
-status_of 2 imagefs mount "${S[@]}" "$TEST_TMPDIR/m" --threads 0 | grep -q -- "--threads" || fail "--threads"
+status_of 2 imagefs gc "${S[@]}" --max-size 20X | says 'invalid size "20X"' || fail "--max-size"
+status_of 2 imagefs pull "${S[@]}" --platform foo alpine | says 'invalid platform "foo"' || fail "--platform"
+status_of 2 imagefs mount "${S[@]}" "$TEST_TMPDIR/m" --ttl abc | says "--ttl" || fail "--ttl"
+status_of 2 imagefs mount "${S[@]}" "$TEST_TMPDIR/m" --threads 0 | says "--threads" || fail "--threads"
 status_of 2 imagefs pull "${S[@]}" --no-such-option alpine >/dev/null
 status_of 2 imagefs pull "${S[@]}" alpine --platform >/dev/null
-status_of 2 imagefs pull "${S[@]}" "Not/A/Reference" | grep -q "invalid reference" || fail "reference"
+status_of 2 imagefs pull "${S[@]}" "Not/A/Reference" | says "invalid reference" || fail "reference"
 status_of 2 imagefs rm "${S[@]}" "bad@sha256:12" >/dev/null
 status_of 2 imagefs export "${S[@]}" alpine >/dev/null
 status_of 2 imagefs frobnicate >/dev/null
@@ -44,9 +51,9 @@ status_of 2 imagefs >/dev/null
 [ ! -e "$TEST_TMPDIR/never-made" ] || fail "a usage error reached the store"
 [ ! -e "$TEST_TMPDIR/m" ] || fail "a usage error made the mount point"
 # The work itself failing: 1.
-status_of 1 imagefs pull "${S[@]}" --registry-timeout 2 127.0.0.1:1/tiny | grep -q "127.0.0.1:1" || fail "no registry"
+status_of 1 imagefs pull "${S[@]}" --registry-timeout 2 127.0.0.1:1/tiny | says "127.0.0.1:1" || fail "no registry"
 status_of 0 imagefs help >/dev/null
-imagefs help | grep -q "2 bad usage" || fail "help does not document the exit statuses"
+imagefs help | says "2 bad usage" || fail "help does not document the exit statuses"
 
 # --- status on what is not a mount ---------------------------------------------------------------
 mkdir -p "$TEST_TMPDIR/plain"
@@ -58,7 +65,7 @@ rc=0
 assert_eq 1 "$rc" "status --json on a directory"
 assert_eq "" "$(cat "$TEST_TMPDIR/json.out")" "status --json prints no JSON for what is not a mount"
 assert_contains "$(cat "$TEST_TMPDIR/json.err")" "is not an imagefs mount"
-status_of 1 imagefs status "$TEST_TMPDIR/no-such-dir" | grep -q "no such directory" || fail "missing dir"
+status_of 1 imagefs status "$TEST_TMPDIR/no-such-dir" | says "no such directory" || fail "missing dir"
 
 # --- the mount: read-only, EROFS -----------------------------------------------------------------
 "$FIXTURES" build --out "$FIXTURES_OUT" tiny >/dev/null 2>&1 || fail "fixtures build failed"
@@ -71,7 +78,7 @@ out=$(status_of 0 imagefs status "$MNT")
 assert_contains "$out" "pid "
 out=$(status_of 0 imagefs status --json "$MNT")
 assert_eq "$(daemon_pid "$MNT")" "$(jq .pid <<<"$out")" "status --json of the mount"
-status_of 1 imagefs status "$MNT/$R" | grep -q "is not an imagefs mount" || fail "a directory inside a mount"
+status_of 1 imagefs status "$MNT/$R" | says "is not an imagefs mount" || fail "a directory inside a mount"
 img=$MNT/$R/tiny:latest
 fs ls "$img/rootfs/bin" >/dev/null || fail "the image does not open"
 erofs="Read-only file system"
