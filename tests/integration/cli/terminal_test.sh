@@ -54,15 +54,21 @@ edge_first=$(grep -nE "^$P/edge:latest layer " <<<"$screen" | head -1 | cut -d: 
 
 # --- a second pull of an image being pulled waits, and says so ---------------------------------
 second_cache=$TEST_TMPDIR/cache2
+big_layer=$(manifest_of tiny | jq -r '.layers | max_by(.size) | .digest' | cut -d: -f2)
+# wait_for_download: until the first pull holds tiny's big layer (its partial file is there).
+wait_for_download() {
+  for ((i = 0; i < 600; i++)); do
+    compgen -G "$second_cache/tmp/$big_layer*" >/dev/null && return 0
+    kill -0 "$first" 2>/dev/null || break
+    sleep 0.05
+  done
+  fail "the first pull did not start downloading tiny's layer: $(cat "$TEST_TMPDIR/first.err")"
+}
 "$IMAGEFS_BIN" pull --cache-dir "$second_cache" "$P/tiny" >"$TEST_TMPDIR/first.out" \
   2>"$TEST_TMPDIR/first.err" &
 first=$!
 on_exit _lib_kill "$first"
-for ((i = 0; i < 200; i++)); do
-  [ -n "$(find "$second_cache/tmp" -type f -size +0 2>/dev/null)" ] && break
-  sleep 0.05
-done
-[ -n "$(find "$second_cache/tmp" -type f -size +0 2>/dev/null)" ] || fail "the first pull downloaded nothing"
+wait_for_download
 rc=0
 screen=$("${PTY[@]}" --raw "$TEST_TMPDIR/second.raw" -- "$IMAGEFS_BIN" pull \
   --cache-dir "$second_cache" "$P/tiny") || rc=$?
@@ -83,13 +89,10 @@ n=$(count_lines "$screen" "waiting for")
 assert_eq "1" "$(grep -c "^$P/tiny:latest sha256:" "$TEST_TMPDIR/first.out")" "the first pull's result"
 # Off a terminal the wait is one line.
 "$IMAGEFS_BIN" rm --cache-dir "$second_cache" "$P/tiny" >/dev/null
-"$IMAGEFS_BIN" pull --cache-dir "$second_cache" "$P/tiny" >/dev/null 2>&1 &
+"$IMAGEFS_BIN" pull --cache-dir "$second_cache" "$P/tiny" >/dev/null 2>"$TEST_TMPDIR/first.err" &
 first=$!
 on_exit _lib_kill "$first"
-for ((i = 0; i < 200; i++)); do
-  [ -n "$(find "$second_cache/tmp" -type f -size +0 2>/dev/null)" ] && break
-  sleep 0.05
-done
+wait_for_download
 out=$("$IMAGEFS_BIN" pull --cache-dir "$second_cache" "$P/tiny" 2>&1) || fail "second pull: $out"
 wait "$first" || fail "the first pull failed"
 assert_contains "$out" ": waiting for another download "
