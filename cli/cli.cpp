@@ -117,8 +117,6 @@ int version(const Args&, Io& io) {
   return kExitOk;
 }
 
-}  // namespace
-
 Result<void> check_build(const Args& args) {
   if (args.positional().size() != 1 || !args.get("output"))
     return make_error(EINVAL, "give one image and -o FILE");
@@ -127,8 +125,6 @@ Result<void> check_build(const Args& args) {
   IMAGEFS_CHECK(archive_options(args));
   return {};
 }
-
-namespace {
 
 int help(const Args& args, Io& io) {
   if (!args.positional().empty()) {

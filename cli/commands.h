@@ -104,8 +104,7 @@ int run_build(const Args& args, Io& io);   // cli/build_command.cpp
 // (cli/build_command.cpp). EINVAL or ENOENT with a message naming the option.
 std::vector<OptionSpec> archive_option_specs();
 Result<cpio::ArchiveOptions> archive_options(const Args& args);
-// The usage checks of `build` and `mount` (Command::check).
-Result<void> check_build(const Args& args);
+// The usage check of `mount` (Command::check; the other commands' are in cli/cli.cpp).
 Result<void> check_mount(const Args& args);
 int run_mount(const Args& args, Io& io);   // cli/mount_command.cpp
 int run_status(const Args& args, Io& io);  // cli/mount_command.cpp

@@ -86,7 +86,7 @@ void Screen::show(const void* owner, std::vector<std::string> lines) {
   auto it = std::find_if(areas_.begin(), areas_.end(),
                          [owner](const auto& area) { return area.first == owner; });
   if (it == areas_.end()) {
-    if (lines.empty() && drawn_ == 0) return;
+    if (lines.empty()) return;  // nothing shown, nothing to show
     areas_.emplace_back(owner, std::move(lines));
   } else if (lines.empty()) {
     areas_.erase(it);
