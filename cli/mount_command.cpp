@@ -489,13 +489,14 @@ std::vector<fsys::path> named_mounts(const std::vector<std::string>& paths, Io& 
       case fs::MountState::free:
         status = report(io, "status", make_error(EINVAL, p + " is not an imagefs mount"));
         break;
-      case fs::MountState::stale_other:
-        status = report(io, "status",
-                        make_error(ENOTCONN, p +
-                                                 " is not an imagefs mount (a FUSE mount whose "
-                                                 "daemon is gone: fusermount3 -u " +
-                                                 p + ")"));
+      case fs::MountState::stale_other: {
+        std::string message = p;
+        message += " is not an imagefs mount (a FUSE mount whose daemon is gone: fusermount3 -u ";
+        message += p;
+        message += ")";
+        status = report(io, "status", make_error(ENOTCONN, message));
         break;
+      }
     }
   }
   return mounts;

@@ -16,7 +16,7 @@ struct CliRun {
   std::string out, err;
 };
 
-CliRun run_cli(std::vector<std::string> args) {
+CliRun run_cli(const std::vector<std::string>& args) {
   std::ostringstream out, err;
   int status = run(args, out, err);
   return {status, out.str(), err.str()};
