@@ -49,6 +49,9 @@ Result<uint64_t> parse_size(std::string_view text);
 // A whole number from `lo` to `hi` given to option `what` ("--ttl"); EINVAL saying the range.
 Result<long> parse_number(const std::string& text, long lo, long hi, const std::string& what);
 
+// "1 segment", "19 segments": `noun` (singular, taking an s) counted.
+std::string plural(uint64_t n, std::string_view noun);
+
 // "1.5 GiB", "312 KiB", "17 B".
 std::string format_size(uint64_t bytes);
 

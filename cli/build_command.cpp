@@ -171,9 +171,14 @@ int run_build(const Args& args, Io& io) {
 
   ProgressView view(io.err, io.err_is_terminal);
   std::optional<size_t> item;
-  // Shown in bytes of cpio compressed so far (the total is not known until the last segment).
+  // Shown in bytes of cpio made so far (the total is not known until the last segment). Only
+  // the segments the store lacks are made: none is downloaded here, and with --format none none
+  // is compressed.
+  const bool raw = options->format == cpio::Format::none;
   cpio::BuildProgress progress{[&](size_t, size_t total, uint64_t raw_bytes) {
-    if (!item) item = view.start("compressing " + std::to_string(total) + " segments", 0);
+    if (!item)
+      item = view.start(fsys::path(*output).filename().string(), 0,
+                        (raw ? "writing " : "compressing ") + plural(total, "segment"));
     view.update(*item, raw_bytes);
   }};
   auto archive = (*maker)->make(
@@ -192,9 +197,9 @@ int run_build(const Args& args, Io& io) {
   if (auto written = write_atomically(**archive, *output); !written.ok())
     return report(io, "build " + ref, written.error());
   const cpio::ArchiveStats& s = (*archive)->stats();
-  io.err << "wrote " << *output << ": " << format_size((*archive)->size()) << " (" << s.segments
-         << " segments: " << s.segments_built << " compressed, " << s.segments_reused
-         << " reused)\n";
+  io.err << "wrote " << *output << ": " << format_size((*archive)->size()) << " ("
+         << plural(s.segments, "segment") << ": " << s.segments_built
+         << (raw ? " written, " : " compressed, ") << s.segments_reused << " reused)\n";
   return kExitOk;
 }
 

@@ -6,6 +6,7 @@
 #include <libdeflate.h>
 #include <lmdb.h>
 #include <openssl/crypto.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 #include <zlib.h>
 #include <zstd.h>
@@ -17,6 +18,7 @@
 #include <system_error>
 
 #include "cli/commands.h"
+#include "cli/progress.h"
 #include "common/errno_error.h"
 #include "common/text.h"
 #include "fs/version.h"
@@ -30,6 +32,10 @@
 namespace imagefs::cli {
 namespace {
 
+constexpr const char* kExitStatuses =
+    "\nExit status: 0 success; 1 the command failed (the message says which image and why);\n"
+    "2 bad usage (an unknown option, a missing or invalid value, a malformed reference).\n";
+
 std::string usage() {
   std::string text =
       "usage: imagefs COMMAND [OPTIONS] [ARGS...]\n\n"
@@ -40,13 +46,61 @@ std::string usage() {
     text += left + std::string(left.size() < 12 ? 12 - left.size() : 1, ' ') + c.summary + "\n";
   }
   text += "\n`imagefs help COMMAND` (or `imagefs COMMAND --help`) describes one command.\n";
+  text += kExitStatuses;
   return text;
 }
 
 std::string command_usage(const Command& c) {
   std::string text = "usage: imagefs " + c.synopsis + "\n\n" + c.summary + "\n";
   if (!c.options.empty()) text += "\nOptions:\n" + describe_options(c.options);
+  text += kExitStatuses;
   return text;
+}
+
+// --- usage checks (Command::check): arguments that no store, registry or mount could make right
+
+Result<void> check_no_positional(const Args& args) {
+  if (!args.positional().empty())
+    return make_error(EINVAL, "unexpected argument \"" + printable(args.positional()[0]) + "\"");
+  return {};
+}
+
+Result<void> check_references(const std::vector<std::string>& texts) {
+  for (const std::string& text : texts) IMAGEFS_CHECK(registry::parse_reference(text));
+  return {};
+}
+
+Result<void> check_pull(const Args& args) {
+  if (args.positional().empty()) return make_error(EINVAL, "name at least one image reference");
+  IMAGEFS_CHECK(check_references(args.positional()));
+  IMAGEFS_CHECK(registry_options(args));
+  return {};
+}
+
+Result<void> check_rm(const Args& args) {
+  if (args.positional().empty()) return make_error(EINVAL, "name at least one image reference");
+  IMAGEFS_CHECK(check_references(args.positional()));
+  if (auto p = args.get("platform")) IMAGEFS_CHECK(registry::parse_platform(*p));
+  return {};
+}
+
+Result<void> check_gc(const Args& args) {
+  IMAGEFS_CHECK(check_no_positional(args));
+  auto text = args.get("max-size");
+  if (!text) return make_error(EINVAL, "--max-size SIZE is required (e.g. --max-size 10G)");
+  auto size = parse_size(*text);
+  if (!size.ok()) return size.error().context("--max-size");
+  return {};
+}
+
+Result<void> check_export(const Args& args) {
+  const auto& pos = args.positional();
+  auto tar = args.get("tar");
+  if (pos.empty() || pos.size() > 2 || (tar && pos.size() != 1) || (!tar && pos.size() != 2))
+    return make_error(EINVAL, "give an image and a directory (or --tar FILE)");
+  IMAGEFS_CHECK(check_references({pos[0]}));
+  IMAGEFS_CHECK(registry_options(args));
+  return {};
 }
 
 int version(const Args&, Io& io) {
@@ -61,6 +115,15 @@ int version(const Args&, Io& io) {
   out << "  " << mdb_version(nullptr, nullptr, nullptr) << "\n";
   out << "  " << OpenSSL_version(OPENSSL_VERSION) << "\n";
   return kExitOk;
+}
+
+Result<void> check_build(const Args& args) {
+  if (args.positional().size() != 1 || !args.get("output"))
+    return make_error(EINVAL, "give one image and -o FILE");
+  IMAGEFS_CHECK(check_references(args.positional()));
+  IMAGEFS_CHECK(registry_options(args));
+  IMAGEFS_CHECK(archive_options(args));
+  return {};
 }
 
 int help(const Args& args, Io& io) {
@@ -81,7 +144,9 @@ int help(const Args& args, Io& io) {
 
 std::vector<OptionSpec> cache_options() {
   return {{"cache-dir", Arity::value,
-           "the store (default: /var/lib/imagefs for root, else $XDG_CACHE_HOME/imagefs)", "DIR"}};
+           "the store (default: /var/lib/imagefs for root, else $XDG_CACHE_HOME/imagefs or "
+           "~/.cache/imagefs)",
+           "DIR"}};
 }
 
 std::vector<OptionSpec> registry_option_specs() {
@@ -161,8 +226,20 @@ Result<Store> open_store(const Args& args) {
 }
 
 int report(Io& io, const std::string& what, const Error& error) {
+  // "pull alpine" and a message that names the image already ("docker.io/library/alpine:latest:
+  // no image for platform ..."; the puller's messages do, for the daemon's log): the reference
+  // once, as the message writes it.
+  std::string context = what;
+  if (size_t space = what.find(' '); space != std::string::npos) {
+    std::string named = error.message.substr(0, error.message.find(": "));
+    named = named.substr(0, named.find(" ("));  // "REF (linux/arm64)"
+    auto subject = registry::parse_reference(what.substr(space + 1));
+    auto in_message = registry::parse_reference(named);
+    if (subject.ok() && in_message.ok() && subject->str() == in_message->str())
+      context = what.substr(0, space);
+  }
   // Messages may quote registries and tar names: printable, so no answer can drive the terminal.
-  io.err << "imagefs: " << what << ": " << printable(error.message) << "\n";
+  io.err << "imagefs: " << context << ": " << printable(error.message) << "\n";
   return kExitFailed;
 }
 
@@ -182,22 +259,22 @@ const std::vector<Command>& commands() {
     std::vector<Command> list;
     list.push_back({"pull", "pull [OPTIONS] REF...",
                     "download images into the store (verified against their digests)",
-                    with(cache_options(), registry_option_specs()), run_pull});
+                    with(cache_options(), registry_option_specs()), run_pull, check_pull});
     list.push_back({"images", "images [--cache-dir DIR]",
                     "list the images in the store: reference, digest, platform, size, last use",
-                    cache_options(), run_images});
+                    cache_options(), run_images, check_no_positional});
     list.push_back({"rm", "rm [OPTIONS] REF...",
                     "remove references from the store, and the images no other reference names",
                     with(cache_options(),
                          {{"platform", Arity::value, "only this platform's image (default: all)",
                            "OS/ARCH[/VARIANT]"}}),
-                    run_rm});
+                    run_rm, check_rm});
     list.push_back(
         {"gc", "gc --max-size SIZE [--cache-dir DIR]",
          "shrink the store to SIZE (e.g. 10G), least recently used images first",
          with(cache_options(), {{"max-size", Arity::value,
                                  "the size to shrink to: bytes, or with K, M, G, T", "SIZE"}}),
-         run_gc});
+         run_gc, check_gc});
     list.push_back({"verify", "verify [--repair] [OPTIONS]",
                     "re-hash every blob in the store, name the images a bad one belongs to, and "
                     "with --repair fetch it again",
@@ -206,21 +283,21 @@ const std::vector<Command>& commands() {
                            "fetch bad blobs again from the registries of the images that use "
                            "them, and remove what was built from them",
                            ""}}),
-                    run_verify});
+                    run_verify, check_no_positional});
     list.push_back(
         {"build", "build [OPTIONS] REF -o FILE",
          "write an image's initramfs (newc cpio of its root filesystem, /init and "
          "injected files)",
          with(with(with(cache_options(), image_option_specs()), archive_option_specs()),
               {{"output", Arity::value, "the archive to write (atomically)", "FILE", 'o'}}),
-         run_build});
+         run_build, check_build});
     list.push_back(
         {"mount", "mount [OPTIONS] MOUNTPOINT",
          "present every image reference as a directory: rootfs/, initramfs.cpio.gz, "
          ".cpio.zst, .cpio, config.json, manifest.json, digest",
          with(with(with(cache_options(), registry_option_specs()), mount_archive_specs()),
               mount_option_specs()),
-         run_mount});
+         run_mount, check_mount});
     list.push_back({"status",
                     "status [--json] [MOUNTPOINT...]",
                     "what running mounts are doing: pulls in flight, recent errors",
@@ -231,27 +308,24 @@ const std::vector<Command>& commands() {
          "write an image's merged root filesystem to a new directory or a tar file",
          with(with(cache_options(), image_option_specs()),
               {{"tar", Arity::value, "write a tar archive instead of a directory", "FILE"}}),
-         run_export});
+         run_export, check_export});
     list.push_back({"version",
                     "version",
                     "print the versions of imagefs and the libraries it runs with",
                     {},
-                    version});
+                    version,
+                    check_no_positional});
     list.push_back({"help", "help [COMMAND]", "describe the commands, or one command", {}, help});
     return list;
   }();
   return kCommands;
 }
 
-int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  Io io{out, err, false};
-  if (&err == &std::cerr) {
-    // Read once at startup, before any thread exists.
-    const char* term = std::getenv("TERM");  // NOLINT(concurrency-mt-unsafe)
-    io.err_is_terminal = isatty(STDERR_FILENO) && !(term && std::strcmp(term, "dumb") == 0);
-  }
+namespace {
+
+int dispatch(const std::vector<std::string>& args, Io& io) {
   if (args.empty()) {
-    err << usage();
+    io.err << usage();
     return kExitUsage;
   }
   std::string name = args[0];
@@ -262,18 +336,54 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     std::vector<std::string> rest(args.begin() + 1, args.end());
     for (const std::string& a : rest)
       if (a == "--help" || a == "-h") {
-        out << command_usage(c);
+        io.out << command_usage(c);
         return kExitOk;
       }
     Result<Args> parsed = parse_args(rest, c.options);
     if (!parsed.ok()) {
-      err << "imagefs " << c.name << ": " << parsed.error().message << "\n\n" << command_usage(c);
+      io.err << "imagefs " << c.name << ": " << printable(parsed.error().message) << "\n\n"
+             << command_usage(c);
       return kExitUsage;
+    }
+    if (c.check) {
+      if (Result<void> checked = c.check(*parsed); !checked.ok()) {
+        io.err << "imagefs " << c.name << ": " << printable(checked.error().message)
+               << "\nusage: imagefs " << c.synopsis << " (`imagefs help " << c.name
+               << "` describes the options)\n";
+        return kExitUsage;
+      }
     }
     return c.run(*parsed, io);
   }
-  err << "imagefs: unknown command \"" << name << "\"\n\n" << usage();
+  io.err << "imagefs: unknown command \"" << printable(name) << "\"\n\n" << usage();
   return kExitUsage;
+}
+
+}  // namespace
+
+int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  bool terminal = false;
+  size_t width = 0;
+  if (&err == &std::cerr) {
+    // Read once at startup, before any thread exists.
+    const char* term = std::getenv("TERM");  // NOLINT(concurrency-mt-unsafe)
+    terminal = isatty(STDERR_FILENO) && !(term && std::strcmp(term, "dumb") == 0);
+    struct winsize size {};
+    if (terminal && ::ioctl(STDERR_FILENO, TIOCGWINSZ, &size) == 0) width = size.ws_col;
+  }
+  if (!terminal) {
+    Io io{out, err, false};
+    return dispatch(args, io);
+  }
+  // On a terminal every line of the command's output and messages is printed above the progress
+  // area (cli/progress.h), which never overwrites them.
+  Screen screen(err, width);
+  ScreenBuf out_buf(screen, out);
+  ScreenBuf err_buf(screen, err);
+  std::ostream screen_out(&out_buf);
+  std::ostream screen_err(&err_buf);
+  Io io{screen_out, screen_err, true};
+  return dispatch(args, io);
 }
 
 }  // namespace imagefs::cli

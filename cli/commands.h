@@ -35,6 +35,10 @@ struct Command {
   std::string summary;   // one line
   std::vector<OptionSpec> options;
   int (*run)(const Args& args, Io& io);
+  // Checks the arguments without touching the store, a registry or a mount: a failure is a
+  // usage error (exit status 2), reported before `run` is called. Null: nothing to check
+  // beyond the options' syntax.
+  Result<void> (*check)(const Args& args) = nullptr;
 };
 
 // Every command, in the order `imagefs help` lists them.
@@ -103,6 +107,8 @@ int run_build(const Args& args, Io& io);   // cli/build_command.cpp
 // (cli/build_command.cpp). EINVAL or ENOENT with a message naming the option.
 std::vector<OptionSpec> archive_option_specs();
 Result<cpio::ArchiveOptions> archive_options(const Args& args);
+// The usage check of `mount` (Command::check; the other commands' are in cli/cli.cpp).
+Result<void> check_mount(const Args& args);
 int run_mount(const Args& args, Io& io);   // cli/mount_command.cpp
 int run_status(const Args& args, Io& io);  // cli/mount_command.cpp
 std::vector<OptionSpec> mount_option_specs();

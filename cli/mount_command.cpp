@@ -6,6 +6,7 @@
 // store is opened only in the daemon: LMDB environments must not cross a fork.
 #include <fcntl.h>
 #include <malloc.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -66,6 +67,60 @@ class Log {
   std::mutex mu_;
 };
 
+// What the process writes to its stderr (fd 2) while a mount starts: libfuse, and fusermount3,
+// which libfuse runs for a mount without root, write their reasons for a failed mount there
+// ("fusermount3: option allow_other only allowed if 'user_allow_other' is set in
+// /etc/fuse.conf"). Captured into a memory file, so the failure the user sees on the terminal can
+// say it, not only the log; finish() puts stderr back. Used before any thread exists.
+class StderrCapture {
+ public:
+  StderrCapture()
+      : original_(::fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3)),
+        file_(::memfd_create("imagefs-mount-stderr", MFD_CLOEXEC)) {
+    // Without either, nothing is captured: stderr stays where it was.
+    if (original_ && file_ && ::dup2(file_.get(), STDERR_FILENO) < 0) file_.reset();
+  }
+  ~StderrCapture() { (void)finish(Echo::yes); }
+  StderrCapture(const StderrCapture&) = delete;
+  StderrCapture& operator=(const StderrCapture&) = delete;
+
+  // stderr as it was before the capture (valid while this lives).
+  [[nodiscard]] int original() const { return original_ ? original_.get() : STDERR_FILENO; }
+
+  enum class Echo { yes, no };
+  // Puts stderr back and returns what was written to it meanwhile (the first 4 KiB), also
+  // writing it there with Echo::yes. Later calls return "".
+  std::string finish(Echo echo) {
+    if (!file_) return "";
+    (void)::dup2(original_.get(), STDERR_FILENO);
+    std::string text(4096, '\0');
+    ssize_t n = ::pread(file_.get(), text.data(), text.size(), 0);
+    text.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    file_.reset();
+    if (echo == Echo::yes && !text.empty()) (void)!::write(STDERR_FILENO, text.data(), text.size());
+    return text;
+  }
+
+ private:
+  UniqueFd original_;
+  UniqueFd file_;
+};
+
+// A failed mount's message with what libfuse and fusermount3 said on stderr (`said`), one line.
+// libfuse says why on every path (no /dev/fuse: "fuse: device not found, try 'modprobe fuse'
+// first"; no fusermount3: "fuse: failed to exec fusermount3: ..."), so no guess is added.
+std::string mount_failure(const Error& error, const std::string& said) {
+  std::string reason;
+  std::istringstream lines(said);
+  for (std::string line; std::getline(lines, line);) {
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    if (line.empty()) continue;
+    reason += (reason.empty() ? "" : "; ") + line;
+  }
+  if (reason.empty()) return error.message;
+  return error.message + ": " + reason;
+}
+
 struct MountSetup {
   std::vector<std::string> allowed_registries;  // for other users (--allow-other)
   fsys::path mountpoint;
@@ -93,14 +148,20 @@ Result<std::string> registry_domain(std::string host, const std::string& where) 
   return host;
 }
 
-// --allow-registry HOST... and the hosts of --allow-registry-file FILE (one a line, '#' starts a
-// comment).
-Result<std::vector<std::string>> allowed_registries(const Args& args) {
+// The hosts of --allow-registry HOST...
+Result<std::vector<std::string>> allowed_registry_options(const Args& args) {
   std::vector<std::string> hosts;
   for (const std::string& h : args.all("allow-registry")) {
     IMAGEFS_TRY(domain, registry_domain(h, "--allow-registry"));
     hosts.push_back(std::move(domain));
   }
+  return hosts;
+}
+
+// --allow-registry HOST... and the hosts of --allow-registry-file FILE (one a line, '#' starts a
+// comment).
+Result<std::vector<std::string>> allowed_registries(const Args& args) {
+  IMAGEFS_TRY(hosts, allowed_registry_options(args));
   if (auto file = args.get("allow-registry-file")) {
     std::ifstream in(*file);
     if (!in) return errno_error(errno, "cannot read --allow-registry-file", *file);
@@ -132,17 +193,9 @@ Result<std::chrono::milliseconds> parse_idle(const std::string& text) {
   return std::chrono::milliseconds(*n * unit * 1000);
 }
 
-Result<MountSetup> mount_setup(const Args& args) {
-  MountSetup setup;
-  std::error_code ec;
-  setup.mountpoint = fsys::absolute(args.positional()[0], ec).lexically_normal();
-  if (setup.mountpoint.has_filename() == false) setup.mountpoint = setup.mountpoint.parent_path();
-  if (auto dir = args.get("cache-dir")) {
-    setup.cache_dir = fsys::absolute(*dir, ec);
-  } else {
-    IMAGEFS_TRY(dflt, store::default_cache_dir());
-    setup.cache_dir = dflt;
-  }
+// The options of a mount that need nothing but the command line: registry and archive options,
+// durations, threads and the --allow-other rules. Errors are usage errors.
+Result<void> mount_options(const Args& args, MountSetup& setup) {
   IMAGEFS_TRY(registry, registry_options(args));
   setup.images.registry = std::move(registry);
   IMAGEFS_TRY(archive, archive_options(args));
@@ -169,21 +222,42 @@ Result<MountSetup> mount_setup(const Args& args) {
     IMAGEFS_TRY(n, parse_number(*threads, 1, 256, "--threads"));
     setup.serve.max_threads = static_cast<unsigned>(n);
   }
-  setup.serve.mountpoint = setup.mountpoint;
   setup.serve.allow_other = args.has("allow-other");
-  IMAGEFS_TRY(allowed, allowed_registries(args));
-  setup.allowed_registries = std::move(allowed);
-  if (setup.serve.allow_other && setup.allowed_registries.empty())
+  IMAGEFS_TRY(allowed, allowed_registry_options(args));
+  const bool named = !allowed.empty() || args.has("allow-registry-file");
+  if (setup.serve.allow_other && !named)
     return make_error(EINVAL,
                       "--allow-other lets other users make this daemon contact registries with "
                       "your credentials: name the registries they may reach with --allow-registry "
                       "HOST (repeatable; '*' for any) or --allow-registry-file FILE");
-  if (!setup.serve.allow_other && !setup.allowed_registries.empty())
+  if (!setup.serve.allow_other && named)
     return make_error(EINVAL,
                       "--allow-registry and --allow-registry-file are for --allow-other (without "
                       "it, no other user can reach the mount)");
   setup.serve.debug = args.has("debug");
   setup.foreground = args.has("foreground") || setup.serve.debug;
+  return {};
+}
+
+Result<MountSetup> mount_setup(const Args& args) {
+  MountSetup setup;
+  std::error_code ec;
+  setup.mountpoint = fsys::absolute(args.positional()[0], ec).lexically_normal();
+  if (setup.mountpoint.has_filename() == false) setup.mountpoint = setup.mountpoint.parent_path();
+  if (auto dir = args.get("cache-dir")) {
+    setup.cache_dir = fsys::absolute(*dir, ec);
+  } else {
+    IMAGEFS_TRY(dflt, store::default_cache_dir());
+    setup.cache_dir = dflt;
+  }
+  IMAGEFS_CHECK(mount_options(args, setup));
+  setup.serve.mountpoint = setup.mountpoint;
+  IMAGEFS_TRY(allowed, allowed_registries(args));
+  setup.allowed_registries = std::move(allowed);
+  if (setup.serve.allow_other && setup.allowed_registries.empty())
+    return make_error(EINVAL,
+                      "--allow-registry-file names no registry: other users could reach "
+                      "none (write one host a line, or '*' for any)");
   setup.log_file =
       args.get("log") ? fsys::absolute(*args.get("log"), ec) : setup.cache_dir / "mount.log";
   struct stat st {};
@@ -267,9 +341,16 @@ Result<void> run_daemon_guarded(MountSetup setup, Log& log, const std::function<
 }
 
 int mount_foreground(MountSetup setup, Io& io) {
-  Log log(STDERR_FILENO);
-  Result<void> served = run_daemon_guarded(std::move(setup), log, [] {});
-  if (!served.ok()) return report(io, "mount", served.error());
+  io.err.flush();
+  StderrCapture capture;
+  Log log(capture.original());
+  Result<void> served = run_daemon_guarded(
+      std::move(setup), log, [&capture] { (void)capture.finish(StderrCapture::Echo::yes); });
+  if (!served.ok()) {
+    std::string said = capture.finish(StderrCapture::Echo::no);
+    return report(io, "mount",
+                  make_error(served.error().code, mount_failure(served.error(), said)));
+  }
   return kExitOk;
 }
 
@@ -300,13 +381,16 @@ int mount_background(MountSetup setup, Io& io) {
     (void)::chdir("/");
     Log log(log_fd.get());
     int fd = write_end.get();
-    Result<void> served = run_daemon_guarded(std::move(setup), log, [fd] {
+    StderrCapture capture;  // into the log once the mount is up, to the user too if it fails
+    Result<void> served = run_daemon_guarded(std::move(setup), log, [fd, &capture] {
+      (void)capture.finish(StderrCapture::Echo::yes);
       (void)!::write(fd, "ok\n", 3);
       ::close(fd);
     });
     if (!served.ok()) {
-      log.write("mount failed: " + served.error().message);
-      std::string message = printable(served.error().message) + "\n";
+      std::string failure = mount_failure(served.error(), capture.finish(StderrCapture::Echo::yes));
+      log.write("mount failed: " + failure);
+      std::string message = printable(failure) + "\n";
       (void)!::write(fd, message.data(), message.size());
       ::_exit(kExitFailed);
     }
@@ -327,8 +411,10 @@ int mount_background(MountSetup setup, Io& io) {
   }
   if (answer.empty()) answer = "the daemon ended while starting; see " + setup.log_file.string();
   while (!answer.empty() && answer.back() == '\n') answer.pop_back();
-  io.err << "imagefs: mount " << printable(setup.mountpoint.string()) << ": " << printable(answer)
-         << "\n";
+  // The mount point once: the daemon's reasons mostly name it ("cannot mount on MOUNT: ...").
+  bool named = answer.find(setup.mountpoint.string()) != std::string::npos;
+  io.err << "imagefs: mount" << (named ? "" : " " + printable(setup.mountpoint.string())) << ": "
+         << printable(answer) << "\n";
   return kExitFailed;
 }
 
@@ -339,8 +425,8 @@ std::string seconds_text(double s) {
   return out.str();
 }
 
-// One mount's status, for people.
-void print_status(const fsys::path& mountpoint, Io& io) {
+// One mount's status, for people; false when it does not answer.
+bool print_status(const fsys::path& mountpoint, Io& io) {
   std::ifstream in(mountpoint / std::string(fs::kStatusFile));
   std::stringstream text;
   text << in.rdbuf();
@@ -356,7 +442,7 @@ void print_status(const fsys::path& mountpoint, Io& io) {
     io.out << printable(mountpoint.string())
            << ": not answering (a daemon that died leaves \"Transport "
            << "endpoint is not connected\"; `imagefs mount` cleans it up, or fusermount3 -u)\n";
-    return;
+    return false;
   }
   auto num = [](const nlohmann::json& j, const char* key) -> double {
     return j.is_object() && j.contains(key) && j[key].is_number() ? j[key].get<double>() : 0;
@@ -383,6 +469,41 @@ void print_status(const fsys::path& mountpoint, Io& io) {
     for (const auto& e : errors)
       io.out << "    " << str(e, "time") << "  " << str(e, "error") << "\n";
   }
+  return true;
+}
+
+// The paths named on the command line that are imagefs mounts (live or whose daemon died);
+// each other one is reported as an error.
+std::vector<fsys::path> named_mounts(const std::vector<std::string>& paths, Io& io, int& status) {
+  std::vector<fsys::path> mounts;
+  for (const std::string& p : paths) {
+    std::error_code ec;
+    fsys::path path = fsys::absolute(p, ec).lexically_normal();
+    if (path.has_parent_path() && !path.has_filename()) path = path.parent_path();  // "dir/"
+    Result<fs::MountState> state = fs::mount_state(path);
+    if (!state.ok()) {
+      status = report(io, "status", state.error());
+      continue;
+    }
+    switch (*state) {
+      case fs::MountState::live:
+      case fs::MountState::stale:
+        mounts.push_back(std::move(path));
+        break;
+      case fs::MountState::free:
+        status = report(io, "status", make_error(EINVAL, p + " is not an imagefs mount"));
+        break;
+      case fs::MountState::stale_other: {
+        std::string message = p;
+        message += " is not an imagefs mount (a FUSE mount whose daemon is gone: fusermount3 -u ";
+        message += p;
+        message += ")";
+        status = report(io, "status", make_error(ENOTCONN, message));
+        break;
+      }
+    }
+  }
+  return mounts;
 }
 
 }  // namespace
@@ -415,6 +536,12 @@ std::vector<OptionSpec> mount_option_specs() {
   };
 }
 
+Result<void> check_mount(const Args& args) {
+  if (args.positional().size() != 1) return make_error(EINVAL, "give one mount point");
+  MountSetup setup;
+  return mount_options(args, setup);
+}
+
 int run_mount(const Args& args, Io& io) {
   if (args.positional().size() != 1) {
     io.err << "imagefs mount: give one mount point\n";
@@ -429,12 +556,14 @@ int run_mount(const Args& args, Io& io) {
 }
 
 int run_status(const Args& args, Io& io) {
+  int status = kExitOk;
+  // A mount named on the command line that does not answer fails the command; in the list of
+  // every mount (which may hold other users' dead mounts) it is only reported.
+  const bool named = !args.positional().empty();
   std::vector<fsys::path> mounts;
-  if (!args.positional().empty()) {
-    for (const std::string& p : args.positional()) {
-      std::error_code ec;
-      mounts.push_back(fsys::absolute(p, ec).lexically_normal());
-    }
+  if (named) {
+    mounts = named_mounts(args.positional(), io, status);
+    if (mounts.empty()) return status;
   } else {
     mounts = fs::imagefs_mounts();
   }
@@ -449,14 +578,17 @@ int run_status(const Args& args, Io& io) {
       std::stringstream text;
       text << in.rdbuf();
       nlohmann::json s = nlohmann::json::parse(text.str(), nullptr, false);
-      if (!in || s.is_discarded() || !s.is_object())
+      if (!in || s.is_discarded() || !s.is_object()) {
         s = nlohmann::json{{"mountpoint", printable(m.string())}, {"answering", false}};
+        if (named) status = kExitFailed;
+      }
       io.out << s.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     }
-    return kExitOk;
+    return status;
   }
-  for (const fsys::path& m : mounts) print_status(m, io);
-  return kExitOk;
+  for (const fsys::path& m : mounts)
+    if (!print_status(m, io) && named) status = kExitFailed;
+  return status;
 }
 
 }  // namespace imagefs::cli

@@ -33,8 +33,17 @@ class PullProgress : public registry::ProgressSink {
   PullProgress(ProgressView& view, std::string image, bool live = false)
       : view_(view), image_(std::move(image)), live_(live) {}
 
+  void layer_waiting(const registry::LayerId& layer, uint64_t bytes) override {
+    if (auto it = ids_.find(layer.digest.str()); it != ids_.end())
+      view_.update(it->second, bytes);
+    else
+      ids_[layer.digest.str()] =
+          view_.start(label(layer), layer.size, "waiting for another download", bytes);
+  }
   void layer_started(const registry::LayerId& layer, uint64_t offset) override {
-    size_t id = view_.start(label(layer), layer.size);
+    auto it = ids_.find(layer.digest.str());  // after a wait: the other process stopped
+    size_t id = it != ids_.end() ? it->second : view_.start(label(layer), layer.size);
+    if (it != ids_.end()) view_.retitle(id, "downloading");
     ids_[layer.digest.str()] = id;
     if (offset) view_.update(id, offset);
   }
@@ -48,9 +57,12 @@ class PullProgress : public registry::ProgressSink {
       checking_.erase(it);
       return;
     }
-    ids_[layer.digest.str()] =
-        view_.add_finished(label(layer), layer.size, ItemEnd::cached,
-                           checked_.contains(layer.digest.str()) ? "its SHA-256 matches" : "");
+    if (auto it = ids_.find(layer.digest.str()); it != ids_.end())  // after a wait
+      view_.end(it->second, ItemEnd::cached, "another process downloaded it");
+    else
+      ids_[layer.digest.str()] =
+          view_.add_finished(label(layer), layer.size, ItemEnd::cached,
+                             checked_.contains(layer.digest.str()) ? "its SHA-256 matches" : "");
   }
   void layer_checking(const registry::LayerId& layer, uint64_t bytes) override {
     checked_.insert(layer.digest.str());

@@ -765,8 +765,7 @@ Result<void> serve(Filesystem& fs, const ServeOptions& options,
       fuse_session_new(&args, &ops, sizeof ops, &session_data));
   if (!se) return make_error(EINVAL, "cannot start a FUSE session (libfuse said why above)");
   if (fuse_session_mount(se.get(), options.mountpoint.c_str()) != 0)
-    return make_error(EIO, "cannot mount on " + options.mountpoint.string() +
-                               " (is /dev/fuse there, and fusermount3 installed?)");
+    return make_error(EIO, "cannot mount on " + options.mountpoint.string());
   // Parallel lookups in one directory (see dirops): the same fd, read and written by us.
   fuse_custom_io io{};
   io.read = dirops::io_read;

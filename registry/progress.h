@@ -17,14 +17,14 @@ struct LayerId {
   uint64_t size = 0;  // bytes to download (compressed size)
 };
 
-// Receives progress events. For each layer exactly one of: layer_cached; or layer_started, any
-// number of layer_progress, then layer_finished or layer_failed. A pull that checks the layers
-// already stored (Puller::pull with StoredBlobs::verify) first reports layer_checking as it hashes
-// a stored layer, then layer_cached if it matched its digest, or layer_damaged and the download
-// events of its repair. The puller never calls a sink
-// from two threads at once (calls are serialized), but they may come from worker threads, so
-// an implementation must not assume the thread that started the pull. Implementations must not
-// call back into the puller.
+// Receives progress events. For each layer any number of layer_waiting, then exactly one of:
+// layer_cached; or layer_started, any number of layer_progress, then layer_finished or
+// layer_failed. A pull that checks the layers already stored (Puller::pull with
+// StoredBlobs::verify) first reports layer_checking as it hashes a stored layer, then
+// layer_cached if it matched its digest, or layer_damaged and the download events of its repair.
+// The puller never calls a sink from two threads at once (calls are serialized), but they may
+// come from worker threads, so an implementation must not assume the thread that started the
+// pull. Implementations must not call back into the puller.
 class ProgressSink {
  public:
   virtual ~ProgressSink() = default;
@@ -35,6 +35,13 @@ class ProgressSink {
   }
   // `bytes` of layer.size are now held (monotonic, except after a server ignored Range).
   virtual void layer_progress(const LayerId& layer, uint64_t bytes) {
+    (void)layer;
+    (void)bytes;
+  }
+  // Another process (a concurrent pull of the same image, a mount) is downloading the layer;
+  // it holds `bytes` so far. This pull waits for it, then finds the layer cached (or resumes
+  // where the other stopped, if it died).
+  virtual void layer_waiting(const LayerId& layer, uint64_t bytes) {
     (void)layer;
     (void)bytes;
   }

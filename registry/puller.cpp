@@ -379,10 +379,16 @@ Result<void> Puller::fetch_unscrubbed(const Reference& source, const store::Imag
         if (damaged) progress([&](ProgressSink& s) { s.layer_damaged(id); });
       }
       std::string what = "layer " + std::to_string(i + 1) + " of " + std::to_string(count);
+      store::BlobStore::WaitReport waiting;
+      if (progress.active()) {
+        waiting = [&](uint64_t bytes) {
+          progress([&](ProgressSink& s) { s.layer_waiting(id, bytes); });
+        };
+      }
       // A damaged copy stays in place until the new bytes, verified, are renamed over it.
       Result<std::unique_ptr<store::BlobWriter>> writer =
           damaged ? blobs_->open_repair_writer(layer.digest, layer.size)
-                  : blobs_->open_writer(layer.digest, layer.size);
+                  : blobs_->open_writer(layer.digest, layer.size, waiting);
       if (!writer.ok()) {
         fail(id, writer.error().context(what + " " + layer.digest.str()));
         return;

@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <thread>
 #include <utility>
 
 #include "common/errno_error.h"
@@ -217,7 +219,9 @@ class FileBlobWriter final : public BlobWriter {
     offset_ = 0;
   }
 
-  static constexpr size_t kBufferSize = size_t{1} << 20;
+  // Small enough that the partial file shows a download's progress to a writer waiting for it
+  // (open_writer's WaitReport), large enough that writes cost nothing next to the network.
+  static constexpr size_t kBufferSize = size_t{256} << 10;
 
   bool done_ = false;
   Digest expected_;
@@ -298,8 +302,22 @@ class FileBlobStore final : public BlobStore {
   }
 
   Result<std::unique_ptr<BlobWriter>> open_writer(const Digest& expected,
-                                                  std::optional<uint64_t> expected_size) override {
-    return open_writer_once(expected, expected_size, true, IfStored::use);
+                                                  std::optional<uint64_t> expected_size,
+                                                  const WaitReport& waiting) override {
+    return open_writer_once(expected, expected_size, true, IfStored::use, waiting);
+  }
+
+  // The blob's writer lock; with `waiting`, polled rather than waited for, to report the wait.
+  Result<FileLock> writer_lock(const Digest& expected, const WaitReport& waiting) {
+    if (!waiting) return FileLock::acquire(lock_path(expected), detail::LockMode::exclusive);
+    for (;;) {
+      IMAGEFS_TRY(lock, FileLock::try_acquire(lock_path(expected), detail::LockMode::exclusive,
+                                              detail::IfMissing::create));
+      if (lock) return std::move(*lock);
+      // The partial, or once the other writer committed (it releases the lock next) the blob.
+      waiting(file_size(partial_path(expected)).value_or(file_size(path(expected)).value_or(0)));
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
   }
 
   Result<void> remove(const Digest& digest) override {
@@ -418,11 +436,12 @@ class FileBlobStore final : public BlobStore {
 
   Result<std::unique_ptr<BlobWriter>> open_writer_once(const Digest& expected,
                                                        std::optional<uint64_t> expected_size,
-                                                       bool commit_complete, IfStored if_stored) {
+                                                       bool commit_complete, IfStored if_stored,
+                                                       const WaitReport& waiting = nullptr) {
     fs::path final_path = path(expected);
     if (if_stored == IfStored::use)
       if (auto size = file_size(final_path)) return done_writer(expected, final_path, *size);
-    IMAGEFS_TRY(lock, FileLock::acquire(lock_path(expected), detail::LockMode::exclusive));
+    IMAGEFS_TRY(lock, writer_lock(expected, waiting));
     // The writer we may have waited for has committed it. A repair hashes the stored copy under
     // the lock: a good one was repaired by the writer we waited for (or was never bad), and a bad
     // one stays where it is until this writer's commit renames the new bytes over it.

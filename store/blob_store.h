@@ -82,8 +82,13 @@ class BlobStore {
   // blob, or a damaged file), and one of exactly expected_size bytes (a pull killed after the last
   // byte, before the rename) is verified and committed here, so the writer comes back done(); if
   // its bytes do not verify it is discarded and the writer starts at 0.
+  // With `waiting`, a wait for another writer is reported: `waiting` is called as it begins and
+  // then about five times a second until it ends, with the bytes that writer holds so far (its
+  // partial file's size). The wait itself is the same: until that writer is done or dies.
+  using WaitReport = std::function<void(uint64_t bytes_held)>;
   virtual Result<std::unique_ptr<BlobWriter>> open_writer(
-      const Digest& expected, std::optional<uint64_t> expected_size = std::nullopt) = 0;
+      const Digest& expected, std::optional<uint64_t> expected_size = std::nullopt,
+      const WaitReport& waiting = nullptr) = 0;
 
   // Removes a blob, and its partial download unless a writer is busy with it (that writer keeps
   // going). Removing an absent blob succeeds. Callers keep references in order: gc removes only

@@ -44,7 +44,7 @@ Result<std::filesystem::path> default_cache_dir(const CacheDirInputs& inputs) {
     return std::filesystem::path(*inputs.xdg_cache_home) / "imagefs";
   if (usable(inputs.home)) return std::filesystem::path(*inputs.home) / ".cache" / "imagefs";
   return make_error(ENOENT,
-                    "no default cache directory: neither XDG_CACHE_HOME nor HOME is an absolute "
+                    "no default store directory: neither XDG_CACHE_HOME nor HOME is an absolute "
                     "path (give --cache-dir)");
 }
 

@@ -92,16 +92,10 @@ TEST(Progress, PlainLinesWhenNotATerminal) {
   EXPECT_NE(text.find("layer c: already present\n"), std::string::npos) << text;
 }
 
-TEST(Progress, TerminalRedrawsInPlace) {
-  std::ostringstream out;
-  {
-    ProgressView view(out, true);
-    size_t a = view.start("layer a", 100);
-    view.end(a, ItemEnd::failed, "connection reset");
-  }
-  std::string text = out.str();
-  EXPECT_NE(text.find("\033[1F"), std::string::npos) << "moves up to redraw";
-  EXPECT_NE(text.find("layer a: failed: connection reset"), std::string::npos);
+TEST(Size, Plural) {
+  EXPECT_EQ(plural(0, "segment"), "0 segments");
+  EXPECT_EQ(plural(1, "segment"), "1 segment");
+  EXPECT_EQ(plural(19, "segment"), "19 segments");
 }
 
 }  // namespace

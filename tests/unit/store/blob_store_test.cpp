@@ -6,10 +6,12 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <thread>
 
+#include "common/mutex.h"
 #include "tests/unit/store/store_test_util.h"
 
 namespace imagefs::store {
@@ -375,6 +377,40 @@ TEST(BlobStore, WaitingWriterSeesTheBlobCommitted) {
   waiter.join();
   EXPECT_EQ(wait_child(child), 0);
   EXPECT_TRUE(opened);
+}
+
+// With a WaitReport the wait is told as it goes, with the bytes the other writer holds.
+TEST(BlobStore, AWaitIsReportedWithTheOtherWritersBytes) {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  std::string data = pattern(300'000, 6);
+  Digest d = Digest::of(data);
+  auto first = store->open_writer(d, data.size());
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE((*first)->write(std::span(reinterpret_cast<const uint8_t*>(data.data()), 1000)).ok());
+  Mutex mu;
+  std::vector<uint64_t> reports;
+  std::thread waiter([&] {
+    auto w = store->open_writer(d, data.size(), [&](uint64_t bytes) {
+      MutexLock lock(mu);
+      reports.push_back(bytes);
+    });
+    EXPECT_TRUE(w.ok() && (*w)->done()) << "the waiter finds the first writer's blob";
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ASSERT_TRUE((*first)
+                  ->write(std::span(reinterpret_cast<const uint8_t*>(data.data()) + 1000,
+                                    data.size() - 1000))
+                  .ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ASSERT_TRUE((*first)->commit(data.size()).ok());
+  first->reset();
+  waiter.join();
+  MutexLock lock(mu);
+  ASSERT_GE(reports.size(), 3u) << "reported as the wait began and then about five times a second";
+  EXPECT_LE(reports.front(), 1000u) << "what the writer has on disk (it may buffer)";
+  EXPECT_EQ(reports.back(), data.size());
+  EXPECT_TRUE(std::is_sorted(reports.begin(), reports.end()));
 }
 
 TEST(BlobStore, ThreadsOfOneProcessWriteABlobOnce) {
