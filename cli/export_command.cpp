@@ -17,13 +17,13 @@ namespace imagefs::cli {
 
 Result<std::shared_ptr<overlay::Tree>> open_tree(OpenImage& image) {
   if (image.tree) return image.tree;
-  if (!image.opener->has_layers(image.image)) {
-    ProgressView view(image.io->err, image.io->err_is_terminal);
-    std::unique_ptr<registry::ProgressSink> progress =
-        make_pull_progress(view, image.source.familiar());
+  ProgressView view(image.io->err, image.io->err_is_terminal);
+  std::unique_ptr<registry::ProgressSink> progress =
+      make_pull_progress(view, image.source.familiar());
+  if (!image.opener->has_layers(image.image))
     IMAGEFS_CHECK(image.opener->fetch_layers(image.image, image.source, progress.get()));
-  }
-  IMAGEFS_TRY(tree, image.opener->open_tree(image.image));
+  // The progress also shows a layer fetched again because the store's copy rotted.
+  IMAGEFS_TRY(tree, image.opener->open_tree(image.image, &image.source, progress.get()));
   image.tree = std::move(tree);
   return image.tree;
 }

@@ -354,7 +354,8 @@ class ImageImpl : public Image {
       if (!fetched.ok()) return images_.failed(name, fetched.error());
     }
     uint64_t task = images_.start_task(name, "reading layers");
-    auto tree = opener.open_tree(record_);
+    TaskProgress progress(images_, task);  // notes of a layer fetched again go to the log
+    auto tree = opener.open_tree(record_, &source_, &progress);
     images_.end_task(task);
     if (!tree.ok()) return images_.failed(name, tree.error());
     return tree;

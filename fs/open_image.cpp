@@ -1,10 +1,14 @@
 // The one sequence that opens an image: reference -> manifest -> lease -> record -> layers -> tree.
 #include "fs/open_image.h"
 
+#include <cerrno>
 #include <ctime>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
+
+#include "registry/manifest.h"
 
 namespace imagefs::fs {
 
@@ -13,6 +17,41 @@ namespace {
 // Last use is an fsynced catalog write: skipped when the record is at most this old (the unit
 // `imagefs images` shows), so opening an image often costs no write.
 constexpr int64_t kTouchInterval = 60;
+
+void tell(registry::ProgressSink* progress, const std::string& line) {
+  if (progress != nullptr) progress->message(line);
+}
+
+std::string layer_name(const store::ImageRecord& image, size_t i) {
+  return "layer " + std::to_string(i + 1) + " of " + std::to_string(image.layers.size()) + " (" +
+         image.layers[i].digest.str() + ")";
+}
+
+// The image config's rootfs.diff_ids, one per layer.
+Result<std::vector<store::Digest>> diff_ids_of(const store::BlobStore& blobs,
+                                               const store::ImageRecord& image) {
+  auto bytes = blobs.read(image.config);
+  if (!bytes.ok()) return bytes.error().context("the config of image " + image.manifest.str());
+  auto config = registry::parse_image_config(*bytes);
+  if (!config.ok()) return config.error().context("image " + image.manifest.str());
+  if (config->diff_ids.size() != image.layers.size())
+    return make_error(EIO, "image " + image.manifest.str() + ": its config lists " +
+                               std::to_string(config->diff_ids.size()) +
+                               " diff_ids in rootfs.diff_ids, but it has " +
+                               std::to_string(image.layers.size()) +
+                               " layers: refused, as docker and umoci refuse it");
+  std::vector<store::Digest> out;
+  out.reserve(config->diff_ids.size());
+  for (size_t i = 0; i < config->diff_ids.size(); ++i) {
+    auto d = store::Digest::parse(config->diff_ids[i]);
+    if (!d.ok())
+      return make_error(EIO, "image " + image.manifest.str() + ": rootfs.diff_ids[" +
+                                 std::to_string(i) +
+                                 "] is not a diff_id we can check: " + d.error().message);
+    out.push_back(std::move(*d));
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -92,11 +131,58 @@ Result<void> ImageOpener::fetch_layers(const store::ImageRecord& image,
   return puller_->fetch_layers(source, image, progress);
 }
 
-Result<std::shared_ptr<overlay::Tree>> ImageOpener::open_tree(const store::ImageRecord& image) {
+Result<std::shared_ptr<const overlay::LayerIndex>> ImageOpener::layer(
+    const store::ImageRecord& image, size_t i, const registry::Reference* source,
+    registry::ProgressSink* progress) {
+  overlay::IngestProgress notices{{}, [&](const std::string& line) { tell(progress, line); }};
+  const store::LayerRecord& record = image.layers[i];
+  auto index = layers_->get(record, &notices);
+  if (index.ok() || index.error().code != EUCLEAN) return index;
+
+  // The store's copy of the blob rotted, and the layer cache removed it: fetch it once more.
+  const Error rotten = index.error();
+  std::vector<registry::Reference> sources;
+  if (source != nullptr) {
+    sources.push_back(*source);
+  } else if (auto refs = catalog_->refs(); refs.ok()) {
+    for (const store::RefRecord& ref : *refs)
+      if (ref.manifest == image.manifest)
+        if (auto parsed = registry::parse_reference(ref.reference); parsed.ok())
+          sources.push_back(std::move(*parsed));
+  }
+  if (sources.empty())
+    return make_error(EUCLEAN, rotten.message + "; no reference of image " + image.manifest.str() +
+                                   " is known to fetch it again from");
+  tell(progress, rotten.message + ": fetching " + layer_name(image, i) + " again");
+  Result<void> fetched = make_error(EUCLEAN, rotten.message);
+  for (const registry::Reference& from : sources) {
+    fetched = puller_->fetch_layers(from, image, progress);
+    if (fetched.ok()) {
+      tell(progress, layer_name(image, i) + " fetched again from " + from.familiar());
+      break;
+    }
+  }
+  if (!fetched.ok())
+    return make_error(EUCLEAN,
+                      rotten.message + "; fetching it again failed: " + fetched.error().message);
+  return layers_->get(record, &notices);  // rotten again: that error stands
+}
+
+Result<std::shared_ptr<overlay::Tree>> ImageOpener::open_tree(const store::ImageRecord& image,
+                                                              const registry::Reference* source,
+                                                              registry::ProgressSink* progress) {
+  IMAGEFS_TRY(diff_ids, diff_ids_of(*blobs_, image));
   std::vector<std::shared_ptr<const overlay::LayerIndex>> layers;
   layers.reserve(image.layers.size());
-  for (const store::LayerRecord& layer : image.layers) {
-    IMAGEFS_TRY(index, layers_->get(layer));
+  for (size_t i = 0; i < image.layers.size(); ++i) {
+    IMAGEFS_TRY(index, layer(image, i, source, progress));
+    std::optional<store::Digest> actual = index->diff_id();
+    if (!actual || *actual != diff_ids[i])
+      return make_error(EIO, "image " + image.manifest.str() + ": " + layer_name(image, i) +
+                                 " does not match the image config: its uncompressed content " +
+                                 "has diff_id " + (actual ? actual->str() : "(none)") +
+                                 ", and rootfs.diff_ids[" + std::to_string(i) + "] says " +
+                                 diff_ids[i].str());
     layers.push_back(std::move(index));
   }
   return overlay::Tree::open(std::move(layers));
@@ -106,7 +192,7 @@ Result<std::shared_ptr<overlay::Tree>> ImageOpener::tree(const store::ImageRecor
                                                          const registry::Reference& source,
                                                          registry::ProgressSink* progress) {
   IMAGEFS_CHECK(fetch_layers(image, source, progress));
-  return open_tree(image);
+  return open_tree(image, &source, progress);
 }
 
 }  // namespace imagefs::fs

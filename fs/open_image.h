@@ -71,8 +71,19 @@ class ImageOpener {
   [[nodiscard]] bool has_layers(const store::ImageRecord& image) const;
 
   // Ingests the layers (LayerCache: once per store) and opens the merged tree. Every layer must
-  // be stored (fetch_layers()). Errors: those of the layer cache and Tree::open().
-  Result<std::shared_ptr<overlay::Tree>> open_tree(const store::ImageRecord& image);
+  // be stored (fetch_layers()). Every path to an image's contents (rootfs/, export, --tar,
+  // archives, build) comes through here, so this is where the layers are checked against the
+  // image config's rootfs.diff_ids: as many diff_ids as layers, and each layer's uncompressed
+  // stream hashing to its own (EIO naming the layer, its digest, the expected and the actual
+  // diff_id, as docker and umoci refuse such an image).
+  // A layer blob the ingest finds rotten (EUCLEAN: its bytes no longer hash to its digest; the
+  // layer cache has removed it) is fetched again once, from `source` or else from the references
+  // the catalog has for the image, and read again; what happened goes to `progress->message()`.
+  // Without a registry that serves it, the EUCLEAN error stands. Errors: those of the layer cache,
+  // of Puller::fetch_layers() and of Tree::open().
+  Result<std::shared_ptr<overlay::Tree>> open_tree(const store::ImageRecord& image,
+                                                   const registry::Reference* source = nullptr,
+                                                   registry::ProgressSink* progress = nullptr);
 
   // fetch_layers() then open_tree().
   Result<std::shared_ptr<overlay::Tree>> tree(const store::ImageRecord& image,
@@ -84,6 +95,11 @@ class ImageOpener {
   [[nodiscard]] registry::Puller& puller() const { return *puller_; }
 
  private:
+  // The layer cache's index of layer `i`, with one fetch again if its blob is rotten.
+  Result<std::shared_ptr<const overlay::LayerIndex>> layer(const store::ImageRecord& image,
+                                                           size_t i,
+                                                           const registry::Reference* source,
+                                                           registry::ProgressSink* progress);
   // Lease on `manifest`, then its record; nullopt (and no lease) when the catalog has none.
   Result<std::optional<LeasedImage>> lease_if_recorded(const store::Digest& manifest);
   void mark_used(const store::ImageRecord& image);

@@ -1,7 +1,8 @@
-// Layer ingest: one streaming pass of a layer blob through libarchive that appends every regular
-// file's bytes to the layer's data file and collects its entries, then folds whiteouts, implicit
-// parents, replacements and hardlinks as layer_index.h says, and writes the index
-// (docs/LAYER_FORMAT.md).
+// Layer ingest: one streaming pass of a layer blob (decompressed, hashed and checked by
+// layer_stream.h) through libarchive's tar reader that appends every regular file's bytes to the
+// layer's data file and collects its entries, then folds whiteouts, implicit parents,
+// replacements and hardlinks as layer_index.h says, and writes the index with the layer's
+// diff_id (docs/LAYER_FORMAT.md).
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
@@ -22,6 +23,7 @@
 
 #include "overlay/entry_name.h"
 #include "overlay/layer_format.h"
+#include "overlay/layer_stream.h"
 
 namespace imagefs::overlay::detail {
 
@@ -29,7 +31,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr size_t kReadChunk = size_t{1} << 20;
 constexpr size_t kWriteBuffer = size_t{1} << 20;
 // Start writeback of the data file every this many bytes, so that the final fsync finds little
 // left to write and disk writes overlap decompression.
@@ -40,86 +41,33 @@ constexpr uint64_t kMaxImplicitBytes = uint64_t{64} << 20;
 // Symlinks followed resolving one entry's parents, as Linux's MAXSYMLINKS.
 constexpr int kMaxSymlinks = 40;
 
-enum class Compression { none, gzip, zstd };
-
-const char* compression_name(Compression c) {
-  switch (c) {
-    case Compression::none:
-      return "uncompressed tar";
-    case Compression::gzip:
-      return "gzip";
-    case Compression::zstd:
-      return "zstd";
-  }
-  return "?";
-}
-
-// The layer media types of the OCI image spec and of Docker's schema 2, including the
-// non-distributable ("foreign") ones, which differ only in where they may be fetched from.
-std::optional<Compression> compression_of(std::string_view media_type) {
-  struct Known {
-    std::string_view type;
-    Compression compression;
-  };
-  static constexpr std::array<Known, 11> kKnown = {{
-      {"application/vnd.oci.image.layer.v1.tar", Compression::none},
-      {"application/vnd.oci.image.layer.v1.tar+gzip", Compression::gzip},
-      {"application/vnd.oci.image.layer.v1.tar+zstd", Compression::zstd},
-      {"application/vnd.oci.image.layer.nondistributable.v1.tar", Compression::none},
-      {"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", Compression::gzip},
-      {"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd", Compression::zstd},
-      {"application/vnd.docker.image.rootfs.diff.tar", Compression::none},
-      {"application/vnd.docker.image.rootfs.diff.tar.gzip", Compression::gzip},
-      {"application/vnd.docker.image.rootfs.diff.tar.zstd", Compression::zstd},
-      {"application/vnd.docker.image.rootfs.foreign.diff.tar", Compression::none},
-      {"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", Compression::gzip},
-  }};
-  for (const Known& k : kKnown)
-    if (k.type == media_type) return k.compression;
-  return std::nullopt;
-}
-
-// What the first bytes of a blob say it is. Only gzip and zstd are layer compressions; bzip2 and
-// xz are recognised so that the error says what the blob is.
-std::string_view sniff(std::span<const uint8_t> head) {
-  auto starts = [&](std::initializer_list<uint8_t> magic) {
-    return head.size() >= magic.size() && std::equal(magic.begin(), magic.end(), head.begin());
-  };
-  if (starts({0x1f, 0x8b})) return "gzip";
-  if (starts({0x28, 0xb5, 0x2f, 0xfd})) return "zstd";
-  if (starts({0xfd, '7', 'z', 'X', 'Z', 0x00})) return "xz";
-  if (starts({'B', 'Z', 'h'})) return "bzip2";
-  return "";
-}
-
 struct ArchiveReadFree {
   void operator()(archive* a) const { archive_read_free(a); }
 };
 using ArchiveReader = std::unique_ptr<archive, ArchiveReadFree>;
 
-// The blob, read in large chunks for libarchive, with progress reports.
-struct Source {
-  int fd = -1;
-  std::vector<uint8_t> buffer;
-  uint64_t consumed = 0;
-  const store::Digest* layer = nullptr;
-  const IngestProgress* progress = nullptr;
+// The uncompressed stream, handed to libarchive as it comes. The stream's own error (corrupt
+// compression, garbage after it) is kept: it says more than libarchive's report of a failed read.
+struct Feed {
+  LayerStream* stream = nullptr;
+  std::span<const uint8_t> first;  // read before libarchive was opened
+  std::optional<Error> error;
 };
 
-la_ssize_t read_source(archive* a, void* client, const void** out) {
-  auto* s = static_cast<Source*>(client);
-  for (;;) {
-    ssize_t n = ::read(s->fd, s->buffer.data(), s->buffer.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      archive_set_error(a, errno, "cannot read the layer blob");
+la_ssize_t read_feed(archive* a, void* client, const void** out) {
+  auto* f = static_cast<Feed*>(client);
+  std::span<const uint8_t> chunk = std::exchange(f->first, {});
+  if (chunk.empty()) {
+    Result<std::span<const uint8_t>> next = f->stream->read();
+    if (!next.ok()) {
+      archive_set_error(a, next.error().code, "%s", next.error().message.c_str());
+      f->error = next.error();
       return -1;
     }
-    s->consumed += static_cast<uint64_t>(n);
-    if (s->progress != nullptr && s->progress->update) s->progress->update(*s->layer, s->consumed);
-    *out = s->buffer.data();
-    return n;
+    chunk = *next;
   }
+  *out = chunk.data();
+  return static_cast<la_ssize_t>(chunk.size());
 }
 
 std::string mib(uint64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
@@ -256,25 +204,18 @@ class Ingest {
       : layer_(layer), progress_(progress), limits_(limits) {}
 
   Result<void> run(const fs::path& blob, const fs::path& dir) {
-    auto compression = compression_of(layer_.media_type);
-    if (!compression)
-      return make_error(ENOTSUP, "layer " + layer_.digest.str() + ": unsupported media type '" +
-                                     layer_.media_type + "'");
-    UniqueFd fd(::open(blob.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd) {
-      if (errno == ENOENT)
-        return make_error(ENOENT, "layer " + layer_.digest.str() + " is not in the store");
-      return errno_error(errno, "cannot open layer blob", blob);
-    }
-    IMAGEFS_CHECK(check_magic(fd.get(), *compression));
-    (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);  // a hint only
-
     fs::path data_path = dir / kDataFile;
     UniqueFd data(::open(data_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444));
     if (!data) return errno_error(errno, "cannot create", data_path);
     data_.emplace(std::move(data), data_path, layer_.digest, limits_.disk_reserve);
+    IMAGEFS_TRY(stream, LayerStream::open(blob, layer_, progress_));
 
-    IMAGEFS_CHECK(read_entries(fd.get(), *compression));
+    // Whatever stops the reading, a blob that does not match its digest is the error to report:
+    // the store's copy is damaged, and no error about its contents would be true.
+    if (Result<void> read = read_entries(*stream); !read.ok()) return stream->explain(read.error());
+    IMAGEFS_TRY(diff_id, stream->finish());
+    diff_id_ = std::move(diff_id);
+    compression_ = stream->compression();
     IMAGEFS_CHECK(finalize());
     IMAGEFS_CHECK(data_->finish());
     return write_index(dir / kIndexFile);
@@ -290,38 +231,21 @@ class Ingest {
     return bad("entry '" + std::string(name) + "': " + what);
   }
 
-  Result<void> check_magic(int fd, Compression expected) const {
-    std::array<uint8_t, 8> head{};
-    ssize_t n = 0;
-    do {
-      n = ::pread(fd, head.data(), head.size(), 0);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) return errno_error(errno, "cannot read layer blob of", layer_.digest.str());
-    std::string_view actual = sniff(std::span(head.data(), static_cast<size_t>(n)));
-    std::string_view wanted = expected == Compression::none ? "" : compression_name(expected);
-    if (actual == wanted) return {};
-    std::string is = actual.empty()
-                         ? "does not start with the " + std::string(wanted) + " magic bytes"
-                         : "starts with the " + std::string(actual) + " magic bytes";
-    return bad("its media type " + layer_.media_type + " says " + compression_name(expected) +
-               ", but the blob " + is);
-  }
-
-  Result<void> read_entries(int fd, Compression compression) {
+  Result<void> read_entries(LayerStream& stream) {
+    Feed feed{&stream, {}, {}};
+    IMAGEFS_TRY(first, stream.read());
+    // An empty stream (a gzip of nothing: skopeo makes one from a 0-byte blob; a 0-byte blob) is
+    // an empty layer, as docker and umoci read it, though libarchive finds no tar in it.
+    if (first.empty()) return {};
+    feed.first = first;
     ArchiveReader a(archive_read_new());
     if (!a) return make_error(ENOMEM, "cannot allocate a libarchive reader");
+    // Tar only, no filter: the stream is already decompressed, and libarchive never guesses.
     archive_read_support_format_tar(a.get());
-    // The filter is the one the media type names (and the magic bytes confirmed), never one
-    // libarchive guesses: a layer is exactly what its descriptor says.
-    int filter = compression == Compression::gzip   ? ARCHIVE_FILTER_GZIP
-                 : compression == Compression::zstd ? ARCHIVE_FILTER_ZSTD
-                                                    : ARCHIVE_FILTER_NONE;
-    if (filter != ARCHIVE_FILTER_NONE && archive_read_append_filter(a.get(), filter) != ARCHIVE_OK)
-      return bad(std::string("libarchive cannot read ") + compression_name(compression) + ": " +
-                 libarchive_error(a.get()));
-    Source source{fd, std::vector<uint8_t>(kReadChunk), 0, &layer_.digest, progress_};
-    if (archive_read_open(a.get(), &source, nullptr, read_source, nullptr) != ARCHIVE_OK)
-      return bad(libarchive_error(a.get()));
+    if (archive_read_open(a.get(), &feed, nullptr, read_feed, nullptr) != ARCHIVE_OK) {
+      if (feed.error) return *feed.error;
+      return not_a_tar(stream, libarchive_error(a.get()));
+    }
 
     std::string previous;  // for errors in a header: the entry before it
     for (;;) {
@@ -331,16 +255,34 @@ class Ingest {
       // ARCHIVE_WARN: a name libarchive could not convert to the locale's charset; its bytes are
       // still the tar's, which is what a name must be.
       if (r < ARCHIVE_WARN) {
-        std::string where =
-            previous.empty() ? "at the first entry" : "after entry '" + previous + "'";
-        return bad(where + ": " + libarchive_error(a.get()));
+        if (feed.error) return where(stream, *feed.error, previous, "after entry");
+        if (previous.empty()) return not_a_tar(stream, libarchive_error(a.get()));
+        return bad("after entry '" + previous + "': " + libarchive_error(a.get()));
       }
       const char* raw = archive_entry_pathname(e);
       if (raw == nullptr) return bad("an entry has no name (after '" + previous + "')");
       previous = raw;
-      IMAGEFS_CHECK(add_entry(a.get(), e, raw));
+      if (Result<void> added = add_entry(a.get(), e, raw); !added.ok())
+        return feed.error ? where(stream, *feed.error, previous, "in entry") : added.error();
     }
     return {};
+  }
+
+  // A stream error, with the tar entry it happened in or after (not for bytes after the stream,
+  // which libarchive may read ahead of while it is still in the last entry).
+  static Error where(const LayerStream& stream, const Error& e, const std::string& entry,
+                     const char* how) {
+    if (entry.empty() || stream.failed_after_the_stream()) return e;
+    return make_error(e.code, e.message + " (" + how + " '" + entry + "')");
+  }
+
+  // The stream has bytes, and libarchive finds no tar header at its start.
+  Error not_a_tar(const LayerStream& stream, const std::string& why) const {
+    if (stream.compression() == Compression::none)
+      return bad("the blob is neither gzip nor zstd (by its magic bytes), nor a tar archive: " +
+                 why);
+    return bad(std::string("its ") + compression_name(stream.compression()) +
+               " content is not a tar archive: " + why);
   }
 
   static std::string libarchive_error(archive* a) {
@@ -883,6 +825,8 @@ class Ingest {
     store_le<uint64_t>(head.data() + kHdrXattrCount, xattr_count);
     store_le<uint64_t>(head.data() + kHdrStringsSize, strings.size());
     store_le<uint64_t>(head.data() + kHdrDataSize, data_->end());
+    IMAGEFS_CHECK(store_diff_id(head.data() + kHdrDiffId, *diff_id_));
+    head[kHdrCompression] = static_cast<uint8_t>(compression_);
 
     UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444));
     if (!fd) return errno_error(errno, "cannot create", path);
@@ -908,6 +852,8 @@ class Ingest {
   const store::LayerRecord& layer_;
   const IngestProgress* progress_;
   const IngestLimits limits_;
+  std::optional<store::Digest> diff_id_;  // of the uncompressed stream, once read whole
+  Compression compression_ = Compression::none;
   uint64_t entries_ = 0;     // tar entries read
   uint64_t name_bytes_ = 0;  // their names, link targets and xattrs
   std::optional<DataWriter> data_;

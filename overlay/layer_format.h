@@ -29,9 +29,10 @@ inline constexpr std::string_view kDataFile = "data";
 
 // The index file: a header, the root record, the entry records, the xattr records, the strings.
 inline constexpr char kMagic[8] = {'I', 'F', 'S', 'L', 'A', 'Y', 'E', 'R'};
-inline constexpr uint32_t kVersion =
-    2;  // 2: same-layer symlinks followed, whiteouts make no parents (issue 12, 17)
-inline constexpr size_t kHeaderSize = 64;
+// Version 2 added the diff_id and the compression to the header, followed same-layer symlinks
+// and made whiteouts make no parents (issues 12, 17); a version 1 index is rebuilt.
+inline constexpr uint32_t kVersion = 2;
+inline constexpr size_t kHeaderSize = 96;
 inline constexpr size_t kRecordSize = 96;
 inline constexpr size_t kXattrRecordSize = 24;
 inline constexpr size_t kRootOffset = kHeaderSize;                   // the root record
@@ -42,7 +43,9 @@ inline constexpr uint8_t kRecordFlagOpaque = 2;
 
 // Header fields (byte offsets).
 inline constexpr size_t kHdrMagic = 0, kHdrVersion = 8, kHdrFlags = 12, kHdrEntryCount = 16,
-                        kHdrXattrCount = 24, kHdrStringsSize = 32, kHdrDataSize = 40;
+                        kHdrXattrCount = 24, kHdrStringsSize = 32, kHdrDataSize = 40,
+                        kHdrDiffId = 48, kHdrCompression = 80;
+inline constexpr size_t kDiffIdSize = 32;  // a SHA-256, raw
 // Record fields (byte offsets within a record).
 inline constexpr size_t kRecPathOff = 0, kRecPathLen = 8, kRecNameOff = 12, kRecLinkOff = 16,
                         kRecLinkLen = 24, kRecType = 28, kRecFlags = 29, kRecMode = 32,
@@ -65,6 +68,25 @@ T load_le(const uint8_t* p) {
 template <typename T>
 void store_le(uint8_t* p, T v) {
   std::memcpy(p, &v, sizeof v);
+}
+
+// The diff_id as the header keeps it: the 32 bytes of the SHA-256 (a Digest is always one).
+inline Result<void> store_diff_id(uint8_t* p, const store::Digest& diff_id) {
+  std::string_view hex = diff_id.hex();
+  if (hex.size() != 2 * kDiffIdSize) return make_error(EINVAL, "not a SHA-256: " + diff_id.str());
+  auto nibble = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
+  for (size_t i = 0; i < kDiffIdSize; ++i)
+    p[i] = static_cast<uint8_t>(nibble(hex[2 * i]) << 4 | nibble(hex[2 * i + 1]));
+  return {};
+}
+inline store::Digest load_diff_id(const uint8_t* p) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string text = "sha256:";
+  for (size_t i = 0; i < kDiffIdSize; ++i) {
+    text += kHex[p[i] >> 4];
+    text += kHex[p[i] & 15];
+  }
+  return store::Digest::parse(text).value();  // 64 lowercase hex digits always parse
 }
 
 using imagefs::UniqueFd;

@@ -65,6 +65,11 @@ class MappedLayerIndex final : public LayerIndex {
       return make_error(ENOTSUP, "layer " + digest_.str() + ": its index " + dir.string() +
                                      " has format version " + std::to_string(version) +
                                      ", written by a newer imagefs");
+    // Older versions are rebuilt (LayerCache rebuilds what is damaged): they lack the diff_id.
+    if (version < detail::kVersion)
+      return damaged(dir, "format version " + std::to_string(version) +
+                              ", written by an older imagefs (this one writes " +
+                              std::to_string(detail::kVersion) + ")");
     if (version != detail::kVersion)
       return damaged(dir, "unknown format version " + std::to_string(version));
     uint32_t flags = load_le<uint32_t>(p + detail::kHdrFlags);
@@ -73,6 +78,8 @@ class MappedLayerIndex final : public LayerIndex {
     uint64_t xattr_count = load_le<uint64_t>(p + detail::kHdrXattrCount);
     uint64_t strings_size = load_le<uint64_t>(p + detail::kHdrStringsSize);
     data_size_ = load_le<uint64_t>(p + detail::kHdrDataSize);
+    diff_id_ = detail::load_diff_id(p + detail::kHdrDiffId);
+    if (p[detail::kHdrCompression] > 2) return damaged(dir, "unknown compression");
     // Section sizes, checked against the file size before any multiplication can overflow.
     uint64_t rest = size - detail::kEntriesOffset;
     if (count >= kNoEntry || count > rest / detail::kRecordSize)
@@ -113,6 +120,7 @@ class MappedLayerIndex final : public LayerIndex {
   }
 
   [[nodiscard]] const store::Digest& digest() const override { return digest_; }
+  [[nodiscard]] std::optional<store::Digest> diff_id() const override { return diff_id_; }
   [[nodiscard]] size_t size() const override { return count_; }
 
   [[nodiscard]] LayerEntry entry(size_t index) const override {
@@ -306,6 +314,7 @@ class MappedLayerIndex final : public LayerIndex {
   }
 
   store::Digest digest_;
+  std::optional<store::Digest> diff_id_;
   Mapping map_;
   UniqueFd data_;
   const uint8_t* records_ = nullptr;
@@ -358,11 +367,24 @@ class FileLayerCache final : public LayerCache {
     IMAGEFS_TRY(
         build, store::DerivedBuild::begin(*blobs_, layer.digest, detail::kProductName, if_present));
     if (!build->done()) {
-      IMAGEFS_CHECK(
-          detail::ingest_layer(blobs_->path(layer.digest), layer, build->dir(), progress, limits_));
+      Result<void> ingested =
+          detail::ingest_layer(blobs_->path(layer.digest), layer, build->dir(), progress, limits_);
+      if (!ingested.ok()) {
+        build.reset();  // removes the half-built product and releases its lock
+        if (ingested.error().code == EUCLEAN) remove_rotten(layer.digest);
+        return ingested.error();
+      }
       IMAGEFS_CHECK(build->commit());
     }
     return detail::open_layer_index(build->dir(), layer.digest);
+  }
+
+  // Nothing is served from a blob whose bytes do not match its digest: it leaves the store (with
+  // anything derived from it), so that the next pull or open fetches it again. A failure to remove
+  // it changes nothing for the caller, whose error stands either way.
+  void remove_rotten(const store::Digest& blob) {
+    (void)store::remove_derived(*blobs_, blob);
+    (void)blobs_->remove(blob);
   }
 
   std::shared_ptr<store::BlobStore> blobs_;

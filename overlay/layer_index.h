@@ -79,7 +79,10 @@ class LayerIndex {
  public:
   virtual ~LayerIndex() = default;
   [[nodiscard]] virtual const store::Digest& digest() const = 0;  // the layer blob's digest
-  [[nodiscard]] virtual size_t size() const = 0;                  // number of entries
+  // The SHA-256 of the layer's uncompressed stream, as the image config's rootfs.diff_ids has it:
+  // computed while the layer was ingested. nullopt for indexes that have none (test fakes).
+  [[nodiscard]] virtual std::optional<store::Digest> diff_id() const { return std::nullopt; }
+  [[nodiscard]] virtual size_t size() const = 0;  // number of entries
   [[nodiscard]] virtual LayerEntry entry(size_t index) const = 0;
   [[nodiscard]] virtual std::vector<Xattr> xattrs(size_t index) const = 0;
   // [first, last) indexes of the entries whose parent is `dir` ("" for the root), by name.
@@ -110,6 +113,9 @@ struct IngestLimits {
 
 struct IngestProgress {
   std::function<void(const store::Digest& layer, uint64_t compressed_bytes_read)> update;
+  // A line for people (the log): a layer whose media type names another compression than its
+  // bytes have (the bytes win).
+  std::function<void(const std::string& line)> notice;
 };
 
 // Opens layer indexes, ingesting each layer blob the first time it is asked for. Thread-safe and
@@ -121,11 +127,15 @@ class LayerCache {
                                                     IngestLimits limits = {});
   virtual ~LayerCache() = default;
 
-  // The index of `layer` (its blob must be in the store). Errors name the layer and, for bad tar
-  // input, the entry: corrupt or truncated compression, a media type whose magic bytes disagree,
-  // a hardlink to a later or missing entry of the same layer, sizes that disagree with the data;
-  // EFBIG for a layer over a cap of IngestLimits, ENOSPC when the store's file system would keep
-  // less than the reserve free. A failed ingest leaves no file behind.
+  // The index of `layer` (its blob must be in the store), ingesting the blob the first time: the
+  // blob is hashed as it is read. Errors name the layer and, for bad tar input, the entry: corrupt
+  // or truncated compression (a wrong gzip CRC-32 or length trailer included), anything after the
+  // last gzip member or zstd frame, a compression layers may not use (ENOTSUP), a hardlink to a
+  // later or missing entry of the same layer, sizes that disagree with the data; EFBIG for a
+  // layer over a cap of IngestLimits, ENOSPC when the store's file system would keep less than
+  // the reserve free. EUCLEAN when the blob's bytes do not hash to its digest (the disk changed
+  // them): the blob is removed from the store, so that fetching it again repairs the store. A
+  // failed ingest leaves no file behind.
   virtual Result<std::shared_ptr<const LayerIndex>> get(
       const store::LayerRecord& layer, const IngestProgress* progress = nullptr) = 0;
 };

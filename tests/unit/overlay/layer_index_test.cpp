@@ -459,29 +459,16 @@ TEST_F(Layer, MediaTypesAndMagicBytes) {
     ASSERT_TRUE(store::remove_derived(*blobs_, store::Digest::of(blob)).ok());
   }
 
-  struct Mismatch {
-    std::string blob;
-    std::string type;
-    std::string says;
-  };
-  for (const Mismatch& m : std::vector<Mismatch>{
-           {gz, kTar, "says uncompressed tar, but the blob starts with the gzip magic bytes"},
-           {zst, kTar, "starts with the zstd magic bytes"},
-           {plain, kTarGzip, "says gzip, but the blob does not start with the gzip magic bytes"},
-           {zst, kTarGzip, "says gzip, but the blob starts with the zstd magic bytes"},
-           {gz, kTarZstd, "says zstd, but the blob starts with the gzip magic bytes"},
-       }) {
-    auto r = cache_->get(put(m.blob, m.type));
-    ASSERT_FALSE(r.ok()) << m.type;
-    EXPECT_EQ(r.error().code, EIO);
-    EXPECT_NE(r.error().message.find(store::Digest::of(m.blob).str()), std::string::npos);
-    EXPECT_NE(r.error().message.find(m.says), std::string::npos) << r.error().message;
+  // The magic bytes decide, whatever the media type says (layer_stream_test.cpp has the rest),
+  // and a media type overlay/ does not know is no reason to refuse the bytes: which media types
+  // an image may have is the puller's business.
+  for (auto [blob, type] : std::vector<std::pair<std::string, std::string>>{
+           {gz, kTar}, {zst, kTarGzip}, {plain, "application/vnd.example.squashfs"}}) {
+    auto r = cache_->get(put(blob, type));
+    ASSERT_TRUE(r.ok()) << type << ": " << r.error().message;
+    EXPECT_EQ(content(*r, "f"), "content");
+    ASSERT_TRUE(store::remove_derived(*blobs_, store::Digest::of(blob)).ok());
   }
-
-  auto unknown = cache_->get(put(plain, "application/vnd.example.squashfs"));
-  ASSERT_FALSE(unknown.ok());
-  EXPECT_EQ(unknown.error().code, ENOTSUP);
-  EXPECT_NE(unknown.error().message.find("application/vnd.example.squashfs"), std::string::npos);
 }
 
 TEST_F(Layer, TruncatedOrCorruptInputIsAnErrorNamingTheEntry) {
@@ -561,7 +548,7 @@ TEST_F(Layer, SparseFilesReadAsZerosInTheHoles) {
 
 TEST_F(Layer, OneIngestPerStoreAndSharedIndexes) {
   std::atomic<int> updates{0};
-  IngestProgress progress{[&](const store::Digest&, uint64_t) { ++updates; }};
+  IngestProgress progress{[&](const store::Digest&, uint64_t) { ++updates; }, {}};
   store::LayerRecord layer =
       put(make_tar({File("f", pattern(3 << 20, 9))}, Filter::gzip), kTarGzip);
   std::vector<Index> got(4);
@@ -602,10 +589,13 @@ TEST_F(Layer, TwoProcessesIngestOnce) {
     auto cache = LayerCache::create(*b);
     bool ingested = false;
     IngestProgress progress{[&](const store::Digest&, uint64_t) {
-      // Slow the ingester down so that the other process surely arrives while it runs.
-      if (!ingested) std::this_thread::sleep_for(std::chrono::milliseconds(300));
-      ingested = true;
-    }};
+                              // Slow the ingester down so that the other process surely arrives
+                              // while it runs.
+                              if (!ingested)
+                                std::this_thread::sleep_for(std::chrono::milliseconds(300));
+                              ingested = true;
+                            },
+                            {}};
     auto r = (*cache)->get(layer, &progress);
     if (!r.ok() || content(*r, "f") != pattern(4 << 20, 3)) return 2;
     return ingested ? 1 : 0;
@@ -630,9 +620,10 @@ TEST_F(Layer, ACrashedIngestIsCleanedAndRedone) {
     auto b = store::BlobStore::open(root());
     auto cache = LayerCache::create(*b);
     IngestProgress progress{[&](const store::Digest&, uint64_t) {
-      started.send();
-      ::pause();
-    }};
+                              started.send();
+                              ::pause();
+                            },
+                            {}};
     (void)(*cache)->get(layer, &progress);
     return 0;
   });

@@ -3,6 +3,7 @@
 #include "tests/unit/registry/fakes.h"
 
 #include <stdlib.h>
+#include <zlib.h>
 
 #include <fstream>
 #include <thread>
@@ -410,6 +411,35 @@ Reference TestEnv::ref(const std::string& text) {
   return std::move(r).value();
 }
 
+namespace {
+
+// The diff_id of a test layer: the SHA-256 of its uncompressed bytes when it is a gzip (the fs
+// tests' real layers: imagefs checks them against the config), else a made-up one (the registry
+// tests' layers are arbitrary bytes nobody unpacks).
+std::string diff_id_of(const std::string& layer) {
+  if (layer.size() < 2 || static_cast<uint8_t>(layer[0]) != 0x1f ||
+      static_cast<uint8_t>(layer[1]) != 0x8b)
+    return store::Digest::of("diff:" + layer).str();
+  z_stream z{};
+  if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) throw std::runtime_error("inflateInit2");
+  std::string out;
+  std::string buffer(1 << 16, '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(layer.data()));
+  z.avail_in = static_cast<uInt>(layer.size());
+  int r = Z_OK;
+  while (r == Z_OK) {
+    z.next_out = reinterpret_cast<Bytef*>(buffer.data());
+    z.avail_out = static_cast<uInt>(buffer.size());
+    r = inflate(&z, Z_NO_FLUSH);
+    out.append(buffer.data(), buffer.size() - z.avail_out);
+  }
+  inflateEnd(&z);
+  if (r != Z_STREAM_END) return store::Digest::of("diff:" + layer).str();
+  return store::Digest::of(out).str();
+}
+
+}  // namespace
+
 TestImage make_image(const std::string& arch, const std::vector<std::string>& layers,
                      const std::string& variant, const std::string& manifest_type) {
   bool docker = manifest_type == "application/vnd.docker.distribution.manifest.v2+json";
@@ -418,7 +448,7 @@ TestImage make_image(const std::string& arch, const std::vector<std::string>& la
   json diff_ids = json::array();
   json layer_descs = json::array();
   for (const std::string& l : layers) {
-    diff_ids.push_back(store::Digest::of("diff:" + l).str());
+    diff_ids.push_back(diff_id_of(l));
     layer_descs.push_back(
         {{"mediaType", docker ? "application/vnd.docker.image.rootfs.diff.tar.gzip"
                               : "application/vnd.oci.image.layer.v1.tar+gzip"},
