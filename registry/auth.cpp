@@ -81,8 +81,12 @@ void Authenticator::remember_secret(const std::string& secret) {
   // Very short strings would blank out ordinary words; they are not worth hiding.
   if (secret.size() < 4) return;
   MutexLock lock(secrets_mu_);
-  if (std::find(secrets_.begin(), secrets_.end(), secret) == secrets_.end())
-    secrets_.push_back(secret);
+  if (std::find(secrets_.begin(), secrets_.end(), secret) != secrets_.end()) return;
+  // Longest first: a secret inside another (a token holding the password) must not be replaced
+  // first, which would leave the rest of the longer one in the text (found by fuzzing).
+  secrets_.insert(std::find_if(secrets_.begin(), secrets_.end(),
+                               [&](const std::string& s) { return s.size() < secret.size(); }),
+                  secret);
 }
 
 std::string Authenticator::redact(std::string text) const {
