@@ -3,6 +3,9 @@
 //
 // What the kernel's init/initramfs.c demands (design decision 3) and how it is met here:
 //  - directories before their contents: the walk's order; names without a leading "/";
+//  - an entry named TRAILER!!! at the top (and what is below it) is left out: the kernel never
+//    creates it, it takes the name as the end of an archive and forgets the hardlinks seen so far
+//    (later members of a group would become empty files), and cpio(1) stops reading there;
 //  - hardlinks are joined by (ino, devmajor, devminor, file type) among entries with nlink >= 2:
 //    each regular-file group gets an ino of its own in kLinkDevMajor, the first entry carries the
 //    data and later ones have filesize 0 (the kernel links them and writes nothing more);
@@ -330,7 +333,7 @@ std::vector<std::string> tail_paths(const PlanInputs& inputs) {
 Result<ImagePart> plan_image(overlay::Tree& tree, const PlanInputs& inputs) {
   ImagePart part;
   Segmenter segmenter(run_limit(inputs.format));
-  std::vector<std::string> excluded;
+  std::vector<std::string> excluded = {std::string(kTrailerName)};
   if (inputs.init) excluded.emplace_back("init");
   for (const auto& inject : inputs.injects) excluded.push_back(inject->guest.substr(1));
   TreePlanner planner(tree, segmenter, excluded);

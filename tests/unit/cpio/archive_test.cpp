@@ -1342,6 +1342,34 @@ TEST(DefaultInit, Errors) {
   EXPECT_EQ(config->env, init::Argv{"A=1"});
 }
 
+// An image's own top-level TRAILER!!! would end the archive for cpio(1) and make the kernel forget
+// the hardlinks seen so far (a later member of a group would be an empty file): it is left out.
+TEST(Archive, ImageEntryNamedTrailerIsLeftOut) {
+  Env env;
+  auto tree = Env::tree(
+      {env.layer({File("A", "linked data"), File("TRAILER!!!", "x"), Hardlink("a", "A")})});
+  ArchiveOptions options;
+  options.format = Format::none;
+  auto archive = env.make(env.image("trailer"), *tree, options);
+  ASSERT_TRUE(archive);
+  const std::string raw = read_whole(*archive);
+  const std::vector<Parsed> entries = parse_newc(raw);  // fails on bytes after a trailer
+  ASSERT_FALSE(entries.empty());
+  size_t trailers = 0;
+  for (const Parsed& p : entries) trailers += p.name == kTrailerName ? 1 : 0;
+  EXPECT_EQ(trailers, 1u);
+  EXPECT_EQ(entries.back().name, kTrailerName);
+  // GNU cpio reads it all: both names of the group hold the data.
+  const fsys::path out = env.dir() / "x";
+  fsys::create_directories(out);
+  spit(env.dir() / "t.cpio", raw);
+  ASSERT_EQ(run("cd " + quote(out) + " && cpio -id --quiet < " + quote(env.dir() / "t.cpio")), 0);
+  EXPECT_EQ(slurp(out / "A"), "linked data");
+  EXPECT_EQ(slurp(out / "a"), "linked data");
+  EXPECT_TRUE(fsys::exists(out / "init"));
+  EXPECT_FALSE(fsys::exists(out / "TRAILER!!!"));
+}
+
 // docker's forms: Entrypoint and Cmd as strings are lists of one.
 TEST(DefaultInit, StringEntrypointAndCmdAreListsOfOne) {
   Env env;
