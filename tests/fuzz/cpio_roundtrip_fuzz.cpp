@@ -544,7 +544,9 @@ void round_trip(Input& in, std::string_view whole_input) {
   if (options.exec)
     for (const std::string& arg : *options.exec) CHECK(arg.find('\0') == std::string::npos);
   const Archive& archive = **made;
-  const std::string bytes = read_all(archive, chunk);
+  // Reads of the chosen size, but not so small that 800 KB of /init take a million of them.
+  const std::string bytes =
+      read_all(archive, std::max<size_t>(chunk, static_cast<size_t>(archive.size() / 1024)));
   std::vector<uint64_t> ends;  // where each member or frame ends in the raw stream
   std::string raw;
   switch (format) {
