@@ -1370,6 +1370,28 @@ TEST(Archive, ImageEntryNamedTrailerIsLeftOut) {
   EXPECT_FALSE(fsys::exists(out / "TRAILER!!!"));
 }
 
+// What an injected file replaces is no longer a directory for the rest of the tail: no
+// /dev/console under an injected /dev file, and no file under another injected one (found by
+// cpio_roundtrip_fuzz: the tail went by what the image had there).
+TEST(Archive, InjectedFileIsNotADirectoryForTheTail) {
+  Env env;
+  auto tree = Env::tree({env.layer({Dir("dev"), Dir("opt")})});
+  spit(env.dir() / "agent", "agent");
+  ArchiveOptions options;
+  options.format = Format::none;
+  options.injects = {{env.dir() / "agent", "/dev"}};
+  auto archive = env.make(env.image("dev-file"), *tree, options);
+  ASSERT_TRUE(archive);
+  auto by_name = entries_by_name(*archive);
+  EXPECT_EQ(by_name["dev"].mode, S_IFREG | 0755u);
+  EXPECT_EQ(by_name.count("dev/console"), 0u);
+
+  options.injects = {{env.dir() / "agent", "/opt"}, {env.dir() / "agent", "/opt/x"}};
+  auto nested = env.maker().make(env.image("nested"), *tree, options);
+  ASSERT_FALSE(nested.ok());
+  EXPECT_EQ(nested.error().code, ENOTDIR) << nested.error().message;
+}
+
 // docker's forms: Entrypoint and Cmd as strings are lists of one.
 TEST(DefaultInit, StringEntrypointAndCmdAreListsOfOne) {
   Env env;
