@@ -13,7 +13,8 @@ namespace imagefs::cpio::detail {
 namespace {
 
 // Bumped whenever planning or cutting changes, so that an old plan is not used for new rules.
-// 2: a top-level TRAILER!!! of the image is left out.
+// 2: a top-level TRAILER!!! of the image is left out; an injected file is no directory for the
+// tail.
 constexpr std::string_view kPlannerVersion = "planner 2";
 
 }  // namespace
