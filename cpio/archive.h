@@ -73,7 +73,7 @@ class ArchiveMaker {
   // The archive of `tree` (the image `image`) with `options`. Uses the cached plan when the image
   // and options (including injected files' size and mtime) are unchanged; otherwise plans and
   // builds the missing segments (in parallel). Errors: EFBIG naming a file of 4 GiB or more (newc
-  // cannot hold it); for the default /init, EINVAL for a config it cannot use (naming the image);
+  // cannot hold it); for the default /init, EIO for a config it cannot use (naming the image);
   // EINVAL for `exec` with `init`, or an empty `exec`; errors of the tree or the store.
   virtual Result<std::shared_ptr<const Archive>> make(const ImageSource& image, overlay::Tree& tree,
                                                       const ArchiveOptions& options,

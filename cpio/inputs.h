@@ -19,7 +19,7 @@ namespace imagefs::cpio::detail {
 // The level that applies to options.format (0 for none). EINVAL names the accepted range.
 Result<int> level_of(const ArchiveOptions& options);
 
-// EINVAL for an `exec` the default /init cannot use.
+// EINVAL for an `exec` the default /init cannot use: with --init, empty, or an argument with a NUL.
 Result<void> check_exec(const ArchiveOptions& options);
 
 // stat(2) of a host file named by an option. ENOENT (naming `what` and the path) when it is

@@ -208,9 +208,8 @@ class ArchiveMakerImpl final : public ArchiveMaker {
   // init/init_config.h encodes them.
   static Result<std::shared_ptr<const HostFile>> default_init_config(
       const ImageSource& image, const ArchiveOptions& options) {
-    Result<init::InitConfig> config = init::init_config_from_image(image.config_json);
+    Result<init::InitConfig> config = init::init_config_from_image(image.config_json, options.exec);
     if (!config.ok()) return config.error().context("image " + image.manifest.str());
-    config->exec = options.exec;
     std::string bytes = init::encode_config(*config);
     store::Digest digest = store::Digest::of(bytes);
     return std::make_shared<const HostFile>(

@@ -55,6 +55,12 @@ Result<void> check_exec(const ArchiveOptions& options) {
                       "be used with --init");
   if (options.exec->empty() || options.exec->front().empty())
     return make_error(EINVAL, "--exec names no program");
+  // No argv string can hold a NUL, and /.imagefs/init.conf separates its values with NULs (a JSON
+  // array can spell one: "\u0000").
+  for (const std::string& arg : *options.exec) {
+    if (arg.find('\0') != std::string::npos)
+      return make_error(EINVAL, "--exec: an argument holds a NUL character");
+  }
   return {};
 }
 

@@ -3,6 +3,9 @@
 //
 // What the kernel's init/initramfs.c demands (design decision 3) and how it is met here:
 //  - directories before their contents: the walk's order; names without a leading "/";
+//  - an entry named TRAILER!!! at the top (and what is below it) is left out: the kernel never
+//    creates it, it takes the name as the end of an archive and forgets the hardlinks seen so far
+//    (later members of a group would become empty files), and cpio(1) stops reading there;
 //  - hardlinks are joined by (ino, devmajor, devminor, file type) among entries with nlink >= 2:
 //    each regular-file group gets an ino of its own in kLinkDevMajor, the first entry carries the
 //    data and later ones have filesize 0 (the kernel links them and writes nothing more);
@@ -330,7 +333,7 @@ std::vector<std::string> tail_paths(const PlanInputs& inputs) {
 Result<ImagePart> plan_image(overlay::Tree& tree, const PlanInputs& inputs) {
   ImagePart part;
   Segmenter segmenter(run_limit(inputs.format));
-  std::vector<std::string> excluded;
+  std::vector<std::string> excluded = {std::string(kTrailerName)};
   if (inputs.init) excluded.emplace_back("init");
   for (const auto& inject : inputs.injects) excluded.push_back(inject->guest.substr(1));
   TreePlanner planner(tree, segmenter, excluded);
@@ -359,6 +362,9 @@ Result<Plan> plan_tail(const PathModes& paths, const PlanInputs& inputs) {
     segmenter.add_alone(std::move(unit));
   }
   std::set<std::string> added_dirs;
+  // What the tail itself puts at a path wins over what the image had there (the image's entry
+  // was left out of the image part): an injected file is not a directory.
+  std::set<std::string> injected;
   for (const auto& inject : inputs.injects) {
     const std::string name = inject->guest.substr(1);
     std::vector<EntryPieces> unit;
@@ -367,7 +373,9 @@ Result<Plan> plan_tail(const PathModes& paths, const PlanInputs& inputs) {
       const std::string parent = name.substr(0, slash);
       if (added_dirs.count(parent) != 0) continue;
       // Prefixes are checked from the top, so a non-directory is met before anything below it.
-      const std::optional<uint32_t> mode = recorded_mode(paths, parent);
+      const std::optional<uint32_t> mode = injected.count(parent) != 0
+                                               ? std::optional<uint32_t>(S_IFREG)
+                                               : recorded_mode(paths, parent);
       if (mode && !S_ISDIR(*mode) && !S_ISLNK(*mode))
         return make_error(ENOTDIR, "cannot inject " + inject->guest + ": /" + parent +
                                        " is not a directory in the image");
@@ -379,6 +387,7 @@ Result<Plan> plan_tail(const PathModes& paths, const PlanInputs& inputs) {
     IMAGEFS_TRY(file, host_entry(inject, name));
     unit.push_back(std::move(file));
     segmenter.add_alone(std::move(unit));
+    injected.insert(name);
   }
 
   // The tail, a segment of its own: /dev/console when the image has none, then the trailer.
@@ -387,7 +396,8 @@ Result<Plan> plan_tail(const PathModes& paths, const PlanInputs& inputs) {
   for (const auto& inject : inputs.injects) console_injected |= inject->guest == "/dev/console";
   const std::optional<uint32_t> console = recorded_mode(paths, "dev/console");
   if (!console && !console_injected) {
-    std::optional<uint32_t> dev = recorded_mode(paths, "dev");
+    std::optional<uint32_t> dev =
+        injected.count("dev") != 0 ? std::optional<uint32_t>(S_IFREG) : recorded_mode(paths, "dev");
     if (!dev) {
       if (added_dirs.count("dev") == 0) {
         IMAGEFS_TRY(e, make_entry(basic_header("dev", S_IFDIR | 0755), "dev"));

@@ -13,7 +13,9 @@ namespace imagefs::cpio::detail {
 namespace {
 
 // Bumped whenever planning or cutting changes, so that an old plan is not used for new rules.
-constexpr std::string_view kPlannerVersion = "planner 1";
+// 2: a top-level TRAILER!!! of the image is left out; an injected file is no directory for the
+// tail.
+constexpr std::string_view kPlannerVersion = "planner 2";
 
 }  // namespace
 
@@ -26,9 +28,9 @@ std::string plan_key(const store::Digest& image, const ArchiveOptions& options, 
     text += "init\n";
   } else {
     // The default /init: its program (another imagefs may embed another) and the command
-    // override. "config 1" names how config.json is read into /.imagefs/init.conf: change it
-    // when that changes.
-    text += "default init " + std::string(default_init_file()->digest.hex()) + " config 1\n";
+    // override. "config 2" names how config.json is read into /.imagefs/init.conf: change it
+    // when that changes (2: Entrypoint and Cmd as docker's StrSlice, and unread with --exec).
+    text += "default init " + std::string(default_init_file()->digest.hex()) + " config 2\n";
     if (options.exec) {
       text += "exec";
       for (const std::string& arg : *options.exec) {

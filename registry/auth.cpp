@@ -106,8 +106,16 @@ void Authenticator::remember_secret(const std::string& secret) {
 }
 
 std::string Authenticator::redact(std::string text) const {
-  MutexLock lock(secrets_mu_);
-  for (const std::string& secret : secrets_) {
+  std::vector<std::string> secrets;
+  {
+    MutexLock lock(secrets_mu_);
+    secrets = secrets_;
+  }
+  // Longest first: a secret inside another (a token holding the password) must not be replaced
+  // first, which would leave the rest of the longer one in the text (found by fuzzing).
+  std::stable_sort(secrets.begin(), secrets.end(),
+                   [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  for (const std::string& secret : secrets) {
     for (size_t at = text.find(secret); at != std::string::npos;
          at = text.find(secret, at + std::char_traits<char>::length(kRedacted))) {
       text.replace(at, secret.size(), kRedacted);

@@ -472,6 +472,18 @@ class CmdBadWorkdir(CmdImage):
     config = {"Cmd": ["/usr/bin/showargs"], "Env": [PATH_ENV], "WorkingDir": "/nonexistent"}
 
 
+class CmdString(CmdImage):
+    name = "cmd-string"
+    description = "showargs with Entrypoint and Cmd as strings, which docker takes as lists of one (on demand, init tests)"
+    config = {"Entrypoint": "/usr/bin/showargs", "Cmd": "hello world", "Env": [PATH_ENV]}
+
+
+class CmdBadCmd(CmdImage):
+    name = "cmd-badcmd"
+    description = "showargs with a Cmd docker refuses (an object) and an Entrypoint of numbers (on demand, init tests)"
+    config = {"Entrypoint": [1, 2], "Cmd": {"not": "a command"}, "Env": [PATH_ENV]}
+
+
 class NoShell(Image):
     name = "noshell"
     description = "nothing but one static binary, /showargs: no shell, no libc, no directories (on demand, init tests)"
@@ -489,6 +501,6 @@ class NoShell(Image):
         )
 
 
-ALL = [Tiny, Edge, Python, Multiarch, Node, Rust, CmdBoth, CmdEntrypoint, CmdCmd, CmdBadUser, CmdBadWorkdir, NoShell]
+ALL = [Tiny, Edge, Python, Multiarch, Node, Rust, CmdBoth, CmdEntrypoint, CmdCmd, CmdBadUser, CmdBadWorkdir, CmdString, CmdBadCmd, NoShell]
 BY_NAME = {c.name: c for c in ALL}
 DEFAULT = [c.name for c in ALL if c.default]

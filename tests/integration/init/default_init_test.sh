@@ -6,6 +6,8 @@
 #   - cmd-both (Entrypoint + Cmd, Env, WorkingDir, User by name, supplementary groups), in gz, zst
 #     and none; cmd-entrypoint (Entrypoint only, User uid:gid); cmd-cmd (Cmd only, found along
 #     the default PATH, as root);
+#   - cmd-string: Entrypoint and Cmd given as strings (docker's one-element lists); cmd-badcmd:
+#     an Entrypoint and Cmd docker refuses are refused, and do not matter with --exec;
 #   - overrides: --exec at build time, arguments after "--" on the kernel command line (they
 #     replace Cmd), imagefs.exec= and imagefs.env= on the kernel command line;
 #   - noshell, an image of one static binary (no shell, no libc, no directories): its non-zero exit
@@ -25,7 +27,8 @@ require_cmd docker-registry skopeo jq qemu-system-x86_64 cpio gcc
 [ "$(id -u)" = 0 ] || skip "needs root: /boot/vmlinuz-* is root-only"
 boot_kernel >/dev/null
 
-images=(tiny edge multiarch cmd-both cmd-entrypoint cmd-cmd cmd-baduser cmd-badwd noshell)
+images=(tiny edge multiarch cmd-both cmd-entrypoint cmd-cmd cmd-baduser cmd-badwd cmd-string
+  cmd-badcmd noshell)
 "$FIXTURES" build --out "$FIXTURES_OUT" "${images[@]}" >/dev/null 2>&1 || fail "fixtures build failed"
 start_registry open
 push_fixtures "${images[@]}"
@@ -132,6 +135,31 @@ env=PATH=$PATH_DEFAULT
 cwd=/work
 uid=0 gid=0 groups=
 ppid=1" "command exited with status 0"
+
+log "cmd-string: Entrypoint and Cmd as strings, each a list of one as docker decodes them"
+build cmd-string "$TEST_TMPDIR/string.gz"
+run_boot "$TEST_TMPDIR/string.gz"
+expect cmd-string "argc=2
+argv[0]=/usr/bin/showargs
+argv[1]=hello world
+env=HOME=/root
+env=HOSTNAME=cmdtest
+env=PATH=$PATH_DEFAULT
+cwd=/
+uid=0 gid=0 groups=
+ppid=1" "command exited with status 0"
+
+log "cmd-badcmd: a Cmd and Entrypoint docker refuses: refused, but irrelevant with --exec"
+out=$(imagefs build --cache-dir "$CACHE" "$IMAGEFS_REGISTRY/cmd-badcmd" -o "$TEST_TMPDIR/bad.gz" 2>&1) &&
+  fail "building cmd-badcmd without --exec succeeded: $out"
+assert_contains "$out" "the image config is not usable for the default /init: Entrypoint holds something other than a string" \
+  "the refusal of cmd-badcmd"
+build cmd-badcmd "$TEST_TMPDIR/badcmd-exec.cpio" --format none --exec "/usr/bin/showargs from-exec"
+mkdir "$TEST_TMPDIR/badcmd"
+(cd "$TEST_TMPDIR/badcmd" && cpio -id --quiet .imagefs/init.conf <"$TEST_TMPDIR/badcmd-exec.cpio")
+assert_contains "$(tr '\0' '\n' <"$TEST_TMPDIR/badcmd/.imagefs/init.conf")" \
+  "$(printf 'entrypoint\n0\ncmd\n0\nenv\n1\n%s' "PATH=$PATH_DEFAULT")" "cmd-badcmd's init.conf with --exec"
+log "  cmd-badcmd: refused without --exec, built with it"
 
 # --- overrides ----------------------------------------------------------------------------------
 log "overrides"

@@ -1263,7 +1263,7 @@ TEST(DefaultInit, ExecIsInTheConfigAndInThePlanKey) {
   auto config = init::decode_config(entries_by_name(*with_exec)[".imagefs/init.conf"].data);
   ASSERT_TRUE(config.ok());
   EXPECT_EQ(config->exec, (init::Argv{"/opt/agent", "--port", "80"}));
-  EXPECT_EQ(config->cmd, init::Argv{"/bin/sh"});
+  EXPECT_TRUE(config->cmd.empty()) << "--exec replaces Cmd: it is not even read";
   // Only the config's segment differs.
   EXPECT_EQ(with_exec->stats().segments, plain->stats().segments);
   options.exec = std::vector<std::string>{"/opt/agent", "--port", "81"};
@@ -1304,12 +1304,18 @@ TEST(DefaultInit, Errors) {
   options.init.reset();
   options.exec = std::vector<std::string>{};
   EXPECT_EQ(env.maker().make(env.image("img"), *tree, options).error().code, EINVAL);
+  // A JSON --exec can spell a NUL, which no argv string can hold (nor init.conf carry).
+  options.exec = std::vector<std::string>{"/agent", std::string("a\0b", 3)};
+  auto nul = env.maker().make(env.image("img"), *tree, options);
+  ASSERT_FALSE(nul.ok());
+  EXPECT_EQ(nul.error().code, EINVAL);
+  EXPECT_NE(nul.error().message.find("NUL"), std::string::npos) << nul.error().message;
   options.exec.reset();
 
   const ImageSource unknown{store::Digest::of("no config"), ""};
   auto no_config = env.maker().make(unknown, *tree, options);
   ASSERT_FALSE(no_config.ok());
-  EXPECT_EQ(no_config.error().code, EINVAL);
+  EXPECT_EQ(no_config.error().code, EIO);  // a broken image, as README's troubleshooting says
   EXPECT_NE(no_config.error().message.find(unknown.manifest.str()), std::string::npos)
       << no_config.error().message;
   // ... but with --init, the config is not needed.
@@ -1317,11 +1323,89 @@ TEST(DefaultInit, Errors) {
   EXPECT_TRUE(env.maker().make(unknown, *tree, options).ok());
   options.init.reset();
 
-  auto bad =
-      env.maker().make(env.image("bad", R"({"config": {"Cmd": "/bin/sh"}})"), *tree, options);
+  // A Cmd docker refuses (docker takes a string as a list of one: that one is fine) is EIO...
+  const ImageSource bad_cmd = env.image("bad", R"({"config": {"Cmd": {"sh": 1}, "Env": ["A=1"]}})");
+  auto bad = env.maker().make(bad_cmd, *tree, options);
   ASSERT_FALSE(bad.ok());
-  EXPECT_EQ(bad.error().code, EINVAL);
+  EXPECT_EQ(bad.error().code, EIO);
   EXPECT_NE(bad.error().message.find("Cmd"), std::string::npos) << bad.error().message;
+  EXPECT_NE(bad.error().message.find(bad_cmd.manifest.str()), std::string::npos)
+      << bad.error().message;
+  // ... and irrelevant with --exec, which replaces it.
+  options.exec = std::vector<std::string>{"/agent"};
+  options.format = Format::none;
+  auto with_exec = env.maker().make(bad_cmd, *tree, options);
+  ASSERT_TRUE(with_exec.ok()) << with_exec.error().message;
+  auto config = init::decode_config(entries_by_name(**with_exec)[".imagefs/init.conf"].data);
+  ASSERT_TRUE(config.ok());
+  EXPECT_EQ(config->exec, init::Argv{"/agent"});
+  EXPECT_EQ(config->env, init::Argv{"A=1"});
+}
+
+// An image's own top-level TRAILER!!! would end the archive for cpio(1) and make the kernel forget
+// the hardlinks seen so far (a later member of a group would be an empty file): it is left out.
+TEST(Archive, ImageEntryNamedTrailerIsLeftOut) {
+  Env env;
+  auto tree = Env::tree(
+      {env.layer({File("A", "linked data"), File("TRAILER!!!", "x"), Hardlink("a", "A")})});
+  ArchiveOptions options;
+  options.format = Format::none;
+  auto archive = env.make(env.image("trailer"), *tree, options);
+  ASSERT_TRUE(archive);
+  const std::string raw = read_whole(*archive);
+  const std::vector<Parsed> entries = parse_newc(raw);  // fails on bytes after a trailer
+  ASSERT_FALSE(entries.empty());
+  size_t trailers = 0;
+  for (const Parsed& p : entries) trailers += p.name == kTrailerName ? 1 : 0;
+  EXPECT_EQ(trailers, 1u);
+  EXPECT_EQ(entries.back().name, kTrailerName);
+  // GNU cpio reads it all: both names of the group hold the data.
+  const fsys::path out = env.dir() / "x";
+  fsys::create_directories(out);
+  spit(env.dir() / "t.cpio", raw);
+  ASSERT_EQ(run("cd " + quote(out) + " && cpio -id --quiet < " + quote(env.dir() / "t.cpio")), 0);
+  EXPECT_EQ(slurp(out / "A"), "linked data");
+  EXPECT_EQ(slurp(out / "a"), "linked data");
+  EXPECT_TRUE(fsys::exists(out / "init"));
+  EXPECT_FALSE(fsys::exists(out / "TRAILER!!!"));
+}
+
+// What an injected file replaces is no longer a directory for the rest of the tail: no
+// /dev/console under an injected /dev file, and no file under another injected one (found by
+// cpio_roundtrip_fuzz: the tail went by what the image had there).
+TEST(Archive, InjectedFileIsNotADirectoryForTheTail) {
+  Env env;
+  auto tree = Env::tree({env.layer({Dir("dev"), Dir("opt")})});
+  spit(env.dir() / "agent", "agent");
+  ArchiveOptions options;
+  options.format = Format::none;
+  options.injects = {{env.dir() / "agent", "/dev"}};
+  auto archive = env.make(env.image("dev-file"), *tree, options);
+  ASSERT_TRUE(archive);
+  auto by_name = entries_by_name(*archive);
+  EXPECT_EQ(by_name["dev"].mode, S_IFREG | 0755u);
+  EXPECT_EQ(by_name.count("dev/console"), 0u);
+
+  options.injects = {{env.dir() / "agent", "/opt"}, {env.dir() / "agent", "/opt/x"}};
+  auto nested = env.maker().make(env.image("nested"), *tree, options);
+  ASSERT_FALSE(nested.ok());
+  EXPECT_EQ(nested.error().code, ENOTDIR) << nested.error().message;
+}
+
+// docker's forms: Entrypoint and Cmd as strings are lists of one.
+TEST(DefaultInit, StringEntrypointAndCmdAreListsOfOne) {
+  Env env;
+  auto tree = Env::tree({env.layer({File("a", "a")})});
+  ArchiveOptions options;
+  options.format = Format::none;
+  auto archive = env.make(
+      env.image("str", R"({"config": {"Entrypoint": "/bin/sh -c", "Cmd": "echo hello world"}})"),
+      *tree, options);
+  ASSERT_TRUE(archive);
+  auto config = init::decode_config(entries_by_name(*archive)[".imagefs/init.conf"].data);
+  ASSERT_TRUE(config.ok());
+  EXPECT_EQ(config->entrypoint, init::Argv{"/bin/sh -c"});
+  EXPECT_EQ(config->cmd, init::Argv{"echo hello world"});
 }
 
 TEST(Options, ParseFormat) {

@@ -902,5 +902,55 @@ TEST_F(StaleTagTest, UnknownTagOfAnUnreachableRegistryIsEIO) {
   EXPECT_EQ(r.error().code, EIO) << r.error().message;
 }
 
+// Issue 17: an image config docker accepts (Cmd as a string) makes archives; one that docker
+// refuses answers the archives with EIO, the errno README's troubleshooting lists for a broken
+// image, never EINVAL, and the log says why.
+class ConfigFormsTest : public testing::FsEnv {
+ protected:
+  // `image` with `config` as its config.json's "config" object, and the manifest to match.
+  static TestImage with_config(TestImage image, const nlohmann::json& config) {
+    nlohmann::json doc = nlohmann::json::parse(image.config);
+    doc["config"] = config;
+    image.config = doc.dump();
+    nlohmann::json manifest = nlohmann::json::parse(image.manifest);
+    manifest["config"]["digest"] = store::Digest::of(image.config).str();
+    manifest["config"]["size"] = image.config.size();
+    image.manifest = manifest.dump();
+    return image;
+  }
+};
+
+TEST_F(ConfigFormsTest, StringCmdMakesArchivesAndABadCmdIsEIO) {
+  using namespace std::string_literals;
+  const TestImage base = registry::testing::make_image(
+      "amd64", {testing::make_tar({testing::Dir("bin"), testing::File("bin/app", "#!app\n", 0755)},
+                                  testing::Filter::gzip)});
+  const TestImage good = with_config(base, {{"Cmd", "/bin/app --serve"}});
+  const TestImage bad =
+      with_config(base, {{"Entrypoint", "/bin/app"}, {"Cmd", {{"not", "a list"}}}});
+  pull("registry.example", "app", "good", {&good}, "registry.example/app:good", testing::kAmd64);
+  pull("registry.example", "app", "bad", {&bad}, "registry.example/app:bad", testing::kAmd64);
+  testing::Mounted m = mount();
+
+  const std::string cpio = read_path(*m.fs, "registry.example/app:good/initramfs.cpio");
+  // The default /init's config holds the string as a list of one.
+  EXPECT_NE(cpio.find("cmd\0"
+                      "1\0/bin/app --serve\0"s),
+            std::string::npos);
+  EXPECT_EQ(error_of(lookup_path(*m.fs, "registry.example/app:good/initramfs.cpio.gz")), 0);
+
+  for (const char* file : {"initramfs.cpio.gz", "initramfs.cpio.zst", "initramfs.cpio"}) {
+    auto e = lookup_path(*m.fs, std::string("registry.example/app:bad/") + file);
+    ASSERT_FALSE(e.ok()) << file;
+    EXPECT_EQ(e.error().code, EIO) << file << ": " << e.error().message;
+  }
+  bool said = false;
+  for (const std::string& line : logged())
+    said |= line.find("Cmd is neither a string nor a list of strings") != std::string::npos;
+  EXPECT_TRUE(said) << ::testing::PrintToString(logged());
+  // The rest of the image is served as ever.
+  EXPECT_EQ(read_path(*m.fs, "registry.example/app:bad/rootfs/bin/app"), "#!app\n");
+}
+
 }  // namespace
 }  // namespace imagefs::fs

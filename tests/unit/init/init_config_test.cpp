@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include "init/command.h"
 #include "init/image_config.h"
 
 namespace imagefs::init {
@@ -114,7 +115,10 @@ TEST(ImageConfig, WrongTypesAreNamed) {
       {"[1, 2]", "not a JSON object"},
       {"{", "not a JSON object"},
       {R"({"config": []})", "\"config\""},
-      {R"({"config": {"Cmd": "/bin/sh"}})", "Cmd"},
+      {R"({"config": {"Cmd": {"sh": 1}}})", "Cmd is neither a string nor a list of strings"},
+      {R"({"config": {"Entrypoint": 7}})", "Entrypoint"},
+      {R"({"config": {"Env": "A=1"}})", "Env is not a list of strings"},
+      {R"({"config": {"Entrypoint": "a\u0000b"}})", "NUL"},
       {R"({"config": {"Entrypoint": [1]}})", "Entrypoint"},
       {R"({"config": {"Env": {"A": "1"}}})", "Env"},
       {R"({"config": {"User": 1000}})", "User"},
@@ -124,10 +128,68 @@ TEST(ImageConfig, WrongTypesAreNamed) {
   for (const auto& [json, needle] : cases) {
     Result<InitConfig> c = init_config_from_image(json);
     ASSERT_FALSE(c.ok()) << json;
-    EXPECT_EQ(c.error().code, EINVAL);
+    // EIO, as the mount answers it for the archives: a broken image (README, troubleshooting).
+    EXPECT_EQ(c.error().code, EIO);
     EXPECT_NE(c.error().message.find(needle), std::string::npos)
         << json << ": " << c.error().message;
   }
+}
+
+// docker reads Entrypoint and Cmd as moby's strslice.StrSlice: an array of strings, or one string
+// that is a list of one element (not split at spaces).
+TEST(ImageConfig, StringCmdAndEntrypointAreOneElementLists) {
+  Result<InitConfig> c = init_config_from_image(
+      R"({"config": {"Entrypoint": "/bin/sh -c", "Cmd": "echo hello world", "Env": ["A=1"]}})");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->entrypoint, Argv{"/bin/sh -c"});
+  EXPECT_EQ(c->cmd, Argv{"echo hello world"});
+  EXPECT_EQ(c->env, Argv{"A=1"});
+
+  Result<InitConfig> empty = init_config_from_image(R"({"config": {"Cmd": ""}})");
+  ASSERT_TRUE(empty.ok()) << empty.error().message;
+  EXPECT_EQ(empty->cmd, Argv{""});  // as docker: [""], not []
+  EXPECT_TRUE(empty->entrypoint.empty());
+
+  // The command the default /init runs from it: docker's rules (init/command.h).
+  Result<InitConfig> cmd_only = init_config_from_image(R"({"config": {"Cmd": "/bin/true"}})");
+  ASSERT_TRUE(cmd_only.ok()) << cmd_only.error().message;
+  Result<Argv> argv = compose_command(cmd_only->entrypoint, cmd_only->cmd, cmd_only->exec);
+  ASSERT_TRUE(argv.ok()) << argv.error().message;
+  EXPECT_EQ(*argv, Argv{"/bin/true"});
+
+  // And the config file the init reads back holds the same.
+  Result<InitConfig> back = decode_config(encode_config(*c));
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(*back, *c);
+}
+
+// --exec replaces Entrypoint and Cmd: whatever they hold cannot stop the build; the rest of the
+// config is still read (and still checked).
+TEST(ImageConfig, ExecIgnoresEntrypointAndCmd) {
+  const Argv exec{"/agent", "--serve"};
+  for (const char* json :
+       {R"({"config": {"Entrypoint": {"x": 1}, "Cmd": [1, null], "Env": ["A=1"], "User": "u"}})",
+        R"({"config": {"Entrypoint": 5, "Cmd": "a\u0000b", "Env": ["A=1"], "User": "u"}})",
+        R"({"config": {"Cmd": true, "Env": ["A=1"], "User": "u"}})"}) {
+    Result<InitConfig> without = init_config_from_image(json);
+    EXPECT_FALSE(without.ok()) << json;
+    Result<InitConfig> c = init_config_from_image(json, exec);
+    ASSERT_TRUE(c.ok()) << json << ": " << c.error().message;
+    EXPECT_TRUE(c->entrypoint.empty());
+    EXPECT_TRUE(c->cmd.empty());
+    EXPECT_EQ(c->exec, exec);
+    EXPECT_EQ(c->env, Argv{"A=1"});
+    EXPECT_EQ(c->user, "u");
+    Result<Argv> argv = compose_command(c->entrypoint, c->cmd, c->exec);
+    ASSERT_TRUE(argv.ok()) << argv.error().message;
+    EXPECT_EQ(*argv, exec);
+  }
+  Result<InitConfig> bad_env = init_config_from_image(R"({"config": {"Env": 1}})", exec);
+  ASSERT_FALSE(bad_env.ok());
+  EXPECT_NE(bad_env.error().message.find("Env"), std::string::npos);
+  Result<InitConfig> no_config = init_config_from_image(R"({"os": "linux"})", exec);
+  ASSERT_TRUE(no_config.ok()) << no_config.error().message;
+  EXPECT_EQ(no_config->exec, exec);
 }
 
 }  // namespace
