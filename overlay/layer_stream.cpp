@@ -14,6 +14,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <string_view>
 #include <vector>
 
 #include "common/errno_error.h"
@@ -419,6 +420,12 @@ Result<Compression> detect_compression(std::span<const uint8_t> head, const stor
   if (head.size() >= 8 && (head[0] & 0xf0) == 0x50 && head[1] == 0x2a && head[2] == 0x4d &&
       head[3] == 0x18)
     return Compression::zstd;
+  // A tar header block: its first name may start with any bytes ("BZh/"), its magic cannot.
+  constexpr size_t kTarMagicAt = 257;
+  constexpr std::string_view kTarMagic = "ustar";
+  if (head.size() >= kTarMagicAt + kTarMagic.size() &&
+      std::equal(kTarMagic.begin(), kTarMagic.end(), head.begin() + kTarMagicAt))
+    return Compression::none;
   const char* refused = nullptr;
   if (starts_with(head, {0xfd, '7', 'z', 'X', 'Z', 0x00})) refused = "xz";
   if (starts_with(head, {'B', 'Z', 'h'})) refused = "bzip2";
@@ -459,7 +466,7 @@ Result<std::unique_ptr<LayerStream>> LayerStream::open(const fs::path& blob,
   auto reader = std::make_unique<BlobReader>(std::move(fd), layer, progress);
   IMAGEFS_TRY(first, reader->next());
   auto compression =
-      detect_compression(first.subspan(0, std::min<size_t>(first.size(), 8)), layer.digest);
+      detect_compression(first.subspan(0, std::min<size_t>(first.size(), 512)), layer.digest);
   if (!compression.ok()) {
     // A rotten blob may look like anything: say that rather than what its first bytes became.
     Result<void> sound = reader->verify();

@@ -27,10 +27,11 @@ enum class Compression : uint8_t { none = 0, gzip = 1, zstd = 2 };
 // "uncompressed tar", "gzip", "zstd".
 const char* compression_name(Compression c);
 
-// What the blob's first bytes (up to 8) say it is: gzip (1f 8b), zstd (28 b5 2f fd, or a zstd
+// What the blob's first bytes (up to 512) say it is: gzip (1f 8b), zstd (28 b5 2f fd, or a zstd
 // skippable frame, 0x184D2A50-5F little-endian), else an uncompressed tar (an empty blob
 // included). bzip2, xz and lz4 are recognised only to be refused: ENOTSUP naming `layer` and
-// what the blob is.
+// what the blob is; but a first block with tar's "ustar" magic at offset 257 is a tar whatever
+// its first name (a directory called `BZh`).
 Result<Compression> detect_compression(std::span<const uint8_t> head, const store::Digest& layer);
 
 // The compression the media type names, or nullopt for a media type that names none we know.

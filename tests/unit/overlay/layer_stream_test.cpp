@@ -149,6 +149,9 @@ TEST(DetectCompression, MagicBytesDecide) {
   EXPECT_EQ(*of(skippable("abcd")), detail::Compression::zstd);
   EXPECT_EQ(*of(""), detail::Compression::none);
   EXPECT_EQ(*of("etc/\0\0\0\0"), detail::Compression::none);
+  // A tar whose first entry is named like a compressor's magic bytes is still a tar.
+  std::string bzh_tar = make_tar({Dir("BZh91AY"), File("BZh91AY/x", "x")});
+  EXPECT_EQ(*of(bzh_tar.substr(0, 512)), detail::Compression::none);
   for (auto [head, name] :
        std::vector<std::pair<std::string, std::string>>{{std::string("\xfd"
                                                                      "7zXZ\0\0",
