@@ -357,7 +357,11 @@ int mount_foreground(MountSetup setup, Io& io) {
 // Forks the daemon; returns once it says the mount is ready, or why it is not.
 int mount_background(MountSetup setup, Io& io) {
   std::error_code ec;
-  fsys::create_directories(setup.log_file.parent_path(), ec);
+  // The default log lives in the store: its root is made private before anything is in it.
+  if (setup.log_file.parent_path() == setup.cache_dir)
+    (void)store::make_private_store_dir(setup.cache_dir);  // BlobStore::open says why, if it fails
+  else
+    fsys::create_directories(setup.log_file.parent_path(), ec);
   UniqueFd log_fd(::open(setup.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
   if (!log_fd)
     return report(io, "mount", errno_error(errno, "cannot open the log", setup.log_file));
