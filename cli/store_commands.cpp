@@ -481,7 +481,10 @@ int run_verify(const Args& args, Io& io) {
     if (!puller.ok()) return report(io, "verify --repair", puller.error());
     std::set<store::Digest> fixed;
     ProgressView view(io.err, io.err_is_terminal);
-    for (const auto& [manifest, digests] : to_repair) {
+    for (const auto& entry : to_repair) {
+      // Named, not a structured binding: the lambdas below capture it (clang before 16).
+      const store::Digest& manifest = entry.first;
+      const auto& digests = entry.second;
       std::set<store::Digest> wanted;
       for (const store::Digest& d : digests)
         if (!fixed.contains(d)) wanted.insert(d);
