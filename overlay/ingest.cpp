@@ -516,6 +516,20 @@ class Ingest {
   // stays as written (the tree resolves it through the layers below); a non-directory met
   // directly is replaced by the directory (ensure_parents), but one a symlink leads to is
   // ENOTDIR, and a loop or more than 40 links ELOOP, as extraction fails.
+  // follow_symlinks' errors, built outside its loop.
+  Error too_many_links(std::string_view raw, std::string_view dir) const {
+    return make_error(ELOOP, "layer " + layer_.digest.str() + ": entry '" + std::string(raw) +
+                                 "': too many levels of symbolic links (a loop, or more than "
+                                 "40) under " +
+                                 std::string(dir));
+  }
+  Error not_a_directory(std::string_view raw, const std::string& via,
+                        const std::string& reached) const {
+    return make_error(ENOTDIR, "layer " + layer_.digest.str() + ": entry '" + std::string(raw) +
+                                   "': the symlink " + via + " leads to " + reached +
+                                   ", which is not a directory");
+  }
+
   Result<std::string> follow_symlinks(std::string_view raw, std::string_view dir) const {
     bool any = false;  // quick: no prefix of `dir` was ever a symlink of the layer
     for (size_t end = 0; !any && end != std::string_view::npos;) {
@@ -546,28 +560,22 @@ class Ingest {
         at = std::string(parent_of(at));
         continue;
       }
-      std::string next = at.empty() ? part : at + "/" + part;
+      std::string next = at;
+      if (!next.empty()) next += '/';
+      next += part;
       auto it = live_.find(next);
       if (it != live_.end()) {
         const Node* n = &nodes_[it->second];
         if (n->type == EntryType::hardlink && n->target >= 0)
           n = &nodes_[static_cast<size_t>(n->target)];
         if (n->type == EntryType::symlink) {
-          if (++links > kMaxSymlinks)
-            return make_error(ELOOP, "layer " + layer_.digest.str() + ": entry '" +
-                                         std::string(raw) +
-                                         "': too many levels of symbolic links (a loop, or "
-                                         "more than 40) under " +
-                                         std::string(dir));
+          if (++links > kMaxSymlinks) return too_many_links(raw, dir);
           if (n->link.starts_with('/')) at.clear();
           via = next;
           push(n->link);
           continue;
         }
-        if (!is_dir(n->type) && !via.empty())
-          return make_error(ENOTDIR, "layer " + layer_.digest.str() + ": entry '" +
-                                         std::string(raw) + "': the symlink " + via + " leads to " +
-                                         next + ", which is not a directory");
+        if (!is_dir(n->type) && !via.empty()) return not_a_directory(raw, via, next);
       }
       at = std::move(next);
     }
