@@ -75,8 +75,15 @@ std::shared_ptr<imagefs::registry::DockerCredentials> logged_in() {
     }
     auto loaded = imagefs::registry::DockerCredentials::load(file);
     CHECK(loaded.ok());
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
+    // Kept while the process runs: the credentials follow the file (a removed config.json means
+    // no credentials), so it must stay; removed at exit.
+    static const struct RemoveAtExit {
+      std::string dir;
+      ~RemoveAtExit() {
+        std::error_code ec;
+        std::filesystem::remove_all(dir, ec);
+      }
+    } remove_at_exit{dir};
     return *loaded;
   }();
   return creds;
