@@ -445,7 +445,7 @@ log "errors"
 errdir=$TEST_TMPDIR/errors
 mkdir -p "$errdir"
 # expect_error EXIT NEEDLE ARGS...: imagefs build tiny -o errdir/out ARGS... fails as described.
-# EXIT: the exit status, or "usage" for 1 or 2 (2 is the CLI's usage error).
+# EXIT: the exit status (2: a usage error, found before any work), or "usage" for 1 or 2.
 expect_error() {
   local want=$1 needle=$2 rc=0 out
   shift 2
@@ -458,14 +458,14 @@ expect_error() {
   assert_eq out "$(ls -A "$errdir")" "files left behind by imagefs build $*"
   log "  $*: $(head -1 <<<"$out")"
 }
-expect_error 1 "$TEST_TMPDIR/no-such-file" --inject "$TEST_TMPDIR/no-such-file:/usr/bin/agent"
-expect_error 1 "absolute" --inject "$payload:usr/bin/agent"
-expect_error 1 ".." --inject "$payload:/usr/../etc/agent"
-expect_error 1 ".." --inject "$payload:/usr/bin/.."
-expect_error 1 "$TEST_TMPDIR/no-such-init" --init "$TEST_TMPDIR/no-such-init"
-expect_error usage "bz2" --format bz2
-expect_error 1 "cannot be used with --init" --init "$init" --exec /bin/sh
-expect_error 1 "--exec names no program" --exec ""
+expect_error 2 "$TEST_TMPDIR/no-such-file" --inject "$TEST_TMPDIR/no-such-file:/usr/bin/agent"
+expect_error 2 "absolute" --inject "$payload:usr/bin/agent"
+expect_error 2 ".." --inject "$payload:/usr/../etc/agent"
+expect_error 2 ".." --inject "$payload:/usr/bin/.."
+expect_error 2 "$TEST_TMPDIR/no-such-init" --init "$TEST_TMPDIR/no-such-init"
+expect_error 2 "bz2" --format bz2
+expect_error 2 "cannot be used with --init" --init "$init" --exec /bin/sh
+expect_error 2 "--exec names no program" --exec ""
 
 # Without --init, the archive gets imagefs' default /init (tests/integration/init/ boots it).
 out=$(imagefs build --cache-dir "$CACHE" "$IMAGEFS_REGISTRY/tiny" -o "$errdir/noinit" --format none 2>&1) ||
