@@ -883,6 +883,12 @@ Result<TreeImpl::Resolved> TreeImpl::resolve_dir(std::string_view path, uint32_t
       if (entry.type == EntryType::directory && entry.implicit) {
         std::optional<Ref> below = winner(next, top, true);
         if (below && linked_entry(*below).type == EntryType::symlink) found = below;
+      } else if (entry.type != EntryType::directory &&
+                 linked_entry(*found).type != EntryType::symlink) {
+        // The layer's own file there replaces what its entries went into: an extraction succeeds
+        // only where the file comes later in the tar (before it, mkdir fails), so the walk goes
+        // on in the layers below, and the file hides what it made (docs/LAYER_FORMAT.md).
+        found = winner(next, top - 1);
       }
     }
     if (found) {

@@ -324,7 +324,7 @@ Verdict apply(Model& m, const std::vector<Step>& steps) {
         verdict = worst(verdict, d.verdict);
         continue;
       }
-      note(d);
+      if (note(d)) through_dest.insert(d.path);
       auto it = m.find(d.path);
       if (it != m.end() && it->second->kind == Kind::directory) prune_lower(m, upper, d.path);
       continue;

@@ -1072,6 +1072,15 @@ TEST(TreeOverIngest, SameLayerSymlinksLeadEntriesWhereTheyPoint) {
   EXPECT_EQ(names(*fresh, "lib"), std::vector<std::string>{"x"});
   EXPECT_EQ(names(*fresh, "usr/lib"), (std::vector<std::string>{"libc.so.6", "old"}));
 
+  // Through a lower symlink into a directory that a file of the layer replaces (later in the tar,
+  // the only order an extraction accepts): the layer opens and the file hides what went there.
+  auto lower = ingest({Dir("a"), Dir("a/b"), File("a/b/c", "c"), Symlink("c", "a/b")});
+  auto hides = ingest({File("c/.wh..wh..opq", ""), File("c/new", "n"), File("a", "file")});
+  auto hidden = open_tree(lower, hides);
+  EXPECT_EQ(walk_paths(*hidden), (std::vector<std::string>{"", "a", "c"}));
+  EXPECT_EQ(read_all(*hidden, "a"), "file");
+  EXPECT_EQ(*hidden->readlink(at(*hidden, "c").ino), "a/b");
+
   auto to_file = get({File("f", "f"), Symlink("lib", "f"), File("lib/x", "x")});
   ASSERT_FALSE(to_file.ok());
   EXPECT_EQ(to_file.error().code, ENOTDIR);
