@@ -317,6 +317,17 @@ Verdict apply(Model& m, const std::vector<Step>& steps) {
     for (auto it = upper.lower_bound(at + "/"); it != upper.end() && it->starts_with(at + "/");)
       it = upper.erase(it);
   };
+  // A hardlink to a name whose first entry in the layer comes later: imagefs refuses the layer
+  // (EIO) whatever else an extraction fails on first (docs/LAYER_FORMAT.md).
+  std::set<std::string> written;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    if (steps[i].op == Op::hardlink && !written.contains(steps[i].link)) {
+      for (size_t j = i + 1; j < steps.size(); ++j) {
+        if (tar_entry(steps[j]).name == steps[i].link) return Verdict::unsure;
+      }
+    }
+    written.insert(tar_entry(steps[i]).name);
+  }
   for (const Step& s : steps) {
     if (s.op == Op::opaque) {
       Resolved d = resolve(m, s.path);
@@ -541,6 +552,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<imagefs::store::Digest> digests;
   bool ingested = true;
   int failure = 0;
+  std::string failure_message;
   for (const std::vector<Step>& steps : layers) {
     std::vector<TarEntry> entries;
     for (const Step& s : steps) entries.push_back(tar_entry(s));
@@ -553,6 +565,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!index.ok()) {
       ingested = false;
       failure = index.error().code;
+      failure_message = index.error().message;
       break;
     }
     indexes.push_back(*index);
@@ -584,7 +597,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } else {
     check(verdict != Verdict::ok, "a layer failed to ingest where the model has a tree\n" + stack);
     check(verdict != Verdict::loop || failure == ELOOP || failure == ENOTDIR,
-          "a symlink loop, refused with errno " + std::to_string(failure) + "\n" + stack);
+          "a symlink loop, refused with errno " + std::to_string(failure) + ": " + failure_message +
+              "\n" + stack);
   }
 
   // Each input starts from nothing, and the store stays small.
