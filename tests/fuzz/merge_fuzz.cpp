@@ -328,6 +328,12 @@ Verdict apply(Model& m, const std::vector<Step>& steps) {
     }
     written.insert(tar_entry(steps[i]).name);
   }
+  // The directories the layer names on the way to its entries, as written.
+  std::set<std::string> named;
+  for (const Step& s : steps) {
+    for (std::string dir = parent(tar_entry(s).name); !dir.empty(); dir = parent(dir))
+      named.insert(dir);
+  }
   for (const Step& s : steps) {
     if (s.op == Op::opaque) {
       Resolved d = resolve(m, s.path);
@@ -349,6 +355,9 @@ Verdict apply(Model& m, const std::vector<Step>& steps) {
     const std::string at = join(p.path, base(s.path));
     if (touches_through(at)) return Verdict::unsure;
     if (redirected && s.op != Op::whiteout) through_dest.insert(at);
+    // A whiteout through a symlink of the layers below that deletes a directory the layer writes
+    // under by its own name: imagefs finds redirects in path order, not tar order.
+    if (redirected && s.op == Op::whiteout && named.contains(at)) return Verdict::unsure;
     if (s.op == Op::whiteout) {
       auto dir = m.find(p.path);
       if (dir == m.end() || dir->second->kind != Kind::directory) continue;  // makes nothing
