@@ -306,6 +306,16 @@ Verdict apply(Model& m, const std::vector<Step>& steps) {
     }
     return lower;
   };
+  // A marker or whiteout led through a symlink of the layers below to that symlink itself or a
+  // directory holding it (`c -> /`, then `c/.wh..wh..opq`): an extraction deletes the symlink on
+  // its way, imagefs keeps it (the redirect's symlink stays). No verdict.
+  auto above_own_way = [&](const Resolved& r, const std::string& dest) {
+    for (const auto& [path, inode] : r.followed) {
+      if (own.contains(inode)) continue;
+      if (dest.empty() || path == dest || path.starts_with(dest + "/")) return true;
+    }
+    return false;
+  };
   auto touches_through = [&](const std::string& at) {
     auto it = through.lower_bound(at);
     return it != through.end() && (*it == at || it->starts_with(at + "/") || at.empty());
@@ -342,6 +352,7 @@ Verdict apply(Model& m, const std::vector<Step>& steps) {
         continue;
       }
       if (note(d)) through_dest.insert(d.path);
+      if (above_own_way(d, d.path)) return Verdict::unsure;
       auto it = m.find(d.path);
       if (it != m.end() && it->second->kind == Kind::directory) prune_lower(m, upper, d.path);
       continue;
@@ -358,6 +369,7 @@ Verdict apply(Model& m, const std::vector<Step>& steps) {
     // A whiteout through a symlink of the layers below that deletes a directory the layer writes
     // under by its own name: imagefs finds redirects in path order, not tar order.
     if (redirected && s.op == Op::whiteout && named.contains(at)) return Verdict::unsure;
+    if (s.op == Op::whiteout && above_own_way(p, at)) return Verdict::unsure;
     if (s.op == Op::whiteout) {
       auto dir = m.find(p.path);
       if (dir == m.end() || dir->second->kind != Kind::directory) continue;  // makes nothing
