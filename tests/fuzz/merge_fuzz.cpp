@@ -327,22 +327,24 @@ Verdict apply(Model& m, const std::vector<Step>& steps) {
     for (auto it = upper.lower_bound(at + "/"); it != upper.end() && it->starts_with(at + "/");)
       it = upper.erase(it);
   };
-  // A hardlink to a name whose first entry in the layer comes later: imagefs refuses the layer
-  // (EIO) whatever else an extraction fails on first (docs/LAYER_FORMAT.md).
+  // The directories the layer names on the way to its entries, as written.
+  std::set<std::string> named;
+  for (const Step& s : steps) {
+    for (std::string dir = parent(tar_entry(s).name); !dir.empty(); dir = parent(dir))
+      named.insert(dir);
+  }
+  // A hardlink to a name whose first entry in the layer comes later, or that the layer names as a
+  // directory: imagefs refuses the layer (EIO) whatever else an extraction fails on first
+  // (docs/LAYER_FORMAT.md).
   std::set<std::string> written;
   for (size_t i = 0; i < steps.size(); ++i) {
+    if (steps[i].op == Op::hardlink && named.contains(steps[i].link)) return Verdict::unsure;
     if (steps[i].op == Op::hardlink && !written.contains(steps[i].link)) {
       for (size_t j = i + 1; j < steps.size(); ++j) {
         if (tar_entry(steps[j]).name == steps[i].link) return Verdict::unsure;
       }
     }
     written.insert(tar_entry(steps[i]).name);
-  }
-  // The directories the layer names on the way to its entries, as written.
-  std::set<std::string> named;
-  for (const Step& s : steps) {
-    for (std::string dir = parent(tar_entry(s).name); !dir.empty(); dir = parent(dir))
-      named.insert(dir);
   }
   for (const Step& s : steps) {
     if (s.op == Op::opaque) {
