@@ -619,7 +619,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   } else {
     check(verdict != Verdict::ok, "a layer failed to ingest where the model has a tree\n" + stack);
-    check(verdict != Verdict::loop || failure == ELOOP || failure == ENOTDIR,
+    // Where the layer also has a bad hardlink (to itself, to a directory, to a later name), the
+    // ingest may refuse that first: which of two errors an extraction meets first is tar order.
+    const bool bad_hardlink =
+        failure == EIO && failure_message.find("hardlink") != std::string::npos;
+    check(verdict != Verdict::loop || failure == ELOOP || failure == ENOTDIR || bad_hardlink,
           "a symlink loop, refused with errno " + std::to_string(failure) + ": " + failure_message +
               "\n" + stack);
   }
