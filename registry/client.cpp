@@ -471,6 +471,7 @@ Result<void> RegistryClient::fetch_blob(const Reference& ref, const Descriptor& 
   for (size_t i = 0; i < hosts.size(); ++i) {
     const RegistryHost& host = hosts[i];
     bool last = i + 1 == hosts.size();
+    const uint64_t at_start = writer->offset();
     Result<void> r = fetch_blob_from(host, ref, blob, *writer, subject, progress, notice, last);
     if (r.ok()) {
       if (served_by != nullptr) *served_by = host.name;
@@ -479,9 +480,11 @@ Result<void> RegistryClient::fetch_blob(const Reference& ref, const Descriptor& 
     if (last || local_failure(r.error())) return failures.finish(r.error());
     HostFailures::tell(notice, host, subject, r.error());
     failures.add(host, r.error());
-    // The bytes of a host that failed are not trusted: the next host starts from 0. A writer
-    // whose commit refused its bytes is spent: a new one is opened (the old one first closed,
+    // The bytes of a host that failed are not trusted: the next host starts from 0 (a partial
+    // of an earlier pull that this host never added to is kept). A writer whose commit refused
+    // its bytes is spent (its offset back at 0): a new one is opened (the old one closed first,
     // since it holds the blob's lock).
+    if (writer->offset() == at_start && at_start > 0) continue;
     Result<void> restarted = writer->restart();
     if (!restarted.ok()) {
       if (!reopen) return failures.finish(r.error());
