@@ -209,6 +209,22 @@ RegistryRequest for_host(RegistryRequest request, bool last) {
 
 }  // namespace
 
+bool RegistryClient::resting(const RegistryHost& host) {
+  MutexLock lock(resting_mu_);
+  auto it = resting_.find(host.url());
+  if (it == resting_.end()) return false;
+  if (std::chrono::steady_clock::now() < it->second) return true;
+  resting_.erase(it);
+  return false;
+}
+
+void RegistryClient::rest(const RegistryHost& host) {
+  MutexLock lock(resting_mu_);
+  // Keys are configured hosts (hosts.toml, --mirror): a bounded set. The bound is a belt.
+  if (resting_.size() >= 1024) resting_.clear();
+  resting_[host.url()] = std::chrono::steady_clock::now() + kMirrorRest;
+}
+
 Error RegistryClient::status_error(const Reference& ref, const std::string& host,
                                    const std::string& subject, const Reply& reply,
                                    bool is_manifest) {
@@ -281,9 +297,11 @@ Result<std::optional<ManifestHead>> RegistryClient::head_manifest(const Referenc
   for (size_t i = 0; i < hosts.size(); ++i) {
     const RegistryHost& host = hosts[i];
     bool last = i + 1 == hosts.size();
+    if (!last && resting(host)) continue;
     Result<Reply> sent = transport_->send(host, for_host(request, last));
     if (!sent.ok()) {
       if (last) return failures.finish(sent.error());
+      rest(host);
       HostFailures::tell(notice, host, subject, sent.error());
       failures.add(host, sent.error());
       continue;
@@ -336,8 +354,14 @@ Result<FetchedManifest> RegistryClient::get_manifest(const Reference& ref,
   for (size_t i = 0; i < hosts.size(); ++i) {
     const RegistryHost& host = hosts[i];
     bool last = i + 1 == hosts.size();
+    if (!last && resting(host)) continue;
     auto attempt = [&]() -> Result<FetchedManifest> {
-      IMAGEFS_TRY(reply, transport_->send(host, for_host(request, last)));
+      Result<Reply> sent = transport_->send(host, for_host(request, last));
+      if (!sent.ok()) {
+        if (!last) rest(host);
+        return sent.error();
+      }
+      Reply& reply = sent.value();
       if (reply.response.status != 200) return status_error(ref, host.name, subject, reply, true);
       std::string content_type = reply.response.headers.get("Content-Type").value_or("");
       Result<std::string> type = manifest_media_type(reply.response.body, content_type);
@@ -386,8 +410,14 @@ Result<std::string> RegistryClient::get_blob(const Reference& ref, const Descrip
   for (size_t i = 0; i < hosts.size(); ++i) {
     const RegistryHost& host = hosts[i];
     bool last = i + 1 == hosts.size();
+    if (!last && resting(host)) continue;
     auto attempt = [&]() -> Result<std::string> {
-      IMAGEFS_TRY(reply, transport_->send(host, for_host(request, last)));
+      Result<Reply> sent = transport_->send(host, for_host(request, last));
+      if (!sent.ok()) {
+        if (!last) rest(host);
+        return sent.error();
+      }
+      Reply& reply = sent.value();
       if (reply.response.status != 200) return status_error(ref, host.name, subject, reply, false);
       store::Digest actual = store::Digest::of(reply.response.body);
       if (actual != blob.digest || reply.response.body.size() != blob.size)
@@ -471,6 +501,7 @@ Result<void> RegistryClient::fetch_blob(const Reference& ref, const Descriptor& 
   for (size_t i = 0; i < hosts.size(); ++i) {
     const RegistryHost& host = hosts[i];
     bool last = i + 1 == hosts.size();
+    if (!last && resting(host)) continue;
     const uint64_t at_start = writer->offset();
     Result<void> r = fetch_blob_from(host, ref, blob, *writer, subject, progress, notice, last);
     if (r.ok()) {

@@ -3,12 +3,15 @@
 // every failure put in plain words naming the registry, the repository and the reason.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 
+#include "common/mutex.h"
 #include "common/result.h"
 #include "registry/hosts.h"
 #include "registry/manifest.h"
@@ -36,7 +39,9 @@ struct FetchedManifest {
 // status, bytes that do not match their digest) hands the request to the next one; the last
 // host's answer is the call's, its error noting the mirrors that failed before it. `served_by`,
 // when given, is set to the name of the host that answered ("mirror.example:5000", or the
-// registry's own name).
+// registry's own name). A mirror that gave no answer at all to a manifest or config request
+// (unreachable, timed out, TLS refused) is skipped for kMirrorRest, so that lookups do not each
+// wait out a mirror that is down. Thread-safe.
 class RegistryClient {
  public:
   explicit RegistryClient(std::shared_ptr<Transport> transport,
@@ -99,9 +104,17 @@ class RegistryClient {
                              store::BlobWriter& writer, const std::string& what,
                              const Progress& progress, const Notice& notice);
 
+  // Mirrors that gave no answer, until when they are skipped (keyed by URL).
+  bool resting(const RegistryHost& host) EXCLUDES(resting_mu_);
+  void rest(const RegistryHost& host) EXCLUDES(resting_mu_);
+
   std::shared_ptr<Transport> transport_;
   std::shared_ptr<const RegistryHosts> hosts_;
+  Mutex resting_mu_;
+  std::map<std::string, std::chrono::steady_clock::time_point> resting_ GUARDED_BY(resting_mu_);
 };
+
+inline constexpr std::chrono::seconds kMirrorRest{30};
 
 // The scope a pull needs: "repository:NAME:pull".
 std::string pull_scope(const Reference& ref);

@@ -190,6 +190,8 @@ TEST_F(MirrorClientTest, AnUnreachableMirrorIsSkipped) {
   auto pulled = pull();
   ASSERT_TRUE(pulled.ok()) << pulled.error().message;
   EXPECT_EQ(blob_gets(*env.registry), 3u);
+  // Asked once (the tag's HEAD), then left to rest: the other requests did not wait on it.
+  EXPECT_EQ(env.registry->count("nowhere.example"), 1u);
 }
 
 }  // namespace
