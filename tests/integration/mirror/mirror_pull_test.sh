@@ -4,7 +4,7 @@
 # mirror one after another and the upstream serves each blob once; each host gets only its own
 # credentials; the mirror stopped, pulls go to the upstream; a mirror serving a corrupted layer
 # costs a retry at the upstream and stores nothing bad; a mirror over https with its own CA that
-# requires a client certificate, configured in hosts.toml.
+# requires a client certificate, configured in hosts.toml; build and export through the mirror.
 set -euo pipefail
 source "${IMAGEFS_SOURCE_DIR:-$(cd "$(dirname "$0")/../../.." && pwd)}/tests/integration/lib.sh"
 source "$IMAGEFS_SOURCE_DIR/tests/integration/mirror/mirror_lib.sh"
@@ -102,6 +102,19 @@ cat >"$DOCKER_CONFIG/config.json" <<EOF
 {"auths": {"$UP": {"auth": "$up_auth"}, "$MIRROR": {"auth": "$mirror_auth"}}}
 EOF
 upstream_layer_gets=$(blob_gets "$UP_LOG" "$layer")
+
+# --- build and export honour --mirror too ---------------------------------------------------
+log "build and export through the mirror"
+layer_now=$(blob_gets "$UP_LOG" "$layer")
+out=$(assert_ok bash -c '"$0" build --hosts-dir "$1" --cache-dir "$2" --mirror "$3" "$4" -o "$5" 2>&1' \
+  "$IMAGEFS_BIN" "$NO_HOSTS" "$TEST_TMPDIR/cache-build" "$UP=http://$MIRROR" "$REF" "$TEST_TMPDIR/out.cpio.gz")
+assert_contains "$out" "via $MIRROR" "build names the mirror"
+gzip -t "$TEST_TMPDIR/out.cpio.gz" || fail "build's archive is not valid gzip"
+out=$(assert_ok bash -c '"$0" export --hosts-dir "$1" --cache-dir "$2" --mirror "$3" "$4" "$5" 2>&1' \
+  "$IMAGEFS_BIN" "$NO_HOSTS" "$TEST_TMPDIR/cache-export" "$UP=http://$MIRROR" "$REF" "$TEST_TMPDIR/exported")
+assert_contains "$out" "via $MIRROR" "export names the mirror"
+cmp -s "$TEST_TMPDIR/payload" "$TEST_TMPDIR/exported/payload" || fail "export's payload differs from the pushed one"
+assert_eq "$layer_now" "$(blob_gets "$UP_LOG" "$layer")" "build and export cost the upstream no layer read"
 
 # --- a corrupted layer from the mirror: a retry at the upstream, nothing bad stored -----------
 log "corrupted layer from the mirror"
