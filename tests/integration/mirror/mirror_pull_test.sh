@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Mirrors (issue 14) with a real pull-through cache: Debian's docker-registry in proxy mode in
 # front of an upstream registry that takes Bearer tokens only. Three stores pull through the
-# mirror one after another and the upstream serves each blob once; each host gets only its own
-# credentials; the mirror stopped, pulls go to the upstream; a mirror serving a corrupted layer
-# costs a retry at the upstream and stores nothing bad; a mirror over https with its own CA that
-# requires a client certificate, configured in hosts.toml; build and export through the mirror.
+# mirror one after another and the upstream serves no blob after the mirror's first miss; each
+# host gets only its own credentials; build and export through the mirror; a mirror serving a
+# corrupted layer costs a retry at the upstream and stores nothing bad; the mirror stopped,
+# pulls go to the upstream; a mirror over https with its own CA that requires a client
+# certificate, configured in hosts.toml; a bad hosts.toml named with its key.
 set -euo pipefail
 source "${IMAGEFS_SOURCE_DIR:-$(cd "$(dirname "$0")/../../.." && pwd)}/tests/integration/lib.sh"
 source "$IMAGEFS_SOURCE_DIR/tests/integration/mirror/mirror_lib.sh"
