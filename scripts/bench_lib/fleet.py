@@ -9,6 +9,7 @@ import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -22,7 +23,7 @@ BLOB_LINE = re.compile(r'"GET /v2/\S+/blobs/sha256:[0-9a-f]{64} HTTP/1\.1" 20[06
 
 
 def log(msg):
-    print(msg, file=__import__("sys").stderr, flush=True)
+    print(msg, file=sys.stderr, flush=True)
 
 
 def blob_bytes(path):
