@@ -22,6 +22,7 @@
 #include "common/errno_error.h"
 #include "common/text.h"
 #include "fs/version.h"
+#include "registry/hosts.h"
 #include "registry/platform.h"
 #include "store/cache_dir.h"
 
@@ -157,6 +158,12 @@ std::vector<OptionSpec> registry_option_specs() {
        "a registry that may use plain HTTP or an unverified certificate", "HOST[:PORT]"},
       {"ca-file", Arity::value, "PEM file of CA certificates to trust besides the system's",
        "FILE"},
+      {"hosts-dir", Arity::value,
+       "containerd-style hosts.toml directory for mirrors, DIR/REGISTRY/hosts.toml "
+       "(default: /etc/imagefs/certs.d)",
+       "DIR"},
+      {"mirror", Arity::repeated, "a mirror tried before REGISTRY for pulls and tags",
+       "REGISTRY=URL"},
       {"docker-config", Arity::value,
        "docker's config.json for credentials (default: $DOCKER_CONFIG/config.json, "
        "~/.docker/config.json)",
@@ -188,6 +195,13 @@ Result<registry::RegistryOptions> registry_options(const Args& args) {
     options.ca_file = *v;
   }
   if (auto v = args.get("docker-config")) options.docker_config = *v;
+  if (auto v = args.get("hosts-dir")) {
+    options.hosts_dir = *v;
+    options.hosts_dir_is_default = false;
+  }
+  options.mirrors = args.all("mirror");
+  for (const std::string& mirror : options.mirrors)
+    IMAGEFS_CHECK(registry::parse_mirror_option(mirror));
   if (auto v = args.get("platform")) {
     IMAGEFS_TRY(platform, registry::parse_platform(*v));
     (void)platform;

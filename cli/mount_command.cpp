@@ -473,6 +473,15 @@ bool print_status(const fsys::path& mountpoint, Io& io) {
     for (const auto& e : errors)
       io.out << "    " << str(e, "time") << "  " << str(e, "error") << "\n";
   }
+  // Blobs that a mirror (hosts.toml, --mirror) served rather than the registry itself.
+  const nlohmann::json served =
+      s.contains("served_by_mirrors") ? s["served_by_mirrors"] : nlohmann::json();
+  if (served.is_array() && !served.empty()) {
+    io.out << "  served by mirrors (latest last):\n";
+    for (const auto& e : served)
+      io.out << "    " << str(e, "time") << "  " << str(e, "image") << ": " << str(e, "blob") << " "
+             << str(e, "digest") << " via " << str(e, "host") << "\n";
+  }
   return true;
 }
 

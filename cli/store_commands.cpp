@@ -94,6 +94,11 @@ class PullProgress : public registry::ProgressSink {
     end(layer, ItemEnd::failed, error.message);
   }
   void message(const std::string& text) override { view_.message(image_ + ": " + text); }
+  // A mirror (hosts.toml, --mirror) served it: one line, so a log shows where bytes came from.
+  void served(const std::string& what, const store::Digest& digest,
+              const std::string& host) override {
+    view_.message(image_ + ": " + what + " " + short_digest(digest) + " via " + printable(host));
+  }
 
  private:
   std::string label(const registry::LayerId& layer) const {

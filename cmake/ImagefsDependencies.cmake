@@ -11,6 +11,9 @@ pkg_check_modules(FUSE3 REQUIRED IMPORTED_TARGET fuse3>=3.10)
 pkg_check_modules(LMDB REQUIRED IMPORTED_TARGET lmdb)
 pkg_check_modules(LIBDEFLATE REQUIRED IMPORTED_TARGET libdeflate)
 pkg_check_modules(ZSTD REQUIRED IMPORTED_TARGET libzstd)
+# hosts.toml (registry/hosts.cpp); Debian's libtomlplusplus-dev is the compiled library
+# (TOML_HEADER_ONLY=0), its flags come with the pkg-config target.
+pkg_check_modules(TOMLPLUSPLUS REQUIRED IMPORTED_TARGET tomlplusplus>=3)
 if(IMAGEFS_TESTS)
   find_package(GTest REQUIRED)
   include(GoogleTest)

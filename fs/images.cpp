@@ -32,6 +32,7 @@ using SteadyClock = std::chrono::steady_clock;
 // How long one failure of a reference stays quiet in the log after it was written.
 constexpr std::chrono::seconds kLogQuiet{60};
 constexpr size_t kRecentErrors = 20;
+constexpr size_t kRecentServed = 64;
 // Distinct failures remembered for the quiet period: a storm of distinct names (random lookups)
 // must not grow the table. When it is full of failures younger than kLogQuiet, further new ones
 // are counted, not logged, and the count is written with the next line that is.
@@ -92,11 +93,25 @@ class TaskProgress : public registry::ProgressSink {
   void layer_progress(const registry::LayerId& layer, uint64_t bytes) override;
   void layer_cached(const registry::LayerId& layer) override;
   void message(const std::string& text) override;
+  void served(const std::string& what, const store::Digest& digest,
+              const std::string& host) override;
 
  private:
   ImagesImpl& images_;
   uint64_t task_;
   std::map<size_t, uint64_t> held_;  // bytes held per layer index
+};
+
+// Passes on only which mirror served what (a resolve's notes stay out of the log, as before).
+class ServedOnly : public registry::ProgressSink {
+ public:
+  ServedOnly(ImagesImpl& images, uint64_t task) : images_(images), task_(task) {}
+  void served(const std::string& what, const store::Digest& digest,
+              const std::string& host) override;
+
+ private:
+  ImagesImpl& images_;
+  uint64_t task_;
 };
 
 class ImageImpl;
@@ -143,6 +158,9 @@ class ImagesImpl : public Images, public std::enable_shared_from_this<ImagesImpl
   // Logs `error` about `image` (once per kLogQuiet) and keeps it for status; returns it.
   Error failed(const std::string& image, const Error& error) EXCLUDES(mu_);
   void note(const std::string& line) EXCLUDES(mu_);
+  // A mirror (registry/hosts.h) served a blob of task `task`'s image: logged, kept for status.
+  void served(uint64_t task, const std::string& what, const store::Digest& digest,
+              const std::string& host) EXCLUDES(mu_);
   // The repositories known to hold the slot's manifest, the one that served last first.
   std::vector<registry::Reference> sources(uint32_t slot) const EXCLUDES(mu_);
   // `source` served the slot's blobs: it is asked first next time.
@@ -212,6 +230,7 @@ class ImagesImpl : public Images, public std::enable_shared_from_this<ImagesImpl
   std::map<uint64_t, Task> tasks_ GUARDED_BY(mu_);
   uint64_t next_task_ GUARDED_BY(mu_) = 1;
   std::deque<RecentError> recent_ GUARDED_BY(mu_);
+  std::deque<nlohmann::json> served_ GUARDED_BY(mu_);  // the last kRecentServed via a mirror
   // When each failure line was last logged; at most kMaxLogged, none older than kLogQuiet once
   // the table is full.
   std::map<std::string, SteadyClock::time_point> logged_ GUARDED_BY(mu_);
@@ -461,6 +480,31 @@ void TaskProgress::layer_progress(const registry::LayerId& layer, uint64_t bytes
 }
 void TaskProgress::layer_cached(const registry::LayerId& layer) { (void)layer; }
 void TaskProgress::message(const std::string& text) { images_.note(text); }
+void TaskProgress::served(const std::string& what, const store::Digest& digest,
+                          const std::string& host) {
+  images_.served(task_, what, digest, host);
+}
+
+void ServedOnly::served(const std::string& what, const store::Digest& digest,
+                        const std::string& host) {
+  images_.served(task_, what, digest, host);
+}
+
+void ImagesImpl::served(uint64_t task, const std::string& what, const store::Digest& digest,
+                        const std::string& host) {
+  std::string image;
+  {
+    MutexLock lock(mu_);
+    if (auto it = tasks_.find(task); it != tasks_.end()) image = it->second.image;
+    served_.push_back({{"time", now_text()},
+                       {"image", printable(image)},
+                       {"blob", printable(what)},
+                       {"digest", digest.str()},
+                       {"host", printable(host)}});
+    while (served_.size() > kRecentServed) served_.pop_front();
+  }
+  note(image + ": " + what + " " + digest.str() + " served by mirror " + host);
+}
 
 uint64_t ImagesImpl::start_task(std::string image, std::string what) {
   MutexLock lock(mu_);
@@ -604,7 +648,8 @@ Result<store::Digest> ImagesImpl::resolve_now(const std::string& key,
       }
     }
     uint64_t task = start_task(name, "resolving");
-    auto resolved = puller_->resolve(reference, platform);
+    ServedOnly served_only(*this, task);  // which mirror served the manifest and config
+    auto resolved = puller_->resolve(reference, platform, &served_only);
     end_task(task);
     if (!resolved.ok() && is_unanswered(resolved.error()) && options_.negative_ttl.count() > 0) {
       MutexLock lock(mu_);
@@ -837,6 +882,8 @@ std::string ImagesImpl::status_json() const {
     errors.push_back(
         {{"time", e.time}, {"image", e.image}, {"errno", errno_name(e.code)}, {"error", e.line}});
   }
+  status["served_by_mirrors"] = nlohmann::json::array();
+  for (const nlohmann::json& entry : served_) status["served_by_mirrors"].push_back(entry);
   // Every string above is printable() (valid UTF-8): dump cannot throw; `replace` is the belt.
   return status.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }

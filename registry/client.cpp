@@ -160,12 +160,74 @@ class WriterSink final : public ResumableSink {
 
 std::string pull_scope(const Reference& ref) { return "repository:" + ref.repository + ":pull"; }
 
-RegistryClient::RegistryClient(std::shared_ptr<Transport> transport)
-    : transport_(std::move(transport)) {}
+RegistryClient::RegistryClient(std::shared_ptr<Transport> transport,
+                               std::shared_ptr<const RegistryHosts> hosts)
+    : transport_(std::move(transport)),
+      hosts_(hosts ? std::move(hosts) : std::make_shared<const RegistryHosts>()) {}
 
-Error RegistryClient::status_error(const Reference& ref, const std::string& subject,
-                                   const Reply& reply, bool is_manifest) {
-  const std::string& host = ref.domain;
+namespace {
+
+// Attempts at a mirror: one more after a 5xx or a dropped connection, then the next host.
+constexpr unsigned kMirrorAttempts = 2;
+
+// Errors of the store (not of the host): no other host can do better.
+bool local_failure(const Error& error) {
+  return error.code == ENOSPC || error.code == EDQUOT || error.code == EROFS;
+}
+
+// Collects what the hosts before the last said, for the last one's error.
+class HostFailures {
+ public:
+  void add(const RegistryHost& host, const Error& error) {
+    if (count_++ < 3) {
+      notes_ += notes_.empty() ? "" : "; ";
+      notes_ += host.name + ": " + error.message;
+    }
+  }
+  Error finish(Error error) const {
+    if (count_ == 0) return error;
+    error.message += " (after " + std::to_string(count_) + (count_ == 1 ? " mirror" : " mirrors") +
+                     " failed: " + notes_ + ")";
+    return error;
+  }
+  // A note for the progress display / log when a host failed and the next is tried.
+  static void tell(const Notice& notice, const RegistryHost& host, const std::string& subject,
+                   const Error& error) {
+    if (notice)
+      notice(subject + ": " + host.name + " failed (" + error.message + "); trying the next host");
+  }
+
+ private:
+  unsigned count_ = 0;
+  std::string notes_;
+};
+
+RegistryRequest for_host(RegistryRequest request, bool last) {
+  if (!last) request.max_attempts = kMirrorAttempts;
+  return request;
+}
+
+}  // namespace
+
+bool RegistryClient::resting(const RegistryHost& host) {
+  MutexLock lock(resting_mu_);
+  auto it = resting_.find(host.url());
+  if (it == resting_.end()) return false;
+  if (std::chrono::steady_clock::now() < it->second) return true;
+  resting_.erase(it);
+  return false;
+}
+
+void RegistryClient::rest(const RegistryHost& host) {
+  MutexLock lock(resting_mu_);
+  // Keys are configured hosts (hosts.toml, --mirror): a bounded set. The bound is a belt.
+  if (resting_.size() >= 1024) resting_.clear();
+  resting_[host.url()] = std::chrono::steady_clock::now() + kMirrorRest;
+}
+
+Error RegistryClient::status_error(const Reference& ref, const std::string& host,
+                                   const std::string& subject, const Reply& reply,
+                                   bool is_manifest) {
   const std::string& repo = ref.repository;
   int status = reply.response.status;
   RegistryErrorBody body = registry_error(reply.response.body);
@@ -219,72 +281,121 @@ Error RegistryClient::status_error(const Reference& ref, const std::string& subj
 
 Result<std::optional<ManifestHead>> RegistryClient::head_manifest(const Reference& ref,
                                                                   const std::string& tag_or_digest,
-                                                                  const Notice& notice) {
+                                                                  const Notice& notice,
+                                                                  std::string* served_by) {
   RegistryRequest request;
   request.method = "HEAD";
   request.path = "/v2/" + ref.repository + "/manifests/" + tag_or_digest;
   request.scope = pull_scope(ref);
   request.headers.add("Accept", media_type::manifest_accept());
   request.notice = notice;
-  IMAGEFS_TRY(reply, transport_->send(ref.domain, request));
   std::string subject =
       tag_or_digest.starts_with("sha256:") ? "manifest " + tag_or_digest : "tag " + tag_or_digest;
-  int status = reply.response.status;
-  // 401 and 429 explain themselves in headers (and 401 went through the auth rounds already).
-  if (status >= 400 && status < 500 && status != 401 && status != 429)
-    return std::optional<ManifestHead>();
-  if (status != 200) return status_error(ref, subject, reply, true);
-  ManifestHead head;
-  head.media_type = reply.response.headers.get("Content-Type").value_or("");
-  if (std::optional<std::string> d = reply.response.headers.get("Docker-Content-Digest")) {
-    if (Result<store::Digest> parsed = store::Digest::parse(*d); parsed.ok())
-      head.digest = std::move(parsed).value();
+  Capability need = tag_or_digest.starts_with("sha256:") ? Capability::pull : Capability::resolve;
+  std::vector<RegistryHost> hosts = hosts_->hosts_for(ref.domain, need);
+  HostFailures failures;
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    const RegistryHost& host = hosts[i];
+    bool last = i + 1 == hosts.size();
+    if (!last && resting(host)) continue;
+    Result<Reply> sent = transport_->send(host, for_host(request, last));
+    if (!sent.ok()) {
+      if (last) return failures.finish(sent.error());
+      rest(host);
+      HostFailures::tell(notice, host, subject, sent.error());
+      failures.add(host, sent.error());
+      continue;
+    }
+    Reply& reply = sent.value();
+    int status = reply.response.status;
+    if (!last && status != 200) {
+      Error error = status_error(ref, host.name, subject, reply, true);
+      HostFailures::tell(notice, host, subject, error);
+      failures.add(host, error);
+      continue;
+    }
+    // 401 and 429 explain themselves in headers (and 401 went through the auth rounds already).
+    if (status >= 400 && status < 500 && status != 401 && status != 429)
+      return std::optional<ManifestHead>();
+    if (status != 200) return failures.finish(status_error(ref, host.name, subject, reply, true));
+    ManifestHead head;
+    head.media_type = reply.response.headers.get("Content-Type").value_or("");
+    if (std::optional<std::string> d = reply.response.headers.get("Docker-Content-Digest")) {
+      if (Result<store::Digest> parsed = store::Digest::parse(*d); parsed.ok())
+        head.digest = std::move(parsed).value();
+    }
+    if (std::optional<std::string> len = reply.response.headers.get("Content-Length")) {
+      if (!len->empty() && len->size() < 19 &&
+          len->find_first_not_of("0123456789") == std::string::npos)
+        head.size = std::stoull(*len);
+    }
+    if (served_by != nullptr) *served_by = host.name;
+    return std::optional<ManifestHead>(std::move(head));
   }
-  if (std::optional<std::string> len = reply.response.headers.get("Content-Length")) {
-    if (!len->empty() && len->size() < 19 &&
-        len->find_first_not_of("0123456789") == std::string::npos)
-      head.size = std::stoull(*len);
-  }
-  return std::optional<ManifestHead>(std::move(head));
+  return std::optional<ManifestHead>();  // not reached: the list is never empty
 }
 
 Result<FetchedManifest> RegistryClient::get_manifest(const Reference& ref,
                                                      const std::string& tag_or_digest,
                                                      const std::optional<store::Digest>& expected,
-                                                     const Notice& notice) {
+                                                     const Notice& notice, std::string* served_by) {
   RegistryRequest request;
   request.path = "/v2/" + ref.repository + "/manifests/" + tag_or_digest;
   request.scope = pull_scope(ref);
   request.headers.add("Accept", media_type::manifest_accept());
   request.max_body_bytes = kMaxManifestBytes;
   request.notice = notice;
-  IMAGEFS_TRY(reply, transport_->send(ref.domain, request));
   std::string subject =
       tag_or_digest.starts_with("sha256:") ? "manifest " + tag_or_digest : "tag " + tag_or_digest;
-  if (reply.response.status != 200) return status_error(ref, subject, reply, true);
-
   std::string where = subject + " in " + ref.name();
-  std::string content_type = reply.response.headers.get("Content-Type").value_or("");
-  Result<std::string> type = manifest_media_type(reply.response.body, content_type);
-  if (!type.ok()) return type.error().context(where);
-  store::Digest actual = store::Digest::of(reply.response.body);
-  if (expected) {
-    if (actual != *expected)
-      return make_error(EIO, where + ": registry " + ref.domain + " served bytes with digest " +
-                                 actual.str() + " instead of " + expected->str());
-  } else if (std::optional<std::string> header =
-                 reply.response.headers.get("Docker-Content-Digest")) {
-    Result<store::Digest> claimed = store::Digest::parse(*header);
-    if (claimed.ok() && claimed.value() != actual)
-      return make_error(EIO, where + ": registry " + ref.domain + " served bytes with digest " +
-                                 actual.str() + " but said they were " + claimed->str());
+  Capability need = tag_or_digest.starts_with("sha256:") ? Capability::pull : Capability::resolve;
+  std::vector<RegistryHost> hosts = hosts_->hosts_for(ref.domain, need);
+  HostFailures failures;
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    const RegistryHost& host = hosts[i];
+    bool last = i + 1 == hosts.size();
+    if (!last && resting(host)) continue;
+    auto attempt = [&]() -> Result<FetchedManifest> {
+      Result<Reply> sent = transport_->send(host, for_host(request, last));
+      if (!sent.ok()) {
+        if (!last) rest(host);
+        return sent.error();
+      }
+      Reply& reply = sent.value();
+      if (reply.response.status != 200) return status_error(ref, host.name, subject, reply, true);
+      std::string content_type = reply.response.headers.get("Content-Type").value_or("");
+      Result<std::string> type = manifest_media_type(reply.response.body, content_type);
+      if (!type.ok()) return type.error().context(where);
+      store::Digest actual = store::Digest::of(reply.response.body);
+      if (expected) {
+        if (actual != *expected)
+          return make_error(EIO, where + ": registry " + host.name + " served bytes with digest " +
+                                     actual.str() + " instead of " + expected->str());
+      } else if (std::optional<std::string> header =
+                     reply.response.headers.get("Docker-Content-Digest")) {
+        Result<store::Digest> claimed = store::Digest::parse(*header);
+        if (claimed.ok() && claimed.value() != actual)
+          return make_error(EIO, where + ": registry " + host.name + " served bytes with digest " +
+                                     actual.str() + " but said they were " + claimed->str());
+      }
+      return FetchedManifest{std::move(reply.response.body), std::move(type).value(),
+                             std::move(actual)};
+    };
+    Result<FetchedManifest> fetched = attempt();
+    if (fetched.ok()) {
+      if (served_by != nullptr) *served_by = host.name;
+      return fetched;
+    }
+    if (last) return failures.finish(fetched.error());
+    HostFailures::tell(notice, host, subject, fetched.error());
+    failures.add(host, fetched.error());
   }
-  return FetchedManifest{std::move(reply.response.body), std::move(type).value(),
-                         std::move(actual)};
+  return make_error(EIO, where + ": no host to ask");  // not reached
 }
 
 Result<std::string> RegistryClient::get_blob(const Reference& ref, const Descriptor& blob,
-                                             const std::string& what, const Notice& notice) {
+                                             const std::string& what, const Notice& notice,
+                                             std::string* served_by) {
   std::string subject = what + " " + blob.digest.str();
   if (blob.size > kMaxConfigBytes)
     return make_error(EIO, subject + " in " + ref.name() + " is " + std::to_string(blob.size) +
@@ -294,43 +405,129 @@ Result<std::string> RegistryClient::get_blob(const Reference& ref, const Descrip
   request.scope = pull_scope(ref);
   request.max_body_bytes = blob.size;
   request.notice = notice;
-  IMAGEFS_TRY(reply, transport_->send(ref.domain, request));
-  if (reply.response.status != 200) return status_error(ref, subject, reply, false);
-  store::Digest actual = store::Digest::of(reply.response.body);
-  if (actual != blob.digest || reply.response.body.size() != blob.size)
-    return make_error(EIO, subject + " in " + ref.name() + ": registry " + ref.domain + " served " +
-                               std::to_string(reply.response.body.size()) + " bytes with digest " +
-                               actual.str());
-  return std::move(reply.response.body);
+  std::vector<RegistryHost> hosts = hosts_->hosts_for(ref.domain, Capability::pull);
+  HostFailures failures;
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    const RegistryHost& host = hosts[i];
+    bool last = i + 1 == hosts.size();
+    if (!last && resting(host)) continue;
+    auto attempt = [&]() -> Result<std::string> {
+      Result<Reply> sent = transport_->send(host, for_host(request, last));
+      if (!sent.ok()) {
+        if (!last) rest(host);
+        return sent.error();
+      }
+      Reply& reply = sent.value();
+      if (reply.response.status != 200) return status_error(ref, host.name, subject, reply, false);
+      store::Digest actual = store::Digest::of(reply.response.body);
+      if (actual != blob.digest || reply.response.body.size() != blob.size)
+        return make_error(EIO, subject + " in " + ref.name() + ": registry " + host.name +
+                                   " served " + std::to_string(reply.response.body.size()) +
+                                   " bytes with digest " + actual.str());
+      return std::move(reply.response.body);
+    };
+    Result<std::string> bytes = attempt();
+    if (bytes.ok()) {
+      if (served_by != nullptr) *served_by = host.name;
+      return bytes;
+    }
+    if (last) return failures.finish(bytes.error());
+    HostFailures::tell(notice, host, subject, bytes.error());
+    failures.add(host, bytes.error());
+  }
+  return make_error(EIO, subject + ": no host to ask");  // not reached
 }
 
-Result<void> RegistryClient::fetch_blob(const Reference& ref, const Descriptor& blob,
-                                        store::BlobWriter& writer, const std::string& what,
-                                        const Progress& progress, const Notice& notice) {
-  if (writer.done()) return {};
-  if (media_type::is_foreign_layer(blob.media_type))
-    return fetch_foreign(ref, blob, writer, what, progress, notice);
-  std::string subject = what + " " + blob.digest.str();
-  // All there already (a partial left complete): verify it without asking for bytes past the end.
-  if (writer.offset() >= blob.size) {
-    Result<void> committed = writer.commit(blob.size);
-    if (!committed.ok()) return committed.error().context(subject + " (partial download)");
-    return {};
-  }
+Result<void> RegistryClient::fetch_blob_from(const RegistryHost& host, const Reference& ref,
+                                             const Descriptor& blob, store::BlobWriter& writer,
+                                             const std::string& subject, const Progress& progress,
+                                             const Notice& notice, bool last) {
   RegistryRequest request;
   request.path = "/v2/" + ref.repository + "/blobs/" + blob.digest.str();
   request.scope = pull_scope(ref);
   request.notice = notice;
-  WriterSink sink(writer, progress, blob.size, "registry " + ref.domain);
-  Result<Reply> reply = transport_->send(ref.domain, request, &sink);
+  WriterSink sink(writer, progress, blob.size, "registry " + host.name);
+  Result<Reply> reply = transport_->send(host, for_host(request, last), &sink);
   if (!reply.ok()) return reply.error().context(subject + " from " + ref.name());
   int status = reply->response.status;
   // A resume asked for the bytes after the last one (the connection dropped right at the end).
   bool complete = status == 416 && writer.offset() == blob.size;
-  if (status != 200 && status != 206 && !complete) return status_error(ref, subject, *reply, false);
+  if (status != 200 && status != 206 && !complete)
+    return status_error(ref, host.name, subject, *reply, false);
   Result<void> committed = writer.commit(blob.size);
-  if (!committed.ok()) return committed.error().context(subject + " from " + ref.name());
+  if (!committed.ok()) {
+    std::string where = subject + " from " + ref.name();
+    if (!host.implicit) where += " via " + host.name;
+    return committed.error().context(where);
+  }
   return {};
+}
+
+Result<void> RegistryClient::fetch_blob(const Reference& ref, const Descriptor& blob,
+                                        store::BlobWriter& writer, const std::string& what,
+                                        const Progress& progress, const Notice& notice,
+                                        std::string* served_by) {
+  // A writer we do not own: wrapped without ownership, never reopened.
+  struct Borrowed final : store::BlobWriter {
+    explicit Borrowed(store::BlobWriter& w) : w_(w) {}
+    [[nodiscard]] bool done() const override { return w_.done(); }
+    [[nodiscard]] uint64_t offset() const override { return w_.offset(); }
+    Result<void> write(std::span<const uint8_t> bytes) override { return w_.write(bytes); }
+    Result<void> restart() override { return w_.restart(); }
+    Result<void> commit(std::optional<uint64_t> size) override { return w_.commit(size); }
+    store::BlobWriter& w_;
+  };
+  std::unique_ptr<store::BlobWriter> borrowed = std::make_unique<Borrowed>(writer);
+  return fetch_blob(ref, blob, borrowed, WriterSource(), what, progress, notice, served_by);
+}
+
+Result<void> RegistryClient::fetch_blob(const Reference& ref, const Descriptor& blob,
+                                        std::unique_ptr<store::BlobWriter>& writer,
+                                        const WriterSource& reopen, const std::string& what,
+                                        const Progress& progress, const Notice& notice,
+                                        std::string* served_by) {
+  if (writer->done()) return {};
+  if (media_type::is_foreign_layer(blob.media_type))
+    return fetch_foreign(ref, blob, *writer, what, progress, notice);
+  std::string subject = what + " " + blob.digest.str();
+  // All there already (a partial left complete): verify it without asking for bytes past the end.
+  if (writer->offset() >= blob.size) {
+    Result<void> committed = writer->commit(blob.size);
+    if (!committed.ok()) return committed.error().context(subject + " (partial download)");
+    return {};
+  }
+  std::vector<RegistryHost> hosts = hosts_->hosts_for(ref.domain, Capability::pull);
+  HostFailures failures;
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    const RegistryHost& host = hosts[i];
+    bool last = i + 1 == hosts.size();
+    if (!last && resting(host)) continue;
+    const uint64_t at_start = writer->offset();
+    Result<void> r = fetch_blob_from(host, ref, blob, *writer, subject, progress, notice, last);
+    if (r.ok()) {
+      if (served_by != nullptr) *served_by = host.name;
+      return {};
+    }
+    if (last || local_failure(r.error())) return failures.finish(r.error());
+    HostFailures::tell(notice, host, subject, r.error());
+    failures.add(host, r.error());
+    // The bytes of a host that failed are not trusted: the next host starts from 0 (a partial
+    // of an earlier pull that this host never added to is kept). A writer whose commit refused
+    // its bytes is spent (its offset back at 0): a new one is opened (the old one closed first,
+    // since it holds the blob's lock).
+    if (writer->offset() == at_start && at_start > 0) continue;
+    Result<void> restarted = writer->restart();
+    if (!restarted.ok()) {
+      if (!reopen) return failures.finish(r.error());
+      writer.reset();
+      Result<std::unique_ptr<store::BlobWriter>> next = reopen();
+      if (!next.ok()) return failures.finish(next.error().context(subject));
+      writer = std::move(next).value();
+      if (writer->done()) return {};  // another process stored it meanwhile
+      if (writer->offset() > 0) IMAGEFS_CHECK(writer->restart());
+    }
+  }
+  return make_error(EIO, subject + ": no host to ask");  // not reached
 }
 
 Result<void> RegistryClient::fetch_foreign(const Reference& ref, const Descriptor& blob,

@@ -217,6 +217,19 @@ class CurlHttp final : public Http {
     // Debian), so a given CA file adds to the system's CAs instead of replacing them.
     if (!options_.ca_file.empty())
       (void)curl_easy_setopt(curl, CURLOPT_CAINFO, options_.ca_file.c_str());
+    curl_blob ca_blob{};
+    if (!request.ca_pem.empty()) {
+      // libcurl copies the blob; with a blob set it ignores CAINFO but still loads CAPATH.
+      ca_blob.data = const_cast<char*>(request.ca_pem.data());
+      ca_blob.len = request.ca_pem.size();
+      ca_blob.flags = CURL_BLOB_COPY;
+      (void)curl_easy_setopt(curl, CURLOPT_CAINFO_BLOB, &ca_blob);
+    }
+    if (!request.client_cert.empty()) {
+      (void)curl_easy_setopt(curl, CURLOPT_SSLCERT, request.client_cert.c_str());
+      if (!request.client_key.empty())
+        (void)curl_easy_setopt(curl, CURLOPT_SSLKEY, request.client_key.c_str());
+    }
     if (request.tls_verify == TlsVerify::no) {
       (void)curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
       (void)curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);

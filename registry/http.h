@@ -49,6 +49,12 @@ struct HttpRequest {
   std::optional<uint64_t> range_start;  // sends "Range: bytes=N-"
   std::string body;                     // POST body, sent as given
   TlsVerify tls_verify = TlsVerify::yes;
+  // Per-host TLS (hosts.toml): PEM CA certificates trusted besides the system's (they replace
+  // HttpOptions::ca_file, so the transport puts that file's certificates in too), and a client
+  // certificate (its key in `client_key`, or in the certificate file when that is empty).
+  std::string ca_pem;
+  std::filesystem::path client_cert;
+  std::filesystem::path client_key;
   // A 2xx body collected in HttpResponse::body (no sink) longer than this ends the transfer with
   // HttpFailure::too_large. Bodies of other answers are kept up to 64 KiB, the rest ignored.
   uint64_t max_body_bytes = 16u << 20;

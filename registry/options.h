@@ -17,6 +17,13 @@ struct RegistryOptions {
   std::vector<std::string> insecure_registries;
   // A PEM file of CA certificates trusted in addition to the system's.
   std::filesystem::path ca_file;
+  // Mirrors (registry/hosts.h, docs/MIRRORS.md): containerd's certs.d layout, DIR/<registry>/
+  // hosts.toml and DIR/_default/hosts.toml (--hosts-dir; empty: none). A missing directory is
+  // an error unless it is the default one.
+  std::filesystem::path hosts_dir = "/etc/imagefs/certs.d";
+  bool hosts_dir_is_default = true;
+  // --mirror REGISTRY=URL, each a host with pull and resolve tried before REGISTRY's others.
+  std::vector<std::string> mirrors;
   // docker's config.json; empty: $DOCKER_CONFIG/config.json, else ~/.docker/config.json.
   // Re-read when it changes (registry/credentials.h).
   std::filesystem::path docker_config;

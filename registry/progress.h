@@ -59,6 +59,15 @@ class ProgressSink {
   }
   // The store's copy did not match its digest: it is downloaded again (layer_started follows).
   virtual void layer_damaged(const LayerId& layer) { (void)layer; }
+  // `what` ("manifest", "index", "config", "layer 2 of 3", "tag latest") came from `host`, a
+  // host of the registry's hosts.toml or --mirror that is not the registry itself (never called
+  // for the registry's own server). For the log, `imagefs status` and "via HOST" lines.
+  virtual void served(const std::string& what, const store::Digest& digest,
+                      const std::string& host) {
+    (void)what;
+    (void)digest;
+    (void)host;
+  }
   // A one-line note for people: retries, resumed downloads, platform warnings.
   virtual void message(const std::string& text) { (void)text; }
 };

@@ -46,6 +46,13 @@ Notice notice_for(ProgressSink* progress) {
   return [progress](const std::string& text) { progress->message(text); };
 }
 
+// Tells `progress` that a mirror, not `reference`'s registry, served `what`.
+void report_served(ProgressSink* progress, const Reference& reference, const std::string& what,
+                   const store::Digest& digest, const std::string& host) {
+  if (progress != nullptr && !host.empty() && host != reference.domain)
+    progress->served(what, digest, host);
+}
+
 }  // namespace
 
 struct Puller::Blob {
@@ -88,7 +95,9 @@ Result<std::unique_ptr<Puller>> Puller::create(std::shared_ptr<store::BlobStore>
   IMAGEFS_TRY(credentials, DockerCredentials::load(options.docker_config, clock, policy));
   auto transport =
       std::make_shared<Transport>(std::move(http), clock, std::move(credentials), options);
-  auto client = std::make_shared<RegistryClient>(std::move(transport));
+  IMAGEFS_TRY(
+      hosts, RegistryHosts::load(options.hosts_dir, options.hosts_dir_is_default, options.mirrors));
+  auto client = std::make_shared<RegistryClient>(std::move(transport), std::move(hosts));
   return std::unique_ptr<Puller>(new Puller(std::move(blobs), std::move(catalog), options,
                                             std::move(platform), std::move(clock),
                                             std::move(client)));
@@ -130,8 +139,10 @@ Result<Puller::Blob> Puller::manifest_blob(const Reference& reference, const sto
       progress->message("the stored " + what + " " + digest.str() +
                         " does not match its digest (the disk changed it): fetching it again");
   }
+  std::string host;
   IMAGEFS_TRY(fetched,
-              client_->get_manifest(reference, digest.str(), digest, notice_for(progress)));
+              client_->get_manifest(reference, digest.str(), digest, notice_for(progress), &host));
+  report_served(progress, reference, what, digest, host);
   if (damaged) {
     IMAGEFS_CHECK(blobs_->repair(fetched.digest, fetched.bytes));
     if (repaired != nullptr) repaired->push_back(RepairedBlob{digest, what});
@@ -160,7 +171,9 @@ Result<std::string> Puller::config_blob(const Reference& reference, const Descri
   IMAGEFS_TRY(writer, damaged ? blobs_->open_repair_writer(config.digest, config.size)
                               : blobs_->open_writer(config.digest, config.size));
   if (writer->done()) return blobs_->read(config.digest);
-  IMAGEFS_TRY(bytes, client_->get_blob(reference, config, "config", notice));
+  std::string host;
+  IMAGEFS_TRY(bytes, client_->get_blob(reference, config, "config", notice, &host));
+  report_served(progress, reference, "config", config.digest, host);
   IMAGEFS_CHECK(writer->restart());
   IMAGEFS_CHECK(
       writer->write(std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size())));
@@ -201,7 +214,9 @@ Result<ResolvedImage> Puller::resolve_unscrubbed(const Reference& reference,
       IMAGEFS_TRY(blob, manifest_blob(reference, *head->digest, "manifest", progress, &repaired));
       top = std::move(blob);
     } else {
-      IMAGEFS_TRY(fetched, client_->get_manifest(reference, tag, std::nullopt, notice));
+      std::string host;
+      IMAGEFS_TRY(fetched, client_->get_manifest(reference, tag, std::nullopt, notice, &host));
+      report_served(progress, reference, "manifest", fetched.digest, host);
       if (!blobs_->contains(fetched.digest))
         IMAGEFS_CHECK(blobs_->put(fetched.digest, fetched.bytes));
       top =
@@ -413,8 +428,17 @@ Result<void> Puller::fetch_unscrubbed(const Reference& source, const store::Imag
                             .size = layer.size,
                             .urls = layer.urls,
                             .platform = std::nullopt};
+      std::unique_ptr<store::BlobWriter> held = std::move(writer).value();
+      RegistryClient::WriterSource reopen = [&]() {
+        return damaged ? blobs_->open_repair_writer(layer.digest, layer.size)
+                       : blobs_->open_writer(layer.digest, layer.size, waiting);
+      };
+      std::string host;
       Result<void> r =
-          client_->fetch_blob(source, descriptor, *writer.value(), what, on_bytes, notice);
+          client_->fetch_blob(source, descriptor, held, reopen, what, on_bytes, notice, &host);
+      held.reset();
+      if (r.ok() && !host.empty() && host != source.domain)
+        progress([&](ProgressSink& s) { s.served(what, layer.digest, host); });
       if (!r.ok()) {
         fail(id, r.error());
         return;

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <fstream>
+#include <iterator>
 #include <utility>
 
 #include "registry/www_authenticate.h"
@@ -145,7 +147,7 @@ Transport::Transport(std::shared_ptr<Http> http, std::shared_ptr<Clock> clock,
     HttpRedirects redirects =
         allows_http(parts->authority()) ? HttpRedirects::follow : HttpRedirects::refuse;
     Deadline deadline = deadline_for(nullptr);
-    IMAGEFS_TRY(reply, with_retries(parts->authority(), nullptr, {}, deadline, [&] {
+    IMAGEFS_TRY(reply, with_retries(parts->authority(), nullptr, {}, deadline, 0, [&] {
                   return follow(request.url, base, authorization, parts->origin(), nullptr,
                                 redirects, deadline);
                 }));
@@ -232,7 +234,8 @@ Transport::Deadline Transport::deadline_for(const ResumableSink* sink) const {
 template <typename Exchange>
 Result<Reply> Transport::with_retries(const std::string& host, ResumableSink* sink,
                                       const Notice& notice, const Deadline& deadline,
-                                      Exchange&& exchange) {
+                                      unsigned max_attempts_in, Exchange&& exchange) {
+  const unsigned max_attempts = max_attempts_in == 0 ? options_.max_attempts : max_attempts_in;
   unsigned failures = 0;  // since the last progress
   unsigned total = 0;
   uint64_t offset = sink != nullptr ? sink->offset() : 0;
@@ -268,7 +271,7 @@ Result<Reply> Transport::with_retries(const std::string& host, ResumableSink* si
           return out_of_time(host, options_.request_timeout, total);
         return transport_error(host, response, total);
       }
-      if (retryable && failures < options_.max_attempts && total < kMaxTotalAttempts) {
+      if (retryable && failures < max_attempts && total < kMaxTotalAttempts) {
         std::chrono::milliseconds delay = backoff(failures - 1);
         if (notice) {
           std::string text = "the connection to " + host;
@@ -276,7 +279,7 @@ Result<Reply> Transport::with_retries(const std::string& host, ResumableSink* si
           if (sink != nullptr && sink->offset() > 0)
             text += "; resuming at byte " + std::to_string(sink->offset());
           text += " in " + seconds(delay) + " (attempt " + std::to_string(failures + 1) + " of " +
-                  std::to_string(options_.max_attempts) + ")";
+                  std::to_string(max_attempts) + ")";
           notice(text);
         }
         clock_->sleep_for(delay);
@@ -284,14 +287,14 @@ Result<Reply> Transport::with_retries(const std::string& host, ResumableSink* si
       }
       return transport_error(host, response, total);
     }
-    if (is_retryable_status(response.status) && ++failures < options_.max_attempts) {
+    if (is_retryable_status(response.status) && ++failures < max_attempts) {
       std::optional<std::chrono::milliseconds> delay = retry_delay(response, failures - 1);
       // A wait that would end past the deadline is not begun: the answer stands.
       if (delay && *delay < left()) {
         if (notice) {
           notice(host + " answered HTTP " + std::to_string(response.status) + "; retrying in " +
                  seconds(*delay) + " (attempt " + std::to_string(failures + 1) + " of " +
-                 std::to_string(options_.max_attempts) + ")");
+                 std::to_string(max_attempts) + ")");
         }
         clock_->sleep_for(*delay);
         continue;
@@ -318,7 +321,15 @@ HttpResponse Transport::follow(std::string url, const HttpRequest& base,
     // The registry's credentials go to the registry only: same scheme, host and port.
     if (!authorization.empty() && parts->origin() == origin)
       request.headers.add("Authorization", authorization);
-    request.tls_verify = is_insecure(parts->authority()) ? TlsVerify::no : TlsVerify::yes;
+    // A host's own TLS settings (hosts.toml) hold for its origin only, not where it redirects.
+    bool same_origin = !origin.empty() && parts->origin() == origin;
+    request.tls_verify =
+        is_insecure(parts->authority()) || (same_origin && base.tls_verify == TlsVerify::no)
+            ? TlsVerify::no
+            : TlsVerify::yes;
+    request.ca_pem = same_origin ? base.ca_pem : std::string();
+    request.client_cert = same_origin ? base.client_cert : std::filesystem::path();
+    request.client_key = same_origin ? base.client_key : std::filesystem::path();
     request.range_start.reset();
     if (sink != nullptr && sink->offset() > 0) request.range_start = sink->offset();
     if (deadline) {
@@ -420,8 +431,64 @@ HttpResponse Transport::exchange(const std::string& host, const RegistryRequest&
   return response;
 }
 
+HttpResponse Transport::exchange_at(const RegistryHost& host, const RegistryRequest& request,
+                                    const std::string& authorization, ResumableSink* sink,
+                                    const Deadline& deadline) {
+  HttpRequest base;
+  base.method = request.method;
+  base.headers = request.headers;
+  for (const auto& [name, value] : host.headers) base.headers.add(name, value);
+  base.max_body_bytes = request.max_body_bytes;
+  base.tls_verify = host.tls.skip_verify ? TlsVerify::no : TlsVerify::yes;
+  if (!host.tls.ca.empty()) {
+    // The host's CAs replace --ca-file in libcurl (CAINFO_BLOB): so it goes in too.
+    std::vector<std::filesystem::path> files = host.tls.ca;
+    if (!options_.ca_file.empty()) files.push_back(options_.ca_file);
+    for (const std::filesystem::path& file : files) {
+      std::ifstream in(file, std::ios::binary);
+      std::string pem((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      if (!in.good() && !in.eof()) pem.clear();
+      if (pem.empty()) {
+        HttpResponse bad;
+        bad.failure = HttpFailure::other;
+        bad.failure_detail = "cannot read CA file " + file.string() + " (" + host.origin + ")";
+        return bad;
+      }
+      base.ca_pem += pem;
+      base.ca_pem += "\n";
+    }
+  }
+  if (!host.tls.client.empty()) {
+    base.client_cert = host.tls.client.front().first;
+    base.client_key = host.tls.client.front().second;
+  }
+  std::string path = request.path;
+  if (path.starts_with("/v2")) path = path.substr(3);
+  std::string origin_url = host.scheme + "://" + api_host(host.name);
+  std::optional<UrlParts> parts = parse_url(origin_url);
+  std::string origin = parts ? parts->origin() : origin_url;
+  // The scheme is what the host's URL says (no fallback); a redirect to plain HTTP is followed
+  // for a host that is itself plain HTTP.
+  HttpRedirects http = host.scheme == "http" || allows_http(host.name) ? HttpRedirects::follow
+                                                                       : HttpRedirects::refuse;
+  return follow(origin_url + host.api_root + path, base, authorization, origin, sink, http,
+                deadline);
+}
+
 Result<Reply> Transport::send(const std::string& host, const RegistryRequest& request,
                               ResumableSink* sink) {
+  return send_to(host, nullptr, request, sink);
+}
+
+Result<Reply> Transport::send(const RegistryHost& host, const RegistryRequest& request,
+                              ResumableSink* sink) {
+  if (host.implicit && host.headers.empty() && host.tls.empty())
+    return send_to(host.name, nullptr, request, sink);
+  return send_to(host.name, &host, request, sink);
+}
+
+Result<Reply> Transport::send_to(const std::string& host, const RegistryHost* at,
+                                 const RegistryRequest& request, ResumableSink* sink) {
   AuthAttempt attempt;
   IMAGEFS_TRY(authorization, auth_->authorization(host, request.scope, attempt));
   // Each remedy is tried once (AuthAttempt): authenticate, replace a refused token, ask a
@@ -431,7 +498,10 @@ Result<Reply> Transport::send(const std::string& host, const RegistryRequest& re
   // its own).
   Deadline deadline = deadline_for(sink);
   for (;;) {
-    IMAGEFS_TRY(reply, with_retries(host, sink, request.notice, deadline, [&] {
+    IMAGEFS_TRY(reply,
+                with_retries(host, sink, request.notice, deadline, request.max_attempts, [&] {
+                  if (at != nullptr)
+                    return exchange_at(*at, request, authorization, sink, deadline);
                   return exchange(host, request, authorization, sink, deadline);
                 }));
     if (--exchanges_left == 0) return reply;
@@ -465,7 +535,7 @@ Result<Reply> Transport::get_url(const std::string& url, ResumableSink* sink,
                                "--insecure-registry ones");
   HttpRequest base;
   Deadline deadline = deadline_for(sink);
-  return with_retries(parts->authority(), sink, notice, deadline,
+  return with_retries(parts->authority(), sink, notice, deadline, 0,
                       [&] { return follow(url, base, "", "", sink, http, deadline); });
 }
 

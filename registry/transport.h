@@ -20,6 +20,7 @@
 #include "registry/auth.h"
 #include "registry/clock.h"
 #include "registry/credentials.h"
+#include "registry/hosts.h"
 #include "registry/http.h"
 #include "registry/options.h"
 
@@ -43,6 +44,9 @@ struct RegistryRequest {
   Headers headers;    // Accept and the like; never Authorization
   uint64_t max_body_bytes = 16u << 20;
   Notice notice;  // may be empty
+  // Attempts for 5xx, 429, timeouts and dropped connections; 0: RegistryOptions::max_attempts.
+  // A mirror gets fewer: the next host is a better retry than the same one.
+  unsigned max_attempts = 0;
 };
 
 // The final answer to a request, after retries, redirects and authentication.
@@ -61,6 +65,12 @@ class Transport {
   // registry unreachable, TLS failures, dropped connections after every attempt (EIO), the
   // sink's own errors, the token service's refusal (EACCES).
   Result<Reply> send(const std::string& host, const RegistryRequest& request,
+                     ResumableSink* sink = nullptr);
+  // The same to one host of a registry's list (registry/hosts.h): an implicit host is the call
+  // above; another gets its own URL (scheme, API root), TLS settings and headers, and its own
+  // credentials and tokens, kept under its name: nothing of one host is sent to another.
+  // `request.path` starts with "/v2", which the host's API root replaces.
+  Result<Reply> send(const RegistryHost& host, const RegistryRequest& request,
                      ResumableSink* sink = nullptr);
 
   // GET of an absolute http(s) URL outside any registry (a foreign layer's urls): retries and
@@ -93,9 +103,16 @@ class Transport {
   HttpResponse exchange(const std::string& host, const RegistryRequest& request,
                         const std::string& authorization, ResumableSink* sink,
                         const Deadline& deadline);
+  // exchange() for a host with an explicit URL (hosts.toml, --mirror).
+  HttpResponse exchange_at(const RegistryHost& host, const RegistryRequest& request,
+                           const std::string& authorization, ResumableSink* sink,
+                           const Deadline& deadline);
+  // send() for either kind of host; `at` null: the implicit host `host`.
+  Result<Reply> send_to(const std::string& host, const RegistryHost* at,
+                        const RegistryRequest& request, ResumableSink* sink);
   template <typename Exchange>
   Result<Reply> with_retries(const std::string& host, ResumableSink* sink, const Notice& notice,
-                             const Deadline& deadline, Exchange&& exchange);
+                             const Deadline& deadline, unsigned max_attempts, Exchange&& exchange);
   std::optional<std::chrono::milliseconds> retry_delay(const HttpResponse& response,
                                                        unsigned attempt) const;
   std::chrono::milliseconds backoff(unsigned attempt) const;

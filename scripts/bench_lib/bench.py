@@ -689,6 +689,11 @@ def main():
     boot.add_argument("--formats", default="gz,zst,none")
     boot.add_argument("--runs", type=int, default=3)
     boot.set_defaults(func=bench_boot)
+    fleet = sub.add_parser("fleet", help="N stores pulling one image at once: direct vs through one mirror")
+    fleet.add_argument("--image", default="python")
+    fleet.add_argument("--stores", type=int, default=3, help="stores (hosts) pulling at once")
+    fleet.add_argument("--runs", type=int, default=3)
+    fleet.set_defaults(func=lambda a: __import__("fleet").bench_fleet(a))
     args = p.parse_args()
     args.func(args)
 
