@@ -36,7 +36,8 @@ JS=$(stat -c '%d:%i' "$ERR")
 NOTIFY_SOCKET=$SOCK JOURNAL_STREAM=$JS "$IMAGEFS_BIN" mount -f "$MNT" --cache-dir "$T/cache" \
   --platform linux/amd64 2>>"$ERR" &
 DAEMON=$!
-on_exit fusermount3 -u -z "$MNT"
+quiet_unmount() { fusermount3 -u -z "$1" 2>/dev/null || true; }
+on_exit quiet_unmount "$MNT"
 on_exit _lib_kill "$DAEMON"
 
 for _ in $(seq 200); do grep -q "READY=1" "$NLOG" && break; sleep 0.05; done
