@@ -32,7 +32,7 @@ struct Config {
 };
 
 // The option names a configuration file may set: every command's options but those that name a
-// single run's input or output (--config, --output, --tar, --json, --repair).
+// single run (--config, --output, --tar, --json, --repair, --foreground, --debug).
 std::vector<OptionSpec> config_keys();
 
 // Parses `text`, read from `file` (for messages), against `keys`. EINVAL "FILE:LINE: ..." for

@@ -65,6 +65,7 @@ TEST(Config, ErrorsNameTheFileAndLine) {
   auto output = parse("output = /tmp/x\n");
   ASSERT_FALSE(output.ok());
   EXPECT_NE(output.error().message.find("unknown key \"output\""), std::string::npos);
+  EXPECT_FALSE(parse("foreground = yes\n").ok());  // mount(8) would wait for ever
 }
 
 TEST(Config, TheCommandLineWinsAndACommandTakesOnlyItsOwnKeys) {
