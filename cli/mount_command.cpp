@@ -141,7 +141,7 @@ class Notifier {
 };
 
 // "serving 2 images, 1 task in flight (downloading alpine ...)", from Images::status_json.
-std::string status_line(const fs::Images& images) {
+std::string status_line_of(const fs::Images& images) {
   nlohmann::json s = nlohmann::json::parse(images.status_json(), nullptr, false);
   if (s.is_discarded() || !s.is_object()) return "serving";
   uint64_t open = s.value("images_open", uint64_t{0});
@@ -156,6 +156,15 @@ std::string status_line(const fs::Images& images) {
   if (errors.is_array() && !errors.empty() && errors.back().is_object())
     line += "; last error: " + errors.back().value("error", std::string());
   return printable(line);
+}
+
+// status_line_of, which never throws: a field of a type it does not expect gives "serving".
+std::string status_line(const fs::Images& images) noexcept {
+  try {
+    return status_line_of(images);
+  } catch (...) {
+    return "serving";
+  }
 }
 
 // What the process writes to its stderr (fd 2) while a mount starts: libfuse, and fusermount3,
