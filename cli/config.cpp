@@ -97,7 +97,7 @@ Result<Config> parse_config(std::string_view text, const std::string& file,
         return make_error(
             EINVAL, where + key + " is a flag: give yes or no, not \"" + printable(*value) + "\"");
       if (*on)
-        config.entries.push_back({key, "1", number});
+        config.entries.push_back({key, "1", number, value.value_or("yes")});
       else
         std::erase_if(config.entries, [&](const ConfigEntry& e) { return e.key == key; });
       continue;
@@ -106,7 +106,7 @@ Result<Config> parse_config(std::string_view text, const std::string& file,
       return make_error(EINVAL, where + key + " needs a value (" + spec->metavar + ")");
     if (spec->arity == Arity::value)  // the last line of a key wins, as on the command line
       std::erase_if(config.entries, [&](const ConfigEntry& e) { return e.key == key; });
-    config.entries.push_back({key, *value, number});
+    config.entries.push_back({key, *value, number, *value});
   }
   return config;
 }
@@ -149,7 +149,7 @@ Error blame_config(const Config& config, const Args& cli, const Error& error) {
   for (const ConfigEntry& e : config.entries)
     if (!cli.has(e.key) && names_option(error.message, e.key))
       return make_error(error.code, config.file + ":" + std::to_string(e.line) + ": " + e.key +
-                                        " = " + printable(e.value) + ": " + error.message);
+                                        " = " + printable(e.written) + ": " + error.message);
   return error;
 }
 

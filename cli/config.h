@@ -24,6 +24,7 @@ struct ConfigEntry {
   std::string key;    // the long option name, '_' turned into '-'
   std::string value;  // "1" for a flag that is on (a flag that is off has no entry)
   int line = 0;
+  std::string written;  // the value as the line has it ("yes"), for messages
 };
 
 struct Config {

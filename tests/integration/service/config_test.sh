@@ -7,6 +7,7 @@ set -euo pipefail
 source "${IMAGEFS_SOURCE_DIR:-$(cd "$(dirname "$0")/../../.." && pwd)}/tests/integration/lib.sh"
 source "$IMAGEFS_SOURCE_DIR/tests/integration/mount/mount_lib.sh"
 require_cmd jq
+IMAGEFS_BIN=${IMAGEFS_BIN:-$IMAGEFS_SOURCE_DIR/build/imagefs}
 T=$TEST_TMPDIR
 B=$IMAGEFS_BIN
 
@@ -45,7 +46,7 @@ assert_eq 0 "$(status_of "$B" images --config "$T/ttl.conf" --cache-dir "$T/stor
   "images with a mount-only key"
 printf 'allow-other = yes\n' >"$T/other.conf"
 assert_eq 2 "$(status_of "$B" mount --config "$T/other.conf" "$T/m")" "allow-other alone"
-assert_contains "$(cat "$T/out")" "$T/other.conf:1: allow-other = 1: --allow-other lets" "message"
+assert_contains "$(cat "$T/out")" "$T/other.conf:1: allow-other = yes: --allow-other lets" "message"
 
 require_mount
 log "a mount takes cache-dir and ttl from the file; the command line wins"
