@@ -83,9 +83,12 @@ Result<std::vector<std::string>> mount_helper_arguments(const std::vector<std::s
           return make_error(EINVAL, "mount option " + key + " takes no value");
         out.push_back("--" + name);
       } else {
-        if (eq == std::string::npos)
-          return make_error(
-              EINVAL, "mount option " + key + " needs a value (" + key + "=" + spec->metavar + ")");
+        if (eq == std::string::npos) {
+          std::string message = "mount option ";
+          message.append(key).append(" needs a value (").append(key).append("=");
+          message.append(spec->metavar).append(")");
+          return make_error(EINVAL, message);
+        }
         out.push_back("--" + name + "=" + item.substr(eq + 1));
       }
     }
