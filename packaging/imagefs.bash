@@ -21,7 +21,7 @@ _imagefs() {
   COMPREPLY=()
 
   local table
-  table=$(IMAGEFS_CONFIG= "$prog" help --complete 2>/dev/null) || return 0
+  table=$(IMAGEFS_CONFIG='' "$prog" help --complete 2>/dev/null) || return 0
 
   # The command: the first word after the program that is no option.
   local cmd="" i

@@ -8,7 +8,7 @@ set -euo pipefail
 source "${IMAGEFS_SOURCE_DIR:-$(cd "$(dirname "$0")/../../.." && pwd)}/tests/integration/lib.sh"
 source "$IMAGEFS_SOURCE_DIR/tests/integration/pull/pull_lib.sh"
 require_cmd man python3 docker-registry skopeo jq
-export IMAGEFS_CONFIG=
+export IMAGEFS_CONFIG=""
 T=$TEST_TMPDIR
 MAN=${IMAGEFS_BUILD_DIR:-$IMAGEFS_SOURCE_DIR/build}/imagefs.1
 [ -s "$MAN" ] || fail "no $MAN (the imagefs_man target makes it)"

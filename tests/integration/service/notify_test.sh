@@ -11,7 +11,7 @@ source "$IMAGEFS_SOURCE_DIR/tests/integration/pull/pull_lib.sh"
 source "$IMAGEFS_SOURCE_DIR/tests/integration/mount/mount_lib.sh"
 require_cmd docker-registry skopeo jq python3
 require_mount
-export IMAGEFS_CONFIG=
+export IMAGEFS_CONFIG=""
 
 T=$TEST_TMPDIR
 "$FIXTURES" build --out "$FIXTURES_OUT" tiny >/dev/null 2>&1 || fail "fixtures build failed"
