@@ -56,8 +56,9 @@ constexpr Topic kTopics[] = {
      "cache_dir is the same) and VALUE what the option takes on the command line. A repeatable\n"
      "option may be given on several lines; a flag takes yes or no. Lines starting with # are\n"
      "comments. A command takes the keys of its own options; the command line wins over the\n"
-     "file (its list of a repeatable option replaces the file's). An unknown key or a bad value\n"
-     "is a usage error (exit status 2) naming the file and the line.\n"},
+     "file (its list of a repeatable option replaces the file's). Options of one run are no\n"
+     "keys: config, output, tar, json, repair, foreground, debug. An unknown key or a bad\n"
+     "value is a usage error (exit status 2) naming the file and the line.\n"},
     {"fstab", "MOUNTING FROM FSTAB",
      "mount(8) mounts an fstab line of type fuse.imagefs through /sbin/mount.fuse.imagefs\n"
      "(the imagefs program under that name), for example:\n\n"
