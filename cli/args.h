@@ -29,6 +29,10 @@ class Args {
   [[nodiscard]] std::optional<std::string> get(std::string_view name) const;
   [[nodiscard]] std::vector<std::string> all(std::string_view name) const;
   [[nodiscard]] const std::vector<std::string>& positional() const { return positional_; }
+  // Gives option `name` these values (a configuration file's defaults, cli/config.h).
+  void set_default(const std::string& name, std::vector<std::string> values) {
+    values_[name] = std::move(values);
+  }
 
  private:
   friend Result<Args> parse_args(const std::vector<std::string>&, const std::vector<OptionSpec>&);

@@ -18,6 +18,7 @@
 #include <system_error>
 
 #include "cli/commands.h"
+#include "cli/config.h"
 #include "cli/progress.h"
 #include "common/errno_error.h"
 #include "common/text.h"
@@ -37,16 +38,51 @@ constexpr const char* kExitStatuses =
     "\nExit status: 0 success; 1 the command failed (the message says which image and why);\n"
     "2 bad usage (an unknown option, a missing or invalid value, a malformed reference).\n";
 
+constexpr const char* kIntro =
+    "Presents container images as directories holding their merged root filesystem and\n"
+    "bootable initramfs archives.";
+
+// Topics of `imagefs help TOPIC` that are no command; the manual page has them as sections.
+struct Topic {
+  const char* name;
+  const char* title;  // the manual's section heading
+  const char* text;
+};
+constexpr Topic kTopics[] = {
+    {"config", "CONFIGURATION FILE",
+     "Every command reads defaults for its options from /etc/imagefs/imagefs.conf (or the file\n"
+     "that --config FILE or $IMAGEFS_CONFIG names; IMAGEFS_CONFIG= reads none). A missing\n"
+     "default file is no error; a missing named one is. Each line is KEY = VALUE, where KEY is a\n"
+     "long option name without the dashes (cache-dir, platform, ttl, level, allow-registry, ...;\n"
+     "cache_dir is the same) and VALUE what the option takes on the command line. A repeatable\n"
+     "option may be given on several lines; a flag takes yes or no. Lines starting with # are\n"
+     "comments. A command takes the keys of its own options; the command line wins over the\n"
+     "file (its list of a repeatable option replaces the file's). Options of one run are no\n"
+     "keys: config, output, tar, json, repair, foreground, debug. An unknown key or a bad\n"
+     "value is a usage error (exit status 2) naming the file and the line.\n"},
+    {"fstab", "MOUNTING FROM FSTAB",
+     "mount(8) mounts an fstab line of type fuse.imagefs through /sbin/mount.fuse.imagefs\n"
+     "(the imagefs program under that name), for example:\n\n"
+     "  imagefs /mnt/images fuse.imagefs allow_other,allow_registry=ghcr.io,ttl=300 0 0\n\n"
+     "Every option of `imagefs mount` has an -o spelling: its long name with _ or - "
+     "(cache_dir=DIR,\n"
+     "ttl=300, allow_other, allow_registry=HOST, level=N, platform=OS/ARCH, config=FILE, ...;\n"
+     "repeat a repeatable one). The options mount(8) itself handles (rw, ro, defaults, auto,\n"
+     "noauto, user, nouser, users, owner, nofail, _netdev, nodev, nosuid, noexec, dev, suid,\n"
+     "exec, atime, noatime, relatime, x-*, comment=*) are left alone. The daemon is started in\n"
+     "the background and mount returns once the mount is in place.\n"},
+};
+
 std::string usage() {
   std::string text =
-      "usage: imagefs COMMAND [OPTIONS] [ARGS...]\n\n"
-      "Presents container images as directories holding their merged root filesystem and\n"
-      "bootable initramfs archives. Commands:\n\n";
+      std::string("usage: imagefs COMMAND [OPTIONS] [ARGS...]\n\n") + kIntro + " Commands:\n\n";
   for (const Command& c : commands()) {
     std::string left = "  " + c.name;
     text += left + std::string(left.size() < 12 ? 12 - left.size() : 1, ' ') + c.summary + "\n";
   }
-  text += "\n`imagefs help COMMAND` (or `imagefs COMMAND --help`) describes one command.\n";
+  text += "\n`imagefs help COMMAND` (or `imagefs COMMAND --help`) describes one command;\n";
+  text +=
+      "`imagefs help config` the configuration file, `imagefs help fstab` mounting from fstab.\n";
   text += kExitStatuses;
   return text;
 }
@@ -127,8 +163,84 @@ Result<void> check_build(const Args& args) {
   return {};
 }
 
+// Text for roff: backslashes and dashes escaped, no line starting with a control character.
+std::string roff(std::string_view text) {
+  std::string out;
+  bool line_start = true;
+  for (char c : text) {
+    if (line_start && (c == '.' || c == '\'')) out += "\\&";
+    if (c == '\\')
+      out += "\\e";
+    else if (c == '-')
+      out += "\\-";
+    else
+      out += c;
+    line_start = c == '\n';
+  }
+  return out;
+}
+
+// The manual page, made from the same tables as `imagefs help` (cli/CMakeLists.txt writes it to
+// build/imagefs.1 at build time; scripts/package installs it).
+std::string man_page() {
+  std::string m = ".TH IMAGEFS 1 \"\" \"imagefs " IMAGEFS_VERSION "\" \"User Commands\"\n";
+  m += ".SH NAME\nimagefs \\- container images as directories: merged root file systems and "
+       "bootable initramfs archives\n";
+  m += ".SH SYNOPSIS\n.B imagefs\n.I COMMAND\n[\\fIOPTIONS\\fR] [\\fIARGS\\fR...]\n";
+  m += ".SH DESCRIPTION\n" + roff(kIntro) + "\n";
+  m += ".SH COMMANDS\n";
+  for (const Command& c : commands()) {
+    m += ".SS \"" + roff("imagefs " + c.synopsis) + "\"\n" + roff(c.summary) + "\n";
+    for (const OptionSpec& o : c.options) {
+      m += ".TP\n.B ";
+      if (o.short_name) m += "\\-" + std::string(1, o.short_name) + ", ";
+      m += roff("--" + o.name);
+      if (o.arity != Arity::flag) m += " \\fI" + roff(o.metavar) + "\\fR";
+      m += "\n" + roff(o.help) + (o.arity == Arity::repeated ? " (repeatable)" : "") + "\n";
+    }
+  }
+  for (const Topic& t : kTopics) {
+    m += ".SH " + std::string(t.title) + "\n.nf\n" + roff(t.text) + ".fi\n";
+  }
+  m += ".SH EXIT STATUS\n" +
+       roff(std::string_view(kExitStatuses).substr(std::strlen("\nExit status: ")));
+  m += ".SH FILES\n.TP\n/etc/imagefs/imagefs.conf\ndefaults for every command's options\n"
+       ".TP\n/var/lib/imagefs\nthe store of root (others: $XDG_CACHE_HOME/imagefs)\n"
+       ".TP\n/lib/systemd/system/imagefs.service\nthe mount as a systemd service\n";
+  m += ".SH SEE ALSO\n.BR mount (8),\n.BR fusermount3 (1),\n.BR systemd.service (5)\n";
+  return m;
+}
+
+// For the bash completion (packaging/imagefs.bash): a line per command, its name and then its
+// options, "--name" for a flag and "--name=METAVAR" for one that takes a value.
+std::string completion_table() {
+  std::string t;
+  for (const Command& c : commands()) {
+    t += c.name;
+    for (const OptionSpec& o : c.options) {
+      t += " --" + o.name;
+      if (o.arity != Arity::flag) t += "=" + o.metavar;
+    }
+    t += "\n";
+  }
+  return t;
+}
+
 int help(const Args& args, Io& io) {
+  if (args.has("man")) {
+    io.out << man_page();
+    return kExitOk;
+  }
+  if (args.has("complete")) {
+    io.out << completion_table();
+    return kExitOk;
+  }
   if (!args.positional().empty()) {
+    for (const Topic& t : kTopics)
+      if (args.positional()[0] == t.name) {
+        io.out << t.text;
+        return kExitOk;
+      }
     for (const Command& c : commands())
       if (c.name == args.positional()[0]) {
         io.out << command_usage(c);
@@ -203,8 +315,8 @@ Result<registry::RegistryOptions> registry_options(const Args& args) {
   for (const std::string& mirror : options.mirrors)
     IMAGEFS_CHECK(registry::parse_mirror_option(mirror));
   if (auto v = args.get("platform")) {
-    IMAGEFS_TRY(platform, registry::parse_platform(*v));
-    (void)platform;
+    auto platform = registry::parse_platform(*v);
+    if (!platform.ok()) return platform.error().context("--platform");
     options.platform = *v;
   }
   if (auto v = args.get("max-parallel")) {
@@ -329,7 +441,19 @@ const std::vector<Command>& commands() {
                     {},
                     version,
                     check_no_positional});
-    list.push_back({"help", "help [COMMAND]", "describe the commands, or one command", {}, help});
+    // Every command reads the configuration file (cli/config.h); --config names another.
+    for (Command& c : list)
+      c.options.push_back({"config", Arity::value,
+                           "read defaults for these options from FILE (default: $IMAGEFS_CONFIG, "
+                           "else /etc/imagefs/imagefs.conf if it exists)",
+                           "FILE"});
+    list.push_back(
+        {"help",
+         "help [COMMAND | config | fstab]",
+         "describe the commands, one command, the configuration file or fstab mounts",
+         {{"man", Arity::flag, "print the manual page (roff), as man(1) reads it", ""},
+          {"complete", Arity::flag, "print each command's options, for the bash completion", ""}},
+         help});
     return list;
   }();
   return kCommands;
@@ -359,15 +483,32 @@ int dispatch(const std::vector<std::string>& args, Io& io) {
              << command_usage(c);
       return kExitUsage;
     }
+    Args merged = *parsed;
+    Config config;
+    if (c.name != "help") {
+      // The file's values fill in what the command line leaves out; a bad file is a usage error.
+      Result<Config> loaded = load_config(parsed->get("config"));
+      if (!loaded.ok()) {
+        io.err << "imagefs " << c.name << ": " << printable(loaded.error().message) << "\n";
+        return kExitUsage;
+      }
+      config = std::move(*loaded);
+      merged = with_config(config, c.options, std::move(merged));
+    }
     if (c.check) {
-      if (Result<void> checked = c.check(*parsed); !checked.ok()) {
-        io.err << "imagefs " << c.name << ": " << printable(checked.error().message)
-               << "\nusage: imagefs " << c.synopsis << " (`imagefs help " << c.name
-               << "` describes the options)\n";
+      if (Result<void> checked = c.check(merged); !checked.ok()) {
+        Error error = blame_config(config, *parsed, checked.error());
+        // Not about an option the file set by name, yet the command line alone passes: the
+        // file's values together are at fault.
+        if (error.message == checked.error().message && !config.entries.empty() &&
+            c.check(*parsed).ok())
+          error = error.context(config.file);
+        io.err << "imagefs " << c.name << ": " << printable(error.message) << "\nusage: imagefs "
+               << c.synopsis << " (`imagefs help " << c.name << "` describes the options)\n";
         return kExitUsage;
       }
     }
-    return c.run(*parsed, io);
+    return c.run(merged, io);
   }
   io.err << "imagefs: unknown command \"" << printable(name) << "\"\n\n" << usage();
   return kExitUsage;

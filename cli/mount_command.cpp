@@ -8,10 +8,12 @@
 #include <malloc.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <cctype>
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -24,6 +26,7 @@
 #include <ostream>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "cli/commands.h"
 #include "cli/progress.h"
@@ -43,29 +46,126 @@ namespace fsys = std::filesystem;
 
 constexpr int64_t kDefaultTtl = 300;
 
-// Appends timestamped lines to the daemon's log (a file, or stderr with -f). A line is made
-// printable (common/text.h) here, the one sink every log line goes through: a registry's answer
-// or a tar name can neither break the line nor put escape sequences on a terminal.
+// How much a log line matters: syslog's priorities, which journald reads from a "<N>" prefix.
+enum class Level { error = 3, warning = 4, info = 6, debug = 7 };
+
+// Whether fd is the stream journald gave this service: systemd sets $JOURNAL_STREAM to its
+// "DEVICE:INODE" when stdout or stderr is connected to the journal (systemd.exec(5)).
+bool is_journal_stream(int fd) {
+  const char* env = std::getenv("JOURNAL_STREAM");  // NOLINT(concurrency-mt-unsafe): read at start
+  struct stat st {};
+  if (!env || ::fstat(fd, &st) != 0) return false;
+  return std::string(env) == std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+}
+
+// Appends lines to the daemon's log (a file, or stderr with -f). A line is made printable
+// (common/text.h) here, the one sink every log line goes through: a registry's answer or a tar
+// name can neither break the line nor put escape sequences on a terminal. Into a file or a
+// terminal a line is stamped with the time and pid; into the journal it starts with its
+// priority ("<4>...") instead, and journald adds the rest.
 class Log {
  public:
-  explicit Log(int fd) : fd_(fd) {}
-  void write(const std::string& raw) {
+  explicit Log(int fd) : fd_(fd), journal_(is_journal_stream(fd)) {}
+  void write(const std::string& raw) { write(Level::info, raw); }
+  void write(Level level, const std::string& raw) {
     std::string line = printable(raw);
-    std::time_t t = std::time(nullptr);
-    std::tm tm{};
-    ::localtime_r(&t, &tm);
-    char stamp[32];
-    (void)std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
-    std::string text =
-        std::string(stamp) + " imagefs[" + std::to_string(::getpid()) + "]: " + line + "\n";
+    std::string text;
+    if (journal_) {
+      text = "<" + std::to_string(static_cast<int>(level)) + ">" + line + "\n";
+    } else {
+      std::time_t t = std::time(nullptr);
+      std::tm tm{};
+      ::localtime_r(&t, &tm);
+      char stamp[32];
+      (void)std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
+      text = std::string(stamp) + " imagefs[" + std::to_string(::getpid()) + "]: " + line + "\n";
+    }
     std::lock_guard<std::mutex> lock(mu_);
     (void)!::write(fd_, text.data(), text.size());
   }
 
  private:
   int fd_;
+  bool journal_;
   std::mutex mu_;
 };
+
+// What the daemon tells systemd (sd_notify(3); nothing without $NOTIFY_SOCKET): READY=1 once the
+// mount is in place, STATUS= every few seconds from Images::status_json ("serving 3 images, 1
+// task in flight"), STOPPING=1 when a signal ends it.
+class Notifier {
+ public:
+  Notifier()
+      : enabled_(std::getenv("NOTIFY_SOCKET") != nullptr) {}  // NOLINT(concurrency-mt-unsafe)
+  ~Notifier() { stop(); }
+  Notifier(const Notifier&) = delete;
+  Notifier& operator=(const Notifier&) = delete;
+
+  // READY=1, then a thread sends `status()` when it changes (checked every 2 s) until stop().
+  void ready(std::function<std::string()> status) {
+    if (!enabled_) return;
+    std::string first = status();
+    (void)sd_notify(0, ("READY=1\nSTATUS=" + first).c_str());
+    thread_ = std::thread([this, status = std::move(status), last = first]() mutable {
+      std::unique_lock<std::mutex> lock(mu_);
+      while (!cv_.wait_for(lock, std::chrono::seconds(2), [this] { return stopping_; })) {
+        std::string now;
+        try {  // no exception leaves a thread: a status missed now is sent next time
+          now = status();
+        } catch (...) {
+          continue;
+        }
+        if (now != last) (void)sd_notify(0, ("STATUS=" + now).c_str());
+        last = std::move(now);
+      }
+    });
+  }
+  void stopping(const std::string& why) {
+    if (enabled_) (void)sd_notify(0, ("STOPPING=1\nSTATUS=" + why).c_str());
+  }
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  bool enabled_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+// "serving 2 images, 1 task in flight (downloading alpine ...)", from Images::status_json.
+std::string status_line_of(const fs::Images& images) {
+  nlohmann::json s = nlohmann::json::parse(images.status_json(), nullptr, false);
+  if (s.is_discarded() || !s.is_object()) return "serving";
+  uint64_t open = s.value("images_open", uint64_t{0});
+  const nlohmann::json& tasks = s.contains("in_flight") ? s["in_flight"] : nlohmann::json();
+  size_t n = tasks.is_array() ? tasks.size() : 0;
+  std::string line = "serving " + plural(open, "image") + ", " + plural(n, "task") + " in flight";
+  if (n > 0 && tasks[0].is_object() && tasks[0].contains("image") && tasks[0]["image"].is_string())
+    line += " (" + tasks[0].value("task", std::string("working on")) + " " +
+            tasks[0]["image"].get<std::string>() + ")";
+  const nlohmann::json& errors =
+      s.contains("recent_errors") ? s["recent_errors"] : nlohmann::json();
+  if (errors.is_array() && !errors.empty() && errors.back().is_object())
+    line += "; last error: " + errors.back().value("error", std::string());
+  return printable(line);
+}
+
+// status_line_of, which never throws: a field of a type it does not expect gives "serving".
+std::string status_line(const fs::Images& images) noexcept {
+  try {
+    return status_line_of(images);
+  } catch (...) {
+    return "serving";
+  }
+}
 
 // What the process writes to its stderr (fd 2) while a mount starts: libfuse, and fusermount3,
 // which libfuse runs for a mount without root, write their reasons for a failed mount there
@@ -304,26 +404,33 @@ Result<void> run_daemon(MountSetup setup, Log& log, const std::function<void()>&
   IMAGEFS_TRY(catalog, store::Catalog::open(store::Catalog::file_in(setup.cache_dir)));
   std::string mountpoint = setup.mountpoint.string();
   setup.images.log = [&log](const std::string& line) { log.write(line); };
+  setup.images.log_failure = [&log](const std::string& line) { log.write(Level::warning, line); };
   IMAGEFS_TRY(images, fs::Images::create(blobs, catalog, setup.images));
   fs::MountInfo info{mountpoint, setup.cache_dir.string(),
                      setup.foreground ? std::string("stderr") : setup.log_file.string(),
                      static_cast<int64_t>(std::time(nullptr))};
   fs::Access access;
   access.allowed_registries = setup.allowed_registries;
-  setup.serve.log = [&log](const std::string& line) { log.write(line); };
+  setup.serve.log = [&log](const std::string& line) {
+    log.write(line.starts_with("internal error") ? Level::error : Level::warning, line);
+  };
   std::unique_ptr<fs::Filesystem> filesystem = fs::Filesystem::create(images, info, access);
-  setup.serve.on_signal = [&log, mountpoint](int sig) {
-    log.write("unmounted " + mountpoint + " on " +
-              (sig == SIGINT   ? "SIGINT"
-               : sig == SIGHUP ? "SIGHUP"
-                               : "SIGTERM") +
+  Notifier notifier;
+  setup.serve.on_signal = [&log, &notifier, mountpoint](int sig) {
+    std::string name = sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM";
+    notifier.stopping("unmounted " + mountpoint + " on " + name);
+    log.write("unmounted " + mountpoint + " on " + name +
               "; work in flight abandoned (a cut-off pull resumes next time)");
   };
   Result<void> served = fs::serve(*filesystem, setup.serve, [&] {
     log.write("mounted " + mountpoint + " (store " + setup.cache_dir.string() + ", platform " +
               images->default_platform().str() + ")");
+    // Started here: serve() has blocked the stop signals, which this thread inherits.
+    notifier.ready([&images] { return status_line(*images); });
     ready();
   });
+  notifier.stopping(served.ok() ? "unmounted " + mountpoint : "serving ended");
+  notifier.stop();
   if (served.ok()) log.write("unmounted " + mountpoint);
   return served;
 }
@@ -348,8 +455,12 @@ int mount_foreground(MountSetup setup, Io& io) {
       std::move(setup), log, [&capture] { (void)capture.finish(StderrCapture::Echo::yes); });
   if (!served.ok()) {
     std::string said = capture.finish(StderrCapture::Echo::no);
-    return report(io, "mount",
-                  make_error(served.error().code, mount_failure(served.error(), said)));
+    Error failed = make_error(served.error().code, mount_failure(served.error(), said));
+    if (is_journal_stream(STDERR_FILENO)) {  // one line, at the error priority
+      log.write(Level::error, "mount failed: " + failed.message);
+      return kExitFailed;
+    }
+    return report(io, "mount", failed);
   }
   return kExitOk;
 }
@@ -393,7 +504,7 @@ int mount_background(MountSetup setup, Io& io) {
     });
     if (!served.ok()) {
       std::string failure = mount_failure(served.error(), capture.finish(StderrCapture::Echo::yes));
-      log.write("mount failed: " + failure);
+      log.write(Level::error, "mount failed: " + failure);
       std::string message = printable(failure) + "\n";
       (void)!::write(fd, message.data(), message.size());
       ::_exit(kExitFailed);

@@ -14,6 +14,7 @@ pkg_check_modules(ZSTD REQUIRED IMPORTED_TARGET libzstd)
 # hosts.toml (registry/hosts.cpp); Debian's libtomlplusplus-dev is the compiled library
 # (TOML_HEADER_ONLY=0), its flags come with the pkg-config target.
 pkg_check_modules(TOMLPLUSPLUS REQUIRED IMPORTED_TARGET tomlplusplus>=3)
+pkg_check_modules(LIBSYSTEMD REQUIRED IMPORTED_TARGET libsystemd)
 if(IMAGEFS_TESTS)
   find_package(GTest REQUIRED)
   include(GoogleTest)

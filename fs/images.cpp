@@ -553,13 +553,14 @@ Error ImagesImpl::failed(const std::string& image, const Error& error) {
       while (recent_.size() > kRecentErrors) recent_.pop_front();
     }
   }
-  if (!quiet && options_.log) {
+  const auto& sink = options_.log_failure ? options_.log_failure : options_.log;
+  if (!quiet && sink) {
     MutexLock lock(log_mu_);
     if (unlogged > 0)
-      options_.log("(" + std::to_string(unlogged) +
-                   " more failures were not logged: too many distinct ones within " +
-                   std::to_string(kLogQuiet.count()) + " s)");
-    options_.log(line);
+      sink("(" + std::to_string(unlogged) +
+           " more failures were not logged: too many distinct ones within " +
+           std::to_string(kLogQuiet.count()) + " s)");
+    sink(line);
   }
   return error;
 }

@@ -39,6 +39,8 @@ struct ImagesOptions {
   // One line per event worth a person's attention (failures, stale tags served); called from
   // any thread, one call at a time, with printable() text (common/text.h).
   std::function<void(const std::string&)> log;
+  // Where the lines of failures go instead, when set (the daemon logs them as warnings).
+  std::function<void(const std::string&)> log_failure;
 };
 
 // One platform-specific image manifest, open for reading (its lease keeps gc away). Thread-safe.
