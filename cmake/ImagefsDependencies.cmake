@@ -11,6 +11,8 @@ pkg_check_modules(FUSE3 REQUIRED IMPORTED_TARGET fuse3>=3.10)
 pkg_check_modules(LMDB REQUIRED IMPORTED_TARGET lmdb)
 pkg_check_modules(LIBDEFLATE REQUIRED IMPORTED_TARGET libdeflate)
 pkg_check_modules(ZSTD REQUIRED IMPORTED_TARGET libzstd)
+# cpp-httplib (libcpp-httplib-dev): `imagefs mount --metrics-listen` serves /metrics with it.
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
 if(IMAGEFS_TESTS)
   find_package(GTest REQUIRED)
   include(GoogleTest)
