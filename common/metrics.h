@@ -286,9 +286,7 @@ class Family final : public FamilyBase {
   }
 
   void render_child(std::string& out, const std::vector<std::string>& values, const M& m) const {
-    if constexpr (std::is_same_v<M, Counter>) {
-      out += name_ + detail::label_set(labels_, values) + " " + detail::number(m.value()) + "\n";
-    } else if constexpr (std::is_same_v<M, Gauge>) {
+    if constexpr (!std::is_same_v<M, Histogram>) {
       out += name_ + detail::label_set(labels_, values) + " " + detail::number(m.value()) + "\n";
     } else {
       Histogram::Snapshot s = m.snapshot();
