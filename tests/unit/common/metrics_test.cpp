@@ -194,6 +194,7 @@ TEST(Metrics, ConcurrentUpdatesAreAllCounted) {
   auto& g = r.gauge("app_level", "Level.");
   auto& h = r.histogram("app_size_bytes", "Sizes.", {10, 100});
   std::vector<std::thread> threads;
+  threads.reserve(4);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 10000; ++i) {
