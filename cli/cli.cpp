@@ -425,9 +425,11 @@ const std::vector<Command>& commands() {
               mount_option_specs()),
          run_mount, check_mount});
     list.push_back({"status",
-                    "status [--json] [MOUNTPOINT...]",
+                    "status [--json | --prometheus] [MOUNTPOINT...]",
                     "what running mounts are doing: pulls in flight, recent errors",
-                    {{"json", Arity::flag, "print each mount's status as JSON", ""}},
+                    {{"json", Arity::flag, "print each mount's status as JSON", ""},
+                     {"prometheus", Arity::flag,
+                      "print one mount's metrics in Prometheus' text format (MOUNT/.metrics)", ""}},
                     run_status});
     list.push_back(
         {"export", "export [OPTIONS] REF DIR | export [OPTIONS] --tar FILE REF",

@@ -23,12 +23,14 @@
 #include <iostream>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <ostream>
 #include <sstream>
 #include <string>
 #include <thread>
 
 #include "cli/commands.h"
+#include "cli/metrics_server.h"
 #include "cli/progress.h"
 #include "common/errno_error.h"
 #include "common/text.h"
@@ -36,6 +38,7 @@
 #include "fs/daemon.h"
 #include "fs/filesystem.h"
 #include "fs/images.h"
+#include "fs/metrics.h"
 #include "registry/reference.h"
 #include "store/cache_dir.h"
 
@@ -229,6 +232,7 @@ struct MountSetup {
   fs::ImagesOptions images;
   fs::ServeOptions serve;
   bool foreground = false;
+  std::optional<ListenAddress> metrics_listen;  // --metrics-listen
 };
 
 // A registry as references name it: "ghcr.io", "127.0.0.1:5000", "docker.io" (Docker Hub's
@@ -336,6 +340,12 @@ Result<void> mount_options(const Args& args, MountSetup& setup) {
                       "it, no other user can reach the mount)");
   setup.serve.debug = args.has("debug");
   setup.foreground = args.has("foreground") || setup.serve.debug;
+  if (auto listen = args.get("metrics-listen")) {
+    IMAGEFS_TRY(address, parse_listen_address(*listen, args.has("metrics-listen-remote")));
+    setup.metrics_listen = std::move(address);
+  } else if (args.has("metrics-listen-remote")) {
+    return make_error(EINVAL, "--metrics-listen-remote is for --metrics-listen");
+  }
   return {};
 }
 
@@ -415,6 +425,17 @@ Result<void> run_daemon(MountSetup setup, Log& log, const std::function<void()>&
     log.write(line.starts_with("internal error") ? Level::error : Level::warning, line);
   };
   std::unique_ptr<fs::Filesystem> filesystem = fs::Filesystem::create(images, info, access);
+  fs::daemon_metrics().start_time().set(static_cast<double>(info.started));
+  // Bound before the mount, so a port in use fails the mount with its reason; stopped (and its
+  // thread joined) when this function returns.
+  std::unique_ptr<MetricsServer> metrics;
+  if (setup.metrics_listen) {
+    IMAGEFS_TRY(server, MetricsServer::start(*setup.metrics_listen, [cache = setup.cache_dir] {
+                  return fs::render_metrics(cache);
+                }));
+    metrics = std::move(server);
+    log.write("serving metrics on " + metrics->address().url());
+  }
   Notifier notifier;
   setup.serve.on_signal = [&log, &notifier, mountpoint](int sig) {
     std::string name = sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM";
@@ -596,6 +617,27 @@ bool print_status(const fsys::path& mountpoint, Io& io) {
   return true;
 }
 
+// `status --prometheus`: one mount's MOUNT/.metrics as it is (the daemon makes it per open). A
+// Prometheus text of several mounts would repeat every metric: one mount must be named when there
+// are several.
+int print_prometheus(const std::vector<fsys::path>& mounts, Io& io) {
+  if (mounts.size() > 1)
+    return report(io, "status",
+                  make_error(EINVAL, std::to_string(mounts.size()) +
+                                         " imagefs mounts: name the one whose metrics to print"));
+  const fsys::path file = mounts[0] / std::string(fs::kMetricsFile);
+  std::ifstream in(file, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in || text.str().empty())
+    return report(io, "status",
+                  make_error(EIO, printable(mounts[0].string()) +
+                                      ": not answering, or a daemon without metrics (cannot read " +
+                                      printable(file.string()) + ")"));
+  io.out << text.str();
+  return kExitOk;
+}
+
 // The paths named on the command line that are imagefs mounts (live or whose daemon died);
 // each other one is reported as an error.
 std::vector<fsys::path> named_mounts(const std::vector<std::string>& paths, Io& io, int& status) {
@@ -657,6 +699,14 @@ std::vector<OptionSpec> mount_option_specs() {
        "with --allow-other: registries other users may reach, one a line ('#' comments)", "FILE"},
       {"log", Arity::value, "the daemon's log (default: CACHE-DIR/mount.log)", "FILE"},
       {"debug", Arity::flag, "trace every FUSE request on stderr (implies -f)", ""},
+      {"metrics-listen", Arity::value,
+       "serve the metrics (as MOUNT/.metrics) over HTTP at GET /metrics on this address: "
+       "127.0.0.1:9100, [::1]:9100, localhost:9100 (port 0: any free one, logged)",
+       "HOST:PORT"},
+      {"metrics-listen-remote", Arity::flag,
+       "let --metrics-listen take an address other hosts can reach (0.0.0.0:9100, a LAN "
+       "address); without it only loopback is accepted",
+       ""},
   };
 }
 
@@ -680,6 +730,10 @@ int run_mount(const Args& args, Io& io) {
 }
 
 int run_status(const Args& args, Io& io) {
+  if (args.has("json") && args.has("prometheus")) {
+    io.err << "imagefs status: --json and --prometheus are two formats: give one\n";
+    return kExitUsage;
+  }
   int status = kExitOk;
   // A mount named on the command line that does not answer fails the command; in the list of
   // every mount (which may hold other users' dead mounts) it is only reported.
@@ -695,6 +749,7 @@ int run_status(const Args& args, Io& io) {
     io.out << "no imagefs mounts\n";
     return kExitOk;
   }
+  if (args.has("prometheus")) return print_prometheus(mounts, io);
   if (args.has("json")) {
     // One JSON object per mount; a mount that does not answer (or answers no JSON) is one too.
     for (const fsys::path& m : mounts) {

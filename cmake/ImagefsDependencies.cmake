@@ -15,6 +15,8 @@ pkg_check_modules(ZSTD REQUIRED IMPORTED_TARGET libzstd)
 # (TOML_HEADER_ONLY=0), its flags come with the pkg-config target.
 pkg_check_modules(TOMLPLUSPLUS REQUIRED IMPORTED_TARGET tomlplusplus>=3)
 pkg_check_modules(LIBSYSTEMD REQUIRED IMPORTED_TARGET libsystemd)
+# cpp-httplib (libcpp-httplib-dev): `imagefs mount --metrics-listen` serves /metrics with it.
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
 if(IMAGEFS_TESTS)
   find_package(GTest REQUIRED)
   include(GoogleTest)

@@ -35,7 +35,8 @@ constexpr double kUnknownNameTimeout = 0;
 
 constexpr int kSlotShift = 40;
 constexpr Ino kLocalMask = (Ino{1} << kSlotShift) - 1;
-constexpr Ino kStatusLocal = kLocalMask;  // in slot 0
+constexpr Ino kStatusLocal = kLocalMask;       // in slot 0
+constexpr Ino kMetricsLocal = kLocalMask - 1;  // in slot 0
 
 // An image's fixed files, in kImageFiles order after rootfs.
 enum Local : Ino {
@@ -62,6 +63,31 @@ std::optional<cpio::Format> archive_format(Ino local) {
       return cpio::Format::none;
     default:
       return std::nullopt;
+  }
+}
+
+// What an inode is, for the metrics' `file` label. rootfs.erofs: map its local number here.
+FileKind file_kind(Ino ino) {
+  if (slot_of(ino) == 0) {
+    if (ino == kStatusLocal) return FileKind::status;
+    if (ino == kMetricsLocal) return FileKind::metrics;
+    return FileKind::directory;
+  }
+  switch (local_of(ino)) {
+    case kGzLocal:
+      return FileKind::gzip;
+    case kZstLocal:
+      return FileKind::zstd;
+    case kCpioLocal:
+      return FileKind::cpio;
+    case kConfigLocal:
+      return FileKind::config;
+    case kManifestLocal:
+      return FileKind::manifest;
+    case kDigestLocal:
+      return FileKind::digest;
+    default:
+      return FileKind::rootfs;  // kTreeBase and above
   }
 }
 
@@ -118,7 +144,7 @@ class NameTable {
     if (found != inos_.end()) {
       ino = found->second;
     } else {
-      if (next_ >= kStatusLocal)
+      if (next_ >= kMetricsLocal)
         return make_error(ENOSPC, "out of inode numbers for name directories; remount");
       ino = next_++;
       inos_.emplace(key, ino);
@@ -227,6 +253,8 @@ struct ListingHold {
 bool is_image_file(std::string_view name) {
   return std::find(std::begin(kImageFiles), std::end(kImageFiles), name) != std::end(kImageFiles);
 }
+// The local inode number of an image file by its name (one of kImageFiles).
+Ino image_file_local(std::string_view name);
 
 class FilesystemImpl : public Filesystem {
  public:
@@ -244,17 +272,40 @@ class FilesystemImpl : public Filesystem {
     std::shared_ptr<Image> image = images_->by_slot(slot_of(ino));
     return image != nullptr && image->tree_ready();
   }
-  Result<Entry> getattr(Ino ino) override;
-  Result<std::vector<DirItem>> readdir(Ino ino, const Caller& caller) override;
+  Result<Entry> getattr(Ino ino) override { return counted("getattr", getattr_entry(ino)); }
+  Result<std::vector<DirItem>> readdir(Ino ino, const Caller& caller) override {
+    return counted("readdir", list(ino, caller));
+  }
   bool listing_immutable(Ino ino) override { return slot_of(ino) != 0; }
   Result<std::string> readlink(Ino ino) override;
-  Result<std::shared_ptr<OpenFile>> open(Ino ino, int flags, const Caller& caller) override;
-  Result<size_t> read(const OpenFile& file, uint64_t offset, std::span<uint8_t> out) override;
+  Result<std::shared_ptr<OpenFile>> open(Ino ino, int flags, const Caller& caller) override {
+    auto started = std::chrono::steady_clock::now();
+    auto file = counted("open", open_file(ino, flags, caller));
+    if (file.ok()) {
+      (*file)->kind = file_kind(ino);
+      (*file)->opened = started;
+      daemon_metrics().opens((*file)->kind).inc();
+    }
+    return file;
+  }
+  Result<size_t> read(const OpenFile& file, uint64_t offset, std::span<uint8_t> out) override {
+    return counted("read", read_file(file, offset, out));
+  }
   Result<std::vector<std::string>> listxattr(Ino ino) override;
   Result<std::string> getxattr(Ino ino, std::string_view name) override;
   Result<Entry> lookup(Ino parent, std::string_view name, const Caller& caller) override {
-    auto e = lookup_entry(parent, name, caller);
+    auto started = std::chrono::steady_clock::now();
+    auto e = counted("lookup", lookup_entry(parent, name, caller));
     if (e.ok()) count_tree(e->ino, 1);
+    // The kind of a name that failed: by its parent and the name alone.
+    FileKind kind = e.ok()                 ? file_kind(e->ino)
+                    : slot_of(parent) != 0 ? FileKind::rootfs
+                    : is_image_file(name)  ? file_kind(make_ino(1, image_file_local(name)))
+                                           : FileKind::directory;
+    DaemonMetrics& m = daemon_metrics();
+    m.lookups(kind).inc();
+    m.lookup_seconds(kind).observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     return e;
   }
   void remember(Ino ino) override {
@@ -277,6 +328,17 @@ class FilesystemImpl : public Filesystem {
  private:
   // lookup() without the counting of references.
   Result<Entry> lookup_entry(Ino parent, std::string_view name, const Caller& caller);
+  // The operations without their metrics.
+  Result<Entry> getattr_entry(Ino ino);
+  Result<std::vector<DirItem>> list(Ino ino, const Caller& caller);
+  Result<std::shared_ptr<OpenFile>> open_file(Ino ino, int flags, const Caller& caller);
+  Result<size_t> read_file(const OpenFile& file, uint64_t offset, std::span<uint8_t> out);
+  // `result`, its error counted for `op` (imagefs_request_errors_total).
+  template <class T>
+  static Result<T> counted(std::string_view op, Result<T> result) {
+    if (!result.ok()) daemon_metrics().request_error(op, result.error().code);
+    return result;
+  }
   // The kernel's references to rootfs inodes, per image (Images::tree_refs): an image whose
   // rootfs the kernel holds is not closed when idle, since a new tree numbers inodes anew.
   void count_tree(Ino ino, int64_t delta) {
@@ -285,6 +347,7 @@ class FilesystemImpl : public Filesystem {
   Result<NameDir> name_dir(Ino ino);
   Entry dir_entry(Ino ino) const;
   Entry status_entry() const;
+  Entry metrics_entry() const;
   // The directory entry for reference path `path` on `platform`, counted as a lookup: an image
   // path is resolved now, so that a name the registry does not know is ENOENT at once.
   Result<Entry> path_entry(const registry::Platform& platform, std::string path, Ino parent,
@@ -360,6 +423,12 @@ Entry FilesystemImpl::status_entry() const {
   e.attr.st_mtim.tv_sec = ::time(nullptr);
   e.entry_timeout = 0;
   e.attr_timeout = 0;
+  return e;
+}
+
+Entry FilesystemImpl::metrics_entry() const {
+  Entry e = status_entry();  // the same rules: made when opened, read with direct_io
+  e.ino = e.attr.st_ino = kMetricsLocal;
   return e;
 }
 
@@ -491,6 +560,7 @@ Result<Entry> FilesystemImpl::lookup_entry(Ino parent, std::string_view name,
     case NameDir::Kind::top:
       if (parent == kRootIno && name == kPlatformDir) return dir_entry(kRootIno + 1);
       if (parent == kRootIno && name == kStatusFile) return status_entry();
+      if (parent == kRootIno && name == kMetricsFile) return metrics_entry();
       {
         IMAGEFS_TRY(path, child_path("", name));
         return path_entry(dir.platform, std::move(path), parent, name, caller);
@@ -521,9 +591,10 @@ Result<Entry> FilesystemImpl::lookup_entry(Ino parent, std::string_view name,
   return path_entry(dir.platform, std::move(path), parent, name, caller);
 }
 
-Result<Entry> FilesystemImpl::getattr(Ino ino) {
+Result<Entry> FilesystemImpl::getattr_entry(Ino ino) {
   if (slot_of(ino) == 0) {
     if (ino == kStatusLocal) return status_entry();
+    if (ino == kMetricsLocal) return metrics_entry();
     IMAGEFS_TRY(dir, name_dir(ino));
     return dir_entry(ino);
   }
@@ -534,7 +605,7 @@ Result<Entry> FilesystemImpl::getattr(Ino ino) {
   return tree_entry(image->slot(), attr);
 }
 
-Result<std::vector<DirItem>> FilesystemImpl::readdir(Ino ino, const Caller& caller) {
+Result<std::vector<DirItem>> FilesystemImpl::list(Ino ino, const Caller& caller) {
   std::vector<DirItem> items;
   // The name directories listed stay in the table while the listing lives.
   auto hold = std::make_shared<ListingHold>(names_);
@@ -574,6 +645,7 @@ Result<std::vector<DirItem>> FilesystemImpl::readdir(Ino ino, const Caller& call
   if (ino == kRootIno) {
     items.push_back({std::string(kPlatformDir), dir_entry(kRootIno + 1), true, nullptr});
     items.push_back({std::string(kStatusFile), status_entry(), false, nullptr});
+    items.push_back({std::string(kMetricsFile), metrics_entry(), false, nullptr});
   }
   std::string platform = dir.platform.str();
   IMAGEFS_TRY(refs, images_->refs());
@@ -614,13 +686,16 @@ Result<std::string> FilesystemImpl::readlink(Ino ino) {
   return tree->readlink(t);
 }
 
-Result<std::shared_ptr<OpenFile>> FilesystemImpl::open(Ino ino, int flags, const Caller& caller) {
+Result<std::shared_ptr<OpenFile>> FilesystemImpl::open_file(Ino ino, int flags,
+                                                            const Caller& caller) {
   if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC) != 0)
     return make_error(EROFS, "read-only file system");
   auto file = std::make_shared<OpenFile>();
   if (slot_of(ino) == 0) {
-    if (ino != kStatusLocal) return make_error(EISDIR, "a directory");
-    file->bytes = status(caller);
+    if (ino != kStatusLocal && ino != kMetricsLocal) return make_error(EISDIR, "a directory");
+    // A snapshot per open: the size is known only now, so read with direct_io (no page cache,
+    // no size promised by getattr; `cat` and Prometheus' textfile readers read to the end).
+    file->bytes = ino == kStatusLocal ? status(caller) : render_metrics(info_.cache_dir);
     file->size = file->bytes.size();
     file->direct_io = true;
     file->keep_cache = false;
@@ -663,7 +738,8 @@ Result<std::shared_ptr<OpenFile>> FilesystemImpl::open(Ino ino, int flags, const
   return file;
 }
 
-Result<size_t> FilesystemImpl::read(const OpenFile& file, uint64_t offset, std::span<uint8_t> out) {
+Result<size_t> FilesystemImpl::read_file(const OpenFile& file, uint64_t offset,
+                                         std::span<uint8_t> out) {
   if (offset >= file.size) return size_t{0};
   size_t want = static_cast<size_t>(std::min<uint64_t>(out.size(), file.size - offset));
   out = out.first(want);
@@ -725,6 +801,15 @@ std::string FilesystemImpl::status(const Caller& caller) const {
 }
 
 }  // namespace
+
+void count_served(const OpenFile& file, size_t bytes) {
+  DaemonMetrics& m = daemon_metrics();
+  m.reads(file.kind).inc();
+  m.read_bytes(file.kind).inc(bytes);
+  if (is_generated(file.kind) && !file.served.exchange(true, std::memory_order_relaxed))
+    m.first_byte_seconds(file.kind).observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - file.opened).count());
+}
 
 std::unique_ptr<Filesystem> Filesystem::create(std::shared_ptr<Images> images, MountInfo info,
                                                Access access) {

@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -41,6 +42,7 @@
 
 #include "common/result.h"
 #include "fs/images.h"
+#include "fs/metrics.h"
 
 namespace imagefs::fs {
 
@@ -76,7 +78,16 @@ struct OpenFile {
   std::shared_ptr<const void> keep_alive;  // what owns `fd`; for an archive, its image
   bool keep_cache = true;                  // the kernel may keep pages from an earlier open
   bool direct_io = false;                  // the size is not known in advance (status)
+  // For the metrics (fs/metrics.h): what the file is, when open() began, and whether a read of
+  // it has been served (the first-byte latency of generated archives).
+  FileKind kind = FileKind::directory;
+  std::chrono::steady_clock::time_point opened{};
+  mutable std::atomic<bool> served{false};
 };
+
+// Counts a read of `bytes` served from `file` (fs/ops.cpp calls it after the reply; the rootfs
+// path replies without Filesystem::read). Thread-safe.
+void count_served(const OpenFile& file, size_t bytes);
 
 struct MountInfo {
   std::string mountpoint;
@@ -154,5 +165,7 @@ inline constexpr std::string_view kImageFiles[] = {
     "initramfs.cpio", "config.json",       "manifest.json",
     "digest"};
 inline constexpr std::string_view kStatusFile = ".status";
+// The daemon's metrics in Prometheus' text format (fs/metrics.h), made at each open.
+inline constexpr std::string_view kMetricsFile = ".metrics";
 
 }  // namespace imagefs::fs

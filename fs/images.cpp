@@ -19,6 +19,7 @@
 #include "common/mutex.h"
 #include "common/single_flight.h"
 #include "common/text.h"
+#include "fs/metrics.h"
 #include "fs/open_image.h"
 #include "overlay/layer_index.h"
 #include "registry/puller.h"
@@ -85,10 +86,12 @@ struct Task {
 
 class ImagesImpl;
 
-// Counts downloaded bytes of one image's layers into its Task.
+// Counts downloaded bytes of one image's layers into its Task, and into `bytes` (the registry's
+// imagefs_pull_bytes_total) when given.
 class TaskProgress : public registry::ProgressSink {
  public:
-  TaskProgress(ImagesImpl& images, uint64_t task) : images_(images), task_(task) {}
+  TaskProgress(ImagesImpl& images, uint64_t task, metrics::Counter* bytes = nullptr)
+      : images_(images), task_(task), bytes_(bytes) {}
   void layer_started(const registry::LayerId& layer, uint64_t offset) override;
   void layer_progress(const registry::LayerId& layer, uint64_t bytes) override;
   void layer_cached(const registry::LayerId& layer) override;
@@ -99,6 +102,7 @@ class TaskProgress : public registry::ProgressSink {
  private:
   ImagesImpl& images_;
   uint64_t task_;
+  metrics::Counter* bytes_;
   std::map<size_t, uint64_t> held_;  // bytes held per layer index
 };
 
@@ -113,6 +117,19 @@ class ServedOnly : public registry::ProgressSink {
   ImagesImpl& images_;
   uint64_t task_;
 };
+
+// The metrics' `file` of an archive format.
+FileKind archive_kind(cpio::Format format) {
+  switch (format) {
+    case cpio::Format::gzip:
+      return FileKind::gzip;
+    case cpio::Format::zstd:
+      return FileKind::zstd;
+    case cpio::Format::none:
+      break;
+  }
+  return FileKind::cpio;
+}
 
 class ImageImpl;
 
@@ -270,7 +287,12 @@ class ImageImpl : public Image {
         record_(std::move(record)),
         source_(std::move(source)),
         slot_(slot),
-        lease_(std::move(lease)) {}
+        lease_(std::move(lease)) {
+    daemon_metrics().images_open().add(1);
+  }
+  ~ImageImpl() override { daemon_metrics().images_open().add(-1); }
+  ImageImpl(const ImageImpl&) = delete;
+  ImageImpl& operator=(const ImageImpl&) = delete;
 
   const store::ImageRecord& record() const override { return record_; }
   uint32_t slot() const override { return slot_; }
@@ -340,6 +362,7 @@ class ImageImpl : public Image {
     if (!cached.ok())
       return images_.failed(name, cached.error().context(std::string(cpio::file_name(format))));
     std::shared_ptr<const cpio::Archive> archive = *cached;
+    if (archive) daemon_metrics().archive(archive_kind(format), true, 0, archive->stats().segments);
     if (!archive) {
       uint64_t task =
           images_.start_task(name, std::string("making ") + std::string(cpio::file_name(format)));
@@ -355,6 +378,8 @@ class ImageImpl : public Image {
       if (!made.ok())
         return images_.failed(name, made.error().context(std::string(cpio::file_name(format))));
       archive = *made;
+      daemon_metrics().archive(archive_kind(format), false, archive->stats().segments_built,
+                               archive->stats().segments_reused);
       // Compressing big files alone takes buffers of their size; give them back to the system
       // rather than keep them in malloc's arenas for the life of the daemon.
       ::malloc_trim(0);
@@ -373,7 +398,8 @@ class ImageImpl : public Image {
       if (!fetched.ok()) return images_.failed(name, fetched.error());
     }
     uint64_t task = images_.start_task(name, "reading layers");
-    TaskProgress progress(images_, task);  // notes of a layer fetched again go to the log
+    // Notes of a layer fetched again go to the log, its bytes to the metrics.
+    TaskProgress progress(images_, task, &daemon_metrics().pull_bytes(source_.domain));
     auto tree = opener.open_tree(record_, &source_, &progress);
     images_.end_task(task);
     if (!tree.ok()) return images_.failed(name, tree.error());
@@ -394,8 +420,10 @@ class ImageImpl : public Image {
     for (size_t i = 0; i < sources.size(); ++i) {
       const registry::Reference& source = sources[i];
       uint64_t task = images_.start_task(name, "downloading layers from " + source.name());
-      TaskProgress progress(images_, task);
+      TaskProgress progress(images_, task, &daemon_metrics().pull_bytes(source.domain));
+      auto started = SteadyClock::now();
       Result<void> fetched = opener.fetch_layers(record_, source, &progress);
+      daemon_metrics().pull(source.domain, "layers", fetched.ok(), SteadyClock::now() - started);
       images_.end_task(task);
       if (fetched.ok()) {
         images_.source_served(slot_, source);
@@ -476,6 +504,7 @@ void TaskProgress::layer_started(const registry::LayerId& layer, uint64_t offset
 void TaskProgress::layer_progress(const registry::LayerId& layer, uint64_t bytes) {
   uint64_t& held = held_[layer.index];
   images_.update_task(task_, bytes - std::min(bytes, held), 0);
+  if (bytes_ != nullptr) bytes_->inc(bytes - std::min(bytes, held));
   held = std::max(held, bytes);
 }
 void TaskProgress::layer_cached(const registry::LayerId& layer) { (void)layer; }
@@ -527,6 +556,7 @@ void ImagesImpl::end_task(uint64_t id) {
 }
 
 Error ImagesImpl::failed(const std::string& image, const Error& error) {
+  daemon_metrics().image_error(error.code);
   // Names and messages may hold any bytes (tar names, registry bodies): printable from here on.
   std::string line = printable(image + ": " + error.message);
   bool quiet = false;
@@ -650,7 +680,9 @@ Result<store::Digest> ImagesImpl::resolve_now(const std::string& key,
     }
     uint64_t task = start_task(name, "resolving");
     ServedOnly served_only(*this, task);  // which mirror served the manifest and config
+    auto started = SteadyClock::now();
     auto resolved = puller_->resolve(reference, platform, &served_only);
+    daemon_metrics().pull(reference.domain, "resolve", resolved.ok(), SteadyClock::now() - started);
     end_task(task);
     if (!resolved.ok() && is_unanswered(resolved.error()) && options_.negative_ttl.count() > 0) {
       MutexLock lock(mu_);

@@ -105,8 +105,8 @@ TEST_F(FilesystemTest, OnlyBuiltTreesAndNamesAnswerAtOnce) {
 TEST_F(FilesystemTest, TopLevelListsCachedNamesPlatformsAndStatus) {
   auto items = fs().readdir(kRootIno);
   ASSERT_TRUE(items.ok()) << items.error().message;
-  EXPECT_EQ(testing::names_of(*items), (Names{".", "..", ".platform", ".status", "alpine:latest",
-                                              "localhost:5000", "python:3.12"}));
+  EXPECT_EQ(testing::names_of(*items), (Names{".", "..", ".platform", ".status", ".metrics",
+                                              "alpine:latest", "localhost:5000", "python:3.12"}));
   for (const DirItem& item : *items) {
     if (item.name == "." || item.name == "..") continue;
     // Each listed name looks up to the inode readdir gave.

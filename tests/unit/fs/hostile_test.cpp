@@ -257,12 +257,13 @@ TEST_F(OtherUserTest, OnlyAllowedRegistriesAreLookedUp) {
   // Listings hide what another user cannot look up.
   auto top = fs.readdir(kRootIno, other());
   ASSERT_TRUE(top.ok());
-  EXPECT_EQ(testing::names_of(*top), (Names{".", "..", ".platform", ".status", "localhost:5000"}));
+  EXPECT_EQ(testing::names_of(*top),
+            (Names{".", "..", ".platform", ".status", ".metrics", "localhost:5000"}));
   auto owner_top = fs.readdir(kRootIno);
   ASSERT_TRUE(owner_top.ok());
-  EXPECT_EQ(
-      testing::names_of(*owner_top),
-      (Names{".", "..", ".platform", ".status", "alpine:latest", "localhost:5000", "python:3.12"}));
+  EXPECT_EQ(testing::names_of(*owner_top),
+            (Names{".", "..", ".platform", ".status", ".metrics", "alpine:latest", "localhost:5000",
+                   "python:3.12"}));
 }
 
 TEST_F(OtherUserTest, AStarAllowsEveryRegistry) {
