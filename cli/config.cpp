@@ -51,7 +51,7 @@ std::vector<OptionSpec> config_keys() {
   // --foreground and --debug would keep mount(8)'s helper (and `imagefs mount` in scripts)
   // from ever returning: they are for one run too.
   static const std::set<std::string, std::less<>> kNotDefaults = {
-      "config", "output", "tar", "json", "repair", "foreground", "debug"};
+      "config", "output", "tar", "json", "prometheus", "repair", "foreground", "debug"};
   std::vector<OptionSpec> keys;
   std::set<std::string, std::less<>> seen;
   for (const Command& c : commands())
