@@ -132,7 +132,7 @@ TEST_F(FilesystemTest, RegistryLevelsListWhatIsBelow) {
   EXPECT_EQ(list(fs(), "localhost:5000/demo"), (Names{".", "..", "app:1"}));
   EXPECT_EQ(list(fs(), "localhost:5000/demo/app:1"),
             (Names{".", "..", "rootfs", "initramfs.cpio.gz", "initramfs.cpio.zst", "initramfs.cpio",
-                   "config.json", "manifest.json", "digest"}));
+                   "config.json", "manifest.json", "digest", "rootfs.erofs"}));
   EXPECT_EQ(read_path(fs(), "localhost:5000/demo/app:1/rootfs/srv/app"), "demo app\n");
 
   EXPECT_EQ(list(fs(), "docker.io"), (Names{".", "..", "library"}));
@@ -150,7 +150,7 @@ TEST_F(FilesystemTest, UntaggedNameIsTheLatestImageAndALevel) {
   EXPECT_TRUE(S_ISDIR(dir.attr.st_mode));
   EXPECT_EQ(list(fs(), "alpine"),
             (Names{".", "..", "rootfs", "initramfs.cpio.gz", "initramfs.cpio.zst", "initramfs.cpio",
-                   "config.json", "manifest.json", "digest"}));
+                   "config.json", "manifest.json", "digest", "rootfs.erofs"}));
   EXPECT_EQ(read_path(fs(), "alpine/digest"), alpine.manifest_digest().str() + "\n");
   EXPECT_EQ(must_lookup(fs(), "alpine/digest").ino, must_lookup(fs(), "alpine:latest/digest").ino);
   EXPECT_EQ(read_path(fs(), "alpine/rootfs/etc/alpine-release"), "3.20.0\n");
@@ -504,6 +504,23 @@ TEST_F(FilesystemTest, ArchiveIsWhatArchiveMakerMakesOfTheSameLayers) {
   ASSERT_FALSE(reference.empty());
   EXPECT_TRUE(bytes == reference) << "initramfs.cpio differs from ArchiveMaker's archive ("
                                   << bytes.size() << " vs " << reference.size() << " bytes)";
+}
+
+// rootfs.erofs: its size known at lookup, an EROFS superblock, and the tree's file bytes in it
+// (the kernel's and fsck.erofs' view is tests/integration/erofs/'s).
+TEST_F(FilesystemTest, RootfsErofsIsServed) {
+  Entry e = must_lookup(fs(), "python:3.12/rootfs.erofs");
+  EXPECT_TRUE(S_ISREG(e.attr.st_mode));
+  std::string bytes = read_ino(fs(), e.ino);
+  EXPECT_EQ(static_cast<size_t>(e.attr.st_size), bytes.size());
+  ASSERT_GT(bytes.size(), 2048u);
+  EXPECT_EQ(bytes.substr(1024, 4), std::string("\xe2\xe1\xf5\xe0", 4));
+  EXPECT_EQ(bytes.size() % 4096, 0u);
+  std::string os_release = read_path(fs(), "python:3.12/rootfs/etc/os-release");
+  ASSERT_FALSE(os_release.empty());
+  EXPECT_NE(bytes.find(os_release), std::string::npos);
+  // The same bytes again from the cached layout.
+  EXPECT_TRUE(read_ino(fs(), must_lookup(fs(), "python:3.12/rootfs.erofs").ino) == bytes);
 }
 
 TEST_F(FilesystemTest, ArchivesAgreeWithGzipZstdAndCpio) {
