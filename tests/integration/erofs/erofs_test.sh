@@ -9,6 +9,7 @@
 #     count = size / 4096, root nid 0);
 #   - `ls -l` gives the size that reads return; `imagefs build --format erofs` writes the same
 #     bytes; reads at random offsets through the mount equal the built file;
+#   - `imagefs rm` takes an image's cached layouts with it (and no other image's);
 #   - --level with --format erofs is a usage error (exit 2).
 # IMAGEFS_EROFS_STACKS (default 6) random stacks, IMAGEFS_RANDOM_SEED (default: the day).
 # Every loop and FUSE mount is unmounted at exit, failure or not.
@@ -59,7 +60,7 @@ on_exit _umount_loops
 # check NAME ROOTFS START: the erofs of $IMAGEFS_REGISTRY/NAME against umoci's unpack ROOTFS,
 # made at START (unix seconds).
 check() {
-  local name=$1 rootfs=$2 start=$3 img file dir size out
+  local name=$1 rootfs=$2 start=$3 img file dir size out inodes
   img=$MNT/$IMAGEFS_REGISTRY/$name:latest
   file=$img/rootfs.erofs
   dir=$T/erofs-${name//\//-}
@@ -94,6 +95,7 @@ EOF
     fail "$name: /.imagefs/init.conf differs from the initramfs' one"
   cmp -s "$dir/.imagefs/agent" "$agent" || fail "$name: the injected file is not in rootfs.erofs"
   [ "$(stat -c %a "$dir/.imagefs/agent")" = 755 ] || fail "$name: the injected file is not 0755"
+  inodes=$(find "$dir" -printf '%i\n' | sort -u | wc -l)
   umount "$dir" || fail "$name: umount failed"
   # fsck.erofs, and dump.erofs' view of the superblock.
   out=$(fs fsck.erofs "$file" 2>&1) || fail "$name: fsck.erofs fails: $out"
@@ -103,6 +105,10 @@ EOF
     fail "$name: dump.erofs' block count is not size/4096: $out"
   [ "$(awk -F: '/root nid/ { gsub(/ /, "", $2); print $2 }' <<<"$out")" = 0 ] ||
     fail "$name: root nid is not 0: $out"
+  [ "$(awk -F: '/inode count/ { gsub(/ /, "", $2); print $2 }' <<<"$out")" = "$inodes" ] ||
+    fail "$name: dump.erofs' inode count is not the $inodes inodes the kernel shows: $out"
+  [ "$(awk -F: '/metadata start block/ && !/xattr/ { gsub(/ /, "", $2); print $2 }' <<<"$out")" = 1 ] ||
+    fail "$name: the metadata area does not start at block 1: $out"
   # build --format erofs: the same bytes; random reads through the mount agree.
   assert_ok imagefs build --cache-dir "$CACHE" --inject "$agent:/.imagefs/agent" --format erofs \
     "$IMAGEFS_REGISTRY/$name" -o "$T/built.erofs" 2>/dev/null >/dev/null
@@ -139,6 +145,23 @@ for ((i = 0; i < count; i++)); do
   unpack "$T/layouts/stack-$i"
   check "stack/$i" "$T/bundle/rootfs" "$(cat "$T/start")"
 done
+
+log "layouts are the store's: rm takes an image's layouts with it"
+# layouts_of DIGEST: the layout files whose key names the image DIGEST.
+layouts_of() {
+  local f
+  for f in "$CACHE"/segments/erofs/*; do
+    [ -f "$f" ] && sed -n 2p "$f" | grep -q "^$1/erofs/" && echo "$f"
+  done
+  true
+}
+d_tiny=$(fs cat "$MNT/$IMAGEFS_REGISTRY/tiny:latest/digest")
+d_edge=$(fs cat "$MNT/$IMAGEFS_REGISTRY/edge:latest/digest")
+unmount_wait "$MNT"
+[ -n "$(layouts_of "$d_tiny")" ] || fail "no layout of tiny under $CACHE/segments/erofs"
+assert_ok imagefs rm --cache-dir "$CACHE" "$IMAGEFS_REGISTRY/tiny" >/dev/null
+[ -z "$(layouts_of "$d_tiny")" ] || fail "rm left tiny's layouts: $(layouts_of "$d_tiny")"
+[ -n "$(layouts_of "$d_edge")" ] || fail "rm of tiny took edge's layouts"
 
 log "--level with --format erofs is a usage error"
 rc=0
