@@ -10,6 +10,7 @@
 #   - `ls -l` gives the size that reads return; `imagefs build --format erofs` writes the same
 #     bytes; reads at random offsets through the mount equal the built file;
 #   - `imagefs rm` takes an image's cached layouts with it (and no other image's);
+#   - with --init the file is /.imagefs/init (no init.conf); --exec goes into init.conf;
 #   - --level with --format erofs is a usage error (exit 2).
 # IMAGEFS_EROFS_STACKS (default 4) random stacks, IMAGEFS_RANDOM_SEED (default: the day);
 # IMAGEFS_EROFS_PYTHON=1 adds the python fixture (about 40 s more; passes, but the suite's budget
@@ -171,6 +172,23 @@ unmount_wait "$MNT"
 assert_ok imagefs rm --cache-dir "$CACHE" "$IMAGEFS_REGISTRY/tiny" >/dev/null
 [ -z "$(layouts_of "$d_tiny")" ] || fail "rm left tiny's layouts: $(layouts_of "$d_tiny")"
 [ -n "$(layouts_of "$d_edge")" ] || fail "rm of tiny took edge's layouts"
+
+log "build --format erofs with --init, and with --exec"
+printf '#!/bin/sh\necho my init\n' >"$T/myinit"
+assert_ok imagefs build --cache-dir "$CACHE" --format erofs --init "$T/myinit" \
+  "$IMAGEFS_REGISTRY/edge" -o "$T/init.erofs" >/dev/null 2>&1
+assert_ok imagefs build --cache-dir "$CACHE" --format erofs --exec "/bin/echo from exec" \
+  "$IMAGEFS_REGISTRY/edge" -o "$T/exec.erofs" >/dev/null 2>&1
+mkdir -p "$T/m-init" "$T/m-exec"
+_loops+=("$T/m-init" "$T/m-exec")
+mount -t erofs -o ro,loop "$T/init.erofs" "$T/m-init" || fail "the kernel refuses the --init image"
+mount -t erofs -o ro,loop "$T/exec.erofs" "$T/m-exec" || fail "the kernel refuses the --exec image"
+cmp -s "$T/m-init/.imagefs/init" "$T/myinit" || fail "--init FILE is not /.imagefs/init"
+[ ! -e "$T/m-init/.imagefs/init.conf" ] || fail "--init left a /.imagefs/init.conf"
+assert_contains "$(tr '\0' ' ' <"$T/m-exec/.imagefs/init.conf")" "exec 3 /bin/echo from exec"
+[ -x "$T/m-exec/.imagefs/init" ] || fail "--exec: no default init"
+umount "$T/m-init" "$T/m-exec"
+fsck.erofs "$T/init.erofs" >/dev/null 2>&1 || fail "fsck.erofs fails on the --init image"
 
 log "--level with --format erofs is a usage error"
 rc=0
