@@ -109,8 +109,11 @@ Result<cpio::ArchiveOptions> archive_options(const Args& args) {
                         "--level sets a compression level: --format erofs is not "
                         "compressed");
   } else if (auto f = args.get("format")) {
-    IMAGEFS_TRY(format, cpio::parse_format(*f));
-    options.format = format;
+    Result<cpio::Format> format = cpio::parse_format(*f);
+    if (!format.ok())
+      return make_error(format.error().code,
+                        format.error().message + ", or erofs (rootfs.erofs, a disk image)");
+    options.format = *format;
   }
   for (const std::string& spec : args.all("inject")) {
     IMAGEFS_TRY(inject, cpio::parse_inject(spec));
