@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "erofs/erofs.h"
 #include "tests/unit/fs/fs_test_env.h"
 
 namespace imagefs::fs {
@@ -521,6 +522,30 @@ TEST_F(FilesystemTest, RootfsErofsIsServed) {
   EXPECT_NE(bytes.find(os_release), std::string::npos);
   // The same bytes again from the cached layout.
   EXPECT_TRUE(read_ino(fs(), must_lookup(fs(), "python:3.12/rootfs.erofs").ino) == bytes);
+
+  // The layout is the store's: another maker serves it without a tree, gc and rm find it under
+  // the image, and a layer data file of another size means laying out again.
+  auto maker = erofs::ImageMaker::create(blobs).value();
+  auto cached = maker->cached(python.manifest_digest(), cpio::ArchiveOptions{});
+  ASSERT_TRUE(cached.ok()) << cached.error().message;
+  ASSERT_NE(*cached, nullptr);
+  std::string again((*cached)->size(), '\0');
+  auto got = (*cached)->read(
+      0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(again.data()), again.size()));
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE(again == bytes);
+  auto by_image = erofs::shared_files_by_image(store_root).value();
+  ASSERT_EQ(by_image[python.manifest_digest()].size(), 1u);
+  fsys::path data;
+  for (const auto& entry : fsys::recursive_directory_iterator(store_root / "derived"))
+    if (entry.path().filename() == "data") data = entry.path();
+  ASSERT_FALSE(data.empty());
+  const auto size = fsys::file_size(data);
+  fsys::resize_file(data, size + 1);
+  auto stale = maker->cached(python.manifest_digest(), cpio::ArchiveOptions{});
+  fsys::resize_file(data, size);
+  ASSERT_TRUE(stale.ok());
+  EXPECT_EQ(*stale, nullptr);
 }
 
 TEST_F(FilesystemTest, ArchivesAgreeWithGzipZstdAndCpio) {
