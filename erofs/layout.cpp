@@ -382,7 +382,8 @@ Result<Layout> lay_out(const TreeNodes& tree, std::string_view uuid_seed) {
       } else if (S_ISREG(n.mode) && n.layer == kMetaSource) {
         add_meta(p.blkaddr, n.bytes);
       } else if (S_ISREG(n.mode)) {
-        if (n.layer >= out.layers.size()) return make_error(EINVAL, "a file names no layer");
+        if (n.layer >= out.layers.size() && n.layer != kInitSource)
+          return make_error(EINVAL, "a file names no layer");
         out.extents.push_back(
             Extent{uint64_t{p.blkaddr} * kBlockSize, p.size, n.layer, n.layer_offset});
       }
@@ -524,7 +525,7 @@ std::optional<Layout> decode_layout(std::string_view key, std::string_view bytes
       return std::nullopt;
     if (source == kMetaSource) {
       if (e.source_offset > meta || e.length > meta - e.source_offset) return std::nullopt;
-    } else if (source >= layers) {
+    } else if (source >= layers && source != kInitSource) {
       return std::nullopt;
     }
     e.source = static_cast<uint32_t>(source);

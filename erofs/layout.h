@@ -25,10 +25,13 @@ inline constexpr uint64_t kBlockSize = uint64_t{1} << kBlockBits;
 
 // Where a byte range of the image comes from.
 inline constexpr uint32_t kMetaSource = 0xffffffffu;  // Layout::meta
+// The default init's program, which the imagefs binary embeds (init/default_init.h): kept out of
+// every layout file (the layout key names its SHA-256).
+inline constexpr uint32_t kInitSource = 0xfffffffeu;
 struct Extent {
   uint64_t offset = 0;         // in the image
   uint64_t length = 0;         // > 0
-  uint32_t source = 0;         // kMetaSource, or an index into Layout::layers
+  uint32_t source = 0;         // kMetaSource, kInitSource, or an index into Layout::layers
   uint64_t source_offset = 0;  // in Layout::meta or in that layer's data file
 };
 
@@ -54,8 +57,9 @@ struct Node {
   uint32_t rdev_major = 0;
   uint32_t rdev_minor = 0;
   std::vector<std::pair<std::string, std::string>> xattrs;  // full names ("user.x"), values
-  // Regular files: `size` bytes from layer `layer` at `layer_offset`, or, when `layer` is
-  // kMetaSource, the bytes in `bytes` (host files: the init, its config, injected files).
+  // Regular files: `size` bytes from layer `layer` at `layer_offset`; when `layer` is
+  // kInitSource, `size` bytes of the embedded default init; when it is kMetaSource, the bytes in
+  // `bytes` (host files: init.conf, injected files, an --init file).
   uint64_t size = 0;
   uint32_t layer = kMetaSource;
   uint64_t layer_offset = 0;
@@ -78,7 +82,8 @@ struct TreeNodes {
 Result<Layout> lay_out(const TreeNodes& tree, std::string_view uuid_seed);
 
 // Copies the image's bytes at [offset, offset + out.size()) into `out`, calling `read_layer` for
-// ranges in layer data files (it must fill its whole span or fail). Reads past the end stop there;
+// ranges in layer data files and the embedded init (source kInitSource); it must fill its whole
+// span or fail. Reads past the end stop there;
 // returns the bytes given.
 using LayerReader =
     std::function<Result<void>(uint32_t layer, uint64_t offset, std::span<uint8_t> out)>;

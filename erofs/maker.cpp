@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <unordered_map>
@@ -24,7 +25,7 @@
 namespace imagefs::erofs {
 
 namespace fs = std::filesystem;
-using detail::kMetaSource;
+using detail::kInitSource;
 using detail::Layout;
 using detail::Node;
 using detail::TreeNodes;
@@ -161,6 +162,13 @@ class ErofsImage final : public cpio::Archive {
     return detail::read_image(
         layout_, offset, out,
         [this](uint32_t layer, uint64_t at, std::span<uint8_t> dst) -> Result<void> {
+          if (layer == kInitSource) {
+            const auto bin = init::default_init_binary();
+            if (at > bin.size() || dst.size() > bin.size() - at)
+              return make_error(EIO, "rootfs.erofs reads past the default init");
+            std::memcpy(dst.data(), bin.data() + at, dst.size());
+            return {};
+          }
           size_t done = 0;
           while (done < dst.size()) {
             ssize_t n = ::pread(fds_[layer].get(), dst.data() + done, dst.size() - done,
@@ -287,6 +295,14 @@ class Gatherer {
     }
   }
 
+  // The embedded default init at `guest` (0755, root, mtime 0), its bytes not copied.
+  void put_default_init(std::string_view guest) {
+    put(guest, std::string(), 0755, 0);
+    Node& init = nodes_.nodes.back();
+    init.layer = kInitSource;
+    init.size = init::default_init_binary().size();
+  }
+
   TreeNodes& nodes() { return nodes_; }
 
  private:
@@ -342,9 +358,7 @@ class ImageMakerImpl final : public ImageMaker {
       Result<init::InitConfig> config =
           init::init_config_from_image(source.config_json, options.exec);
       if (!config.ok()) return config.error().context("image " + source.manifest.str());
-      auto bin = init::default_init_binary();
-      gather.put(kInitPath, std::string(reinterpret_cast<const char*>(bin.data()), bin.size()),
-                 0755, 0);
+      gather.put_default_init(kInitPath);
       gather.put(init::kConfigPath, init::encode_config(*config), 0644, 0);
     }
     for (const HostInput& input : host_inputs(options)) {
@@ -378,6 +392,11 @@ class ImageMakerImpl final : public ImageMaker {
   // when laid out (a layer ingested again by another imagefs could place data elsewhere);
   // nullptr otherwise.
   Result<std::shared_ptr<const cpio::Archive>> serve(Layout layout, cpio::ArchiveStats stats) {
+    const uint64_t init_size = init::default_init_binary().size();
+    for (const detail::Extent& e : layout.extents)
+      if (e.source == kInitSource &&
+          (e.source_offset > init_size || e.length > init_size - e.source_offset))
+        return std::shared_ptr<const cpio::Archive>();  // another init than this imagefs embeds
     std::vector<UniqueFd> fds;
     for (size_t i = 0; i < layout.layers.size(); ++i) {
       const fs::path path = layer_data_path(*blobs_, layout.layers[i]);

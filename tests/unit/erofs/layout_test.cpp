@@ -374,6 +374,24 @@ TEST(ErofsLayout, ReadsAtAnyOffsetMatchTheWholeImage) {
   }
 }
 
+TEST(ErofsLayout, TheEmbeddedInitIsASourceOfItsOwn) {
+  TreeNodes t;
+  t.nodes.push_back(make(S_IFDIR | 0755));
+  Node init = make(S_IFREG | 0755, 0);
+  init.layer = kInitSource;
+  init.size = 5000;
+  add(t, 0, "init", init);
+  auto layout = lay_out(t, "seed");
+  ASSERT_TRUE(layout.ok()) << layout.error().message;
+  EXPECT_LT(layout->meta.size(), 3 * 4096u);  // not copied into the layout
+  const std::string program(5000, 'P');
+  Reader r(whole_image(*layout, {{kInitSource, program}}));
+  EXPECT_EQ(r.inode(r.list(r.inode(0), nullptr).at("init").first).data, program);
+  auto back = decode_layout("k", encode_layout("k", *layout));
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->extents.back().source, kInitSource);
+}
+
 TEST(ErofsLayout, LayoutFileRoundTripsAndRefusesDamage) {
   std::string layer;
   TreeNodes t = sample(&layer);
