@@ -15,6 +15,7 @@
 #include "cli/progress.h"
 #include "common/errno_error.h"
 #include "cpio/archive.h"
+#include "erofs/erofs.h"
 #include "init/command.h"
 #include "registry/platform.h"
 
@@ -94,11 +95,25 @@ Result<void> write_atomically(const cpio::Archive& archive, const fsys::path& fi
 
 }  // namespace
 
+// `build --format erofs`: rootfs.erofs (erofs/erofs.h) rather than an initramfs.
+bool wants_erofs(const Args& args) {
+  auto f = args.get("format");
+  return f && *f == "erofs";
+}
+
 Result<cpio::ArchiveOptions> archive_options(const Args& args) {
   cpio::ArchiveOptions options;
-  if (auto f = args.get("format")) {
-    IMAGEFS_TRY(format, cpio::parse_format(*f));
-    options.format = format;
+  if (wants_erofs(args)) {
+    if (args.get("level"))
+      return make_error(EINVAL,
+                        "--level sets a compression level: --format erofs is not "
+                        "compressed");
+  } else if (auto f = args.get("format")) {
+    Result<cpio::Format> format = cpio::parse_format(*f);
+    if (!format.ok())
+      return make_error(format.error().code,
+                        format.error().message + ", or erofs (rootfs.erofs, a disk image)");
+    options.format = *format;
   }
   for (const std::string& spec : args.all("inject")) {
     IMAGEFS_TRY(inject, cpio::parse_inject(spec));
@@ -128,7 +143,9 @@ Result<cpio::ArchiveOptions> archive_options(const Args& args) {
 
 std::vector<OptionSpec> archive_option_specs() {
   return {
-      {"format", Arity::value, "gz (default), zst or none", "FORMAT"},
+      {"format", Arity::value,
+       "gz (default), zst or none; or erofs: the image's rootfs.erofs, an EROFS disk image",
+       "FORMAT"},
       {"inject", Arity::repeated, "put a host file into the archive at GUEST, mode 0755",
        "HOST:GUEST"},
       {"init", Arity::value,
@@ -159,8 +176,6 @@ int run_build(const Args& args, Io& io) {
   // options): a changed agent reuses that part without reading the layers.
   auto image = open_image(args, ref, io, TreeWhen::later);
   if (!image.ok()) return report(io, "build " + ref, image.error());
-  auto maker = cpio::ArchiveMaker::create(image->store.blobs);
-  if (!maker.ok()) return report(io, "build " + ref, maker.error());
   cpio::ImageSource source{image->image.manifest, {}};
   if (!options->init) {
     // The default /init runs the image's command, from its config.
@@ -174,15 +189,26 @@ int run_build(const Args& args, Io& io) {
   // Shown in bytes of cpio made so far (the total is not known until the last segment). Only
   // the segments the store lacks are made: none is downloaded here, and with --format none none
   // is compressed.
-  const bool raw = options->format == cpio::Format::none;
+  const bool erofs = wants_erofs(args);
+  const bool raw = erofs || options->format == cpio::Format::none;
   cpio::BuildProgress progress{[&](size_t, size_t total, uint64_t raw_bytes) {
     if (!item)
       item = view.start(fsys::path(*output).filename().string(), 0,
                         (raw ? "writing " : "compressing ") + plural(total, "segment"));
     view.update(*item, raw_bytes);
   }};
-  auto archive = (*maker)->make(
-      source, [&] { return open_tree(*image); }, *options, &progress);
+  auto tree = [&] { return open_tree(*image); };
+  Result<std::shared_ptr<const cpio::Archive>> archive = make_error(EINVAL, "no maker");
+  if (erofs) {
+    // The layout comes from the store, or from the tree (no file data is read for it).
+    auto maker = erofs::ImageMaker::create(image->store.blobs);
+    if (!maker.ok()) return report(io, "build " + ref, maker.error());
+    archive = (*maker)->make(source, tree, *options);
+  } else {
+    auto maker = cpio::ArchiveMaker::create(image->store.blobs);
+    if (!maker.ok()) return report(io, "build " + ref, maker.error());
+    archive = (*maker)->make(source, tree, *options, &progress);
+  }
   if (item) view.end(*item, archive.ok() ? ItemEnd::done : ItemEnd::failed);
   if (!archive.ok()) return report(io, "build " + ref, archive.error());
   if (!options->init) {
@@ -197,6 +223,11 @@ int run_build(const Args& args, Io& io) {
   if (auto written = write_atomically(**archive, *output); !written.ok())
     return report(io, "build " + ref, written.error());
   const cpio::ArchiveStats& s = (*archive)->stats();
+  if (erofs) {
+    io.err << "wrote " << *output << ": " << format_size((*archive)->size()) << " (EROFS, layout "
+           << (s.segments_built > 0 ? "computed" : "reused") << ")\n";
+    return kExitOk;
+  }
   io.err << "wrote " << *output << ": " << format_size((*archive)->size()) << " ("
          << plural(s.segments, "segment") << ": " << s.segments_built
          << (raw ? " written, " : " compressed, ") << s.segments_reused << " reused)\n";

@@ -413,7 +413,7 @@ const std::vector<Command>& commands() {
     list.push_back(
         {"build", "build [OPTIONS] REF -o FILE",
          "write an image's initramfs (newc cpio of its root filesystem, /init and "
-         "injected files)",
+         "injected files), or with --format erofs its rootfs.erofs disk image",
          with(with(with(cache_options(), image_option_specs()), archive_option_specs()),
               {{"output", Arity::value, "the archive to write (atomically)", "FILE", 'o'}}),
          run_build, check_build});

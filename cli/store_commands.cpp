@@ -12,6 +12,7 @@
 #include "cli/progress.h"
 #include "common/text.h"
 #include "cpio/archive.h"
+#include "erofs/erofs.h"
 #include "registry/puller.h"
 #include "registry/reference.h"
 #include "store/derived.h"
@@ -21,6 +22,21 @@
 
 namespace imagefs::cli {
 namespace {
+
+// The shared derived files each image uses (archive plans and segments, rootfs.erofs layouts),
+// for gc, rm and usage; and those of images a mount or a build holds.
+Result<store::SharedUse> shared_files_by_image(const std::filesystem::path& root) {
+  IMAGEFS_TRY(use, cpio::shared_files_by_image(root));
+  IMAGEFS_TRY(erofs_use, erofs::shared_files_by_image(root));
+  for (auto& [manifest, files] : erofs_use) use[manifest].merge(files);
+  return use;
+}
+Result<std::set<std::filesystem::path>> shared_files_in_use(const std::filesystem::path& root) {
+  IMAGEFS_TRY(keep, cpio::shared_files_in_use(root));
+  IMAGEFS_TRY(erofs_keep, erofs::shared_files_in_use(root));
+  keep.merge(erofs_keep);
+  return keep;
+}
 
 int64_t now_seconds() { return static_cast<int64_t>(std::time(nullptr)); }
 
@@ -183,8 +199,8 @@ Result<std::string> remove_derived_of_bad(const Store& store,
     for (const store::ImageRecord* image : users_of(images, refs, d, nullptr))
       affected.insert(image->manifest);
   const std::filesystem::path& root = store.blobs->root();
-  IMAGEFS_TRY(shared_use, cpio::shared_files_by_image(root));
-  IMAGEFS_TRY(keep, cpio::shared_files_in_use(root));
+  IMAGEFS_TRY(shared_use, shared_files_by_image(root));
+  IMAGEFS_TRY(keep, shared_files_in_use(root));
   IMAGEFS_TRY(removed, store::remove_derived_of_bad(*store.blobs, bad, affected, shared_use, keep));
   size_t held = 0;
   for (const store::Digest& manifest : affected)
@@ -294,7 +310,7 @@ int run_images(const Args& args, Io& io) {
   if (!store.ok()) return report(io, "images", store.error());
   auto refs = store->catalog->refs();
   if (!refs.ok()) return report(io, "images", refs.error());
-  auto shared_use = cpio::shared_files_by_image(store->blobs->root());
+  auto shared_use = shared_files_by_image(store->blobs->root());
   if (!shared_use.ok()) return report(io, "images", shared_use.error());
   auto usage = store::store_usage(*store->blobs, *store->catalog, *shared_use);
   if (!usage.ok()) return report(io, "images", usage.error());
@@ -373,9 +389,9 @@ int run_rm(const Args& args, Io& io) {
       continue;
     }
     // An image's archives (plans, segments) go with it, unless a running mount holds them.
-    auto shared_use = cpio::shared_files_by_image(store->blobs->root());
+    auto shared_use = shared_files_by_image(store->blobs->root());
     if (!shared_use.ok()) return report(io, "rm", shared_use.error());
-    auto in_use = cpio::shared_files_in_use(store->blobs->root());
+    auto in_use = shared_files_in_use(store->blobs->root());
     if (!in_use.ok()) return report(io, "rm", in_use.error());
     auto removed = store::remove_reference(*store->blobs, *store->catalog, ref->str(), platform,
                                            *in_use, *shared_use);
@@ -400,10 +416,10 @@ int run_gc(const Args& args, Io& io) {
   if (!store.ok()) return report(io, "gc", store.error());
   // Archive segments and plans are counted and removed by last use with the images, except those
   // of images a mount or a build holds.
-  auto in_use = cpio::shared_files_in_use(store->blobs->root());
+  auto in_use = shared_files_in_use(store->blobs->root());
   if (!in_use.ok()) return report(io, "gc", in_use.error());
   // Each image's plans and segments, which go with it.
-  auto shared_use = cpio::shared_files_by_image(store->blobs->root());
+  auto shared_use = shared_files_by_image(store->blobs->root());
   if (!shared_use.ok()) return report(io, "gc", shared_use.error());
   auto report_or = store::collect(*store->blobs, *store->catalog, *max_size, now_seconds(), *in_use,
                                   *shared_use);

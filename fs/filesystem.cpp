@@ -18,6 +18,7 @@
 #include "common/errno_error.h"
 #include "common/mutex.h"
 #include "common/text.h"
+#include "erofs/erofs.h"
 #include "fs/namespace.h"
 
 namespace imagefs::fs {
@@ -46,6 +47,7 @@ enum Local : Ino {
   kConfigLocal = 4,
   kManifestLocal = 5,
   kDigestLocal = 6,
+  kErofsLocal = 7,
   kTreeBase = 16,  // rootfs: tree inode T is kTreeBase + T
 };
 
@@ -66,7 +68,7 @@ std::optional<cpio::Format> archive_format(Ino local) {
   }
 }
 
-// What an inode is, for the metrics' `file` label. rootfs.erofs: map its local number here.
+// What an inode is, for the metrics' `file` label.
 FileKind file_kind(Ino ino) {
   if (slot_of(ino) == 0) {
     if (ino == kStatusLocal) return FileKind::status;
@@ -86,10 +88,19 @@ FileKind file_kind(Ino ino) {
       return FileKind::manifest;
     case kDigestLocal:
       return FileKind::digest;
+    case kErofsLocal:
+      return FileKind::erofs;
     default:
       return FileKind::rootfs;  // kTreeBase and above
   }
 }
+// The image file served like an archive at `local`: an initramfs, or rootfs.erofs.
+Result<std::shared_ptr<const cpio::Archive>> archive_file(Image& image, Ino local,
+                                                          bool* changed = nullptr) {
+  if (local == kErofsLocal) return image.erofs_image(changed);
+  return image.archive(*archive_format(local), changed);
+}
+bool is_archive_file(Ino local) { return local == kErofsLocal || archive_format(local); }
 
 // A directory of names: the top level, ".platform", a platform's top, or a reference path.
 struct NameDir {
@@ -517,8 +528,8 @@ Result<Entry> FilesystemImpl::image_file(Image& image, Ino local, double entry_t
     root.entry_timeout = entry_timeout;
     return root;
   }
-  if (auto format = archive_format(local)) {
-    IMAGEFS_TRY(archive, image.archive(*format));
+  if (is_archive_file(local)) {
+    IMAGEFS_TRY(archive, archive_file(image, local));
     e.attr.st_size = static_cast<off_t>(archive->size());
     if (image.archives_mutable()) {
       // Host files go into it: look again at every open, so a changed file is picked up.
@@ -542,6 +553,7 @@ Ino image_file_local(std::string_view name) {
   if (name == "initramfs.cpio.gz") return kGzLocal;
   if (name == "initramfs.cpio.zst") return kZstLocal;
   if (name == "initramfs.cpio") return kCpioLocal;
+  if (name == erofs::kFileName) return kErofsLocal;
   if (name == "config.json") return kConfigLocal;
   if (name == "manifest.json") return kManifestLocal;
   return kDigestLocal;
@@ -703,9 +715,9 @@ Result<std::shared_ptr<OpenFile>> FilesystemImpl::open_file(Ino ino, int flags,
   }
   IMAGEFS_TRY(image, image_of(ino));
   Ino local = local_of(ino);
-  if (auto format = archive_format(local)) {
+  if (is_archive_file(local)) {
     bool changed = false;
-    IMAGEFS_TRY(archive, image->archive(*format, &changed));
+    IMAGEFS_TRY(archive, archive_file(*image, local, &changed));
     file->size = archive->size();
     file->archive = std::move(archive);
     // The image (and so its lease) lives while the file is open: gc keeps the segments and plan

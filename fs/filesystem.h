@@ -10,7 +10,7 @@
 //    it; then it is dropped, and the same name looked up again gets a new number. Numbers are
 //    never reused while the mount lives.
 //  - slot N > 0: image N (Images::by_slot): its files (config.json, manifest.json, digest, the
-//    three archives) by fixed numbers, and its rootfs, whose tree inode T is 16 + T.
+//    three archives, rootfs.erofs) by fixed numbers, and its rootfs, whose tree inode T is 16 + T.
 // The kernel keeps the dentries (and so the inodes) of names even after their entry timeout has
 // passed, until memory pressure; names that lead to nothing known ("a.b/<random>") are therefore
 // handed to the adapter (stale_names()) to invalidate, after which the kernel forgets them.
@@ -163,7 +163,7 @@ class Filesystem {
 inline constexpr std::string_view kImageFiles[] = {
     "rootfs",         "initramfs.cpio.gz", "initramfs.cpio.zst",
     "initramfs.cpio", "config.json",       "manifest.json",
-    "digest"};
+    "digest",         "rootfs.erofs"};
 inline constexpr std::string_view kStatusFile = ".status";
 // The daemon's metrics in Prometheus' text format (fs/metrics.h), made at each open.
 inline constexpr std::string_view kMetricsFile = ".metrics";

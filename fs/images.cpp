@@ -20,6 +20,7 @@
 #include "common/single_flight.h"
 #include "common/text.h"
 #include "fs/metrics.h"
+#include "erofs/erofs.h"
 #include "fs/open_image.h"
 #include "overlay/layer_index.h"
 #include "registry/puller.h"
@@ -137,13 +138,15 @@ class ImagesImpl : public Images, public std::enable_shared_from_this<ImagesImpl
  public:
   ImagesImpl(std::shared_ptr<store::BlobStore> blobs, std::shared_ptr<store::Catalog> catalog,
              ImagesOptions options, std::shared_ptr<registry::Puller> puller,
-             std::shared_ptr<overlay::LayerCache> layers, std::shared_ptr<cpio::ArchiveMaker> maker)
+             std::shared_ptr<overlay::LayerCache> layers, std::shared_ptr<cpio::ArchiveMaker> maker,
+             std::shared_ptr<erofs::ImageMaker> erofs)
       : blobs_(std::move(blobs)),
         catalog_(std::move(catalog)),
         options_(std::move(options)),
         puller_(std::move(puller)),
         opener_(blobs_, catalog_, puller_, std::move(layers)),
         maker_(std::move(maker)),
+        erofs_(std::move(erofs)),
         resolves_(ResolveFlights::Options{options_.negative_ttl, kMaxRefs, {}}) {}
   ~ImagesImpl() override { stop_sweeper(); }
   ImagesImpl(const ImagesImpl&) = delete;
@@ -169,6 +172,7 @@ class ImagesImpl : public Images, public std::enable_shared_from_this<ImagesImpl
   // Opening an image: the one sequence the CLI shares (fs/open_image.h).
   ImageOpener& opener() { return opener_; }
   cpio::ArchiveMaker& maker() { return *maker_; }
+  erofs::ImageMaker& erofs() { return *erofs_; }
   uint64_t start_task(std::string image, std::string what) EXCLUDES(mu_);
   void update_task(uint64_t id, uint64_t bytes_delta, uint64_t total_delta) EXCLUDES(mu_);
   void end_task(uint64_t id) EXCLUDES(mu_);
@@ -212,6 +216,7 @@ class ImagesImpl : public Images, public std::enable_shared_from_this<ImagesImpl
   std::shared_ptr<registry::Puller> puller_;
   ImageOpener opener_;
   std::shared_ptr<cpio::ArchiveMaker> maker_;
+  std::shared_ptr<erofs::ImageMaker> erofs_;
 
   ResolveFlights resolves_;  // one registry request per key at a time; failures kept briefly
   mutable Mutex mu_;
@@ -330,55 +335,78 @@ class ImageImpl : public Image {
 
   Result<std::shared_ptr<const cpio::Archive>> archive(cpio::Format format,
                                                        bool* changed) override {
-    auto& slot = archives_[static_cast<size_t>(format)];
+    return served_file(static_cast<size_t>(format), changed);
+  }
+
+  Result<std::shared_ptr<const cpio::Archive>> erofs_image(bool* changed) override {
+    return served_file(kErofsSlot, changed);
+  }
+
+ private:
+  // archives_[] slots: the three cpio::Format values, then rootfs.erofs.
+  static constexpr size_t kErofsSlot = 3;
+
+  cpio::ArchiveOptions options_for(size_t which) const {
+    cpio::ArchiveOptions options = images_.options().archive;
+    if (which != kErofsSlot) options.format = static_cast<cpio::Format>(which);
+    return options;
+  }
+  static FileKind slot_kind(size_t which) {
+    return which == kErofsSlot ? FileKind::erofs : archive_kind(static_cast<cpio::Format>(which));
+  }
+  static std::string file_name(size_t which) {
+    return which == kErofsSlot ? std::string(erofs::kFileName)
+                               : std::string(cpio::file_name(static_cast<cpio::Format>(which)));
+  }
+
+  Result<std::shared_ptr<const cpio::Archive>> served_file(size_t which, bool* changed) {
+    auto& slot = archives_[which];
     {
-      cpio::ArchiveOptions options = images_.options().archive;
-      options.format = format;
-      InputStamp stamp = stamp_inputs(options);
+      InputStamp stamp = stamp_inputs(options_for(which));
       MutexLock lock(slot.mu);
       if (slot.archive && slot.stamp == stamp) return slot.served(changed);
     }
-    // One maker per format at a time: readers of the same archive share its outcome.
+    // One maker per file at a time: readers of the same file share its outcome.
     IMAGEFS_CHECK(
-        archive_flight_.run(static_cast<int>(format), [&] { return make_archive(format); }));
+        archive_flight_.run(static_cast<int>(which), [&] { return make_archive(which); }));
     MutexLock lock(slot.mu);
     return slot.served(changed);
   }
 
- private:
-  // Makes (or takes from the store) the archive in `format` for the inputs as they are now, and
-  // keeps it in its slot.
-  Result<std::shared_ptr<const cpio::Archive>> make_archive(cpio::Format format) {
-    auto& slot = archives_[static_cast<size_t>(format)];
-    cpio::ArchiveOptions options = images_.options().archive;
-    options.format = format;
+  // Makes (or takes from the store) the archive or rootfs.erofs (`which`) for the inputs as they
+  // are now, and keeps it in its slot.
+  Result<std::shared_ptr<const cpio::Archive>> make_archive(size_t which) {
+    auto& slot = archives_[which];
+    cpio::ArchiveOptions options = options_for(which);
     InputStamp stamp = stamp_inputs(options);
     {
       MutexLock lock(slot.mu);
       if (slot.archive && slot.stamp == stamp) return slot.archive;
     }
     std::string name = source_.familiar();
-    auto cached = images_.maker().cached(record_.manifest, options);
-    if (!cached.ok())
-      return images_.failed(name, cached.error().context(std::string(cpio::file_name(format))));
+    const bool is_erofs = which == kErofsSlot;
+    auto cached = is_erofs ? images_.erofs().cached(record_.manifest, options)
+                           : images_.maker().cached(record_.manifest, options);
+    if (!cached.ok()) return images_.failed(name, cached.error().context(file_name(which)));
     std::shared_ptr<const cpio::Archive> archive = *cached;
-    if (archive) daemon_metrics().archive(archive_kind(format), true, 0, archive->stats().segments);
+    if (archive) daemon_metrics().archive(slot_kind(which), true, 0, archive->stats().segments);
     if (!archive) {
-      uint64_t task =
-          images_.start_task(name, std::string("making ") + std::string(cpio::file_name(format)));
+      uint64_t task = images_.start_task(name, "making " + file_name(which));
       cpio::BuildProgress progress{[&](size_t, size_t, uint64_t) {}};
       // The tree only if the image's part of the archive is not cached: a changed injected file
       // needs no layer.
       cpio::ArchiveMaker::TreeOpener open_tree = [this] { return this->tree(); };
       auto config = images_.blobs().read(record_.config);
-      auto made = config.ok() ? images_.maker().make({record_.manifest, std::move(*config)},
-                                                     open_tree, options, &progress)
-                              : Result<std::shared_ptr<const cpio::Archive>>(config.error());
+      Result<std::shared_ptr<const cpio::Archive>> made =
+          !config.ok() ? Result<std::shared_ptr<const cpio::Archive>>(config.error())
+          : is_erofs
+              ? images_.erofs().make({record_.manifest, std::move(*config)}, open_tree, options)
+              : images_.maker().make({record_.manifest, std::move(*config)}, open_tree, options,
+                                     &progress);
       images_.end_task(task);
-      if (!made.ok())
-        return images_.failed(name, made.error().context(std::string(cpio::file_name(format))));
+      if (!made.ok()) return images_.failed(name, made.error().context(file_name(which)));
       archive = *made;
-      daemon_metrics().archive(archive_kind(format), false, archive->stats().segments_built,
+      daemon_metrics().archive(slot_kind(which), false, archive->stats().segments_built,
                                archive->stats().segments_reused);
       // Compressing big files alone takes buffers of their size; give them back to the system
       // rather than keep them in malloc's arenas for the life of the daemon.
@@ -493,8 +521,8 @@ class ImageImpl : public Image {
   mutable Mutex mu_;
   std::shared_ptr<overlay::Tree> tree_ GUARDED_BY(mu_);
   SingleFlight<int, std::shared_ptr<overlay::Tree>> tree_flight_;           // one key: 0
-  SingleFlight<int, std::shared_ptr<const cpio::Archive>> archive_flight_;  // by format
-  ArchiveSlot archives_[3];
+  SingleFlight<int, std::shared_ptr<const cpio::Archive>> archive_flight_;  // by slot
+  ArchiveSlot archives_[4];  // the three formats, then rootfs.erofs
 };
 
 void TaskProgress::layer_started(const registry::LayerId& layer, uint64_t offset) {
@@ -929,9 +957,10 @@ Result<std::shared_ptr<Images>> Images::create(std::shared_ptr<store::BlobStore>
   IMAGEFS_TRY(puller, registry::Puller::create(blobs, catalog, options.registry));
   IMAGEFS_TRY(layers, overlay::LayerCache::create(blobs));
   IMAGEFS_TRY(maker, cpio::ArchiveMaker::create(blobs));
-  auto images =
-      std::make_shared<ImagesImpl>(std::move(blobs), std::move(catalog), std::move(options),
-                                   std::move(puller), std::move(layers), std::move(maker));
+  IMAGEFS_TRY(erofs, erofs::ImageMaker::create(blobs));
+  auto images = std::make_shared<ImagesImpl>(std::move(blobs), std::move(catalog),
+                                             std::move(options), std::move(puller),
+                                             std::move(layers), std::move(maker), std::move(erofs));
   images->start_sweeper();
   return std::shared_ptr<Images>(std::move(images));
 }

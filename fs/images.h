@@ -68,6 +68,9 @@ class Image {
   // share one build and its outcome, failure included.
   virtual Result<std::shared_ptr<const cpio::Archive>> archive(cpio::Format format,
                                                                bool* changed = nullptr) = 0;
+  // rootfs.erofs (erofs/erofs.h) with the mount's inputs as they are now, as archive() serves
+  // an archive: the same rules, one build shared by concurrent callers, `changed` likewise.
+  virtual Result<std::shared_ptr<const cpio::Archive>> erofs_image(bool* changed = nullptr) = 0;
   // Whether the archives can change during the life of the mount (host files are inputs).
   [[nodiscard]] virtual bool archives_mutable() const = 0;
 };

@@ -27,19 +27,22 @@ enum class FileKind : size_t {
   config,     // config.json
   manifest,   // manifest.json
   digest,     // digest
-  // A new file of an image (rootfs.erofs): add it here, to kFileKindNames, and to file_kind() in
-  // fs/filesystem.cpp; archives() below says whether it gets a first-byte histogram.
+  erofs,      // rootfs.erofs
+  // A new file of an image: add it here, to kFileKindNames, and to file_kind() in
+  // fs/filesystem.cpp; is_generated() below says whether it gets a first-byte histogram.
   count,
 };
 inline constexpr std::array<std::string_view, static_cast<size_t>(FileKind::count)> kFileKindNames =
     {"directory",          "status",         "metrics",     "rootfs",        "initramfs.cpio.gz",
-     "initramfs.cpio.zst", "initramfs.cpio", "config.json", "manifest.json", "digest"};
+     "initramfs.cpio.zst", "initramfs.cpio", "config.json", "manifest.json", "digest",
+     "rootfs.erofs"};
 inline std::string_view file_kind_name(FileKind kind) {
   return kFileKindNames[static_cast<size_t>(kind)];
 }
 // Generated files whose first read may wait on their making (the first-byte histogram).
 inline bool is_generated(FileKind kind) {
-  return kind == FileKind::gzip || kind == FileKind::zstd || kind == FileKind::cpio;
+  return kind == FileKind::gzip || kind == FileKind::zstd || kind == FileKind::cpio ||
+         kind == FileKind::erofs;
 }
 
 // The `errno` label: "ENOENT" for ENOENT (the names are a fixed set).

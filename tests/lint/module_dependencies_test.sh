@@ -12,10 +12,11 @@ declare -A allowed=(
   [overlay]="store"
   [cpio]="overlay store init"
   [init]=""
-  [fs]="registry store overlay cpio init"
-  [cli]="fs registry store overlay cpio init"
+  [erofs]="cpio overlay store init"
+  [fs]="registry store overlay cpio erofs init"
+  [cli]="fs registry store overlay cpio erofs init"
 )
-modules="common store registry overlay cpio init fs cli"
+modules="common store registry overlay cpio erofs init fs cli"
 
 failures=0
 for m in $modules; do

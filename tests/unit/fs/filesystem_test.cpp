@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "erofs/erofs.h"
 #include "tests/unit/fs/fs_test_env.h"
 
 namespace imagefs::fs {
@@ -132,7 +133,7 @@ TEST_F(FilesystemTest, RegistryLevelsListWhatIsBelow) {
   EXPECT_EQ(list(fs(), "localhost:5000/demo"), (Names{".", "..", "app:1"}));
   EXPECT_EQ(list(fs(), "localhost:5000/demo/app:1"),
             (Names{".", "..", "rootfs", "initramfs.cpio.gz", "initramfs.cpio.zst", "initramfs.cpio",
-                   "config.json", "manifest.json", "digest"}));
+                   "config.json", "manifest.json", "digest", "rootfs.erofs"}));
   EXPECT_EQ(read_path(fs(), "localhost:5000/demo/app:1/rootfs/srv/app"), "demo app\n");
 
   EXPECT_EQ(list(fs(), "docker.io"), (Names{".", "..", "library"}));
@@ -150,7 +151,7 @@ TEST_F(FilesystemTest, UntaggedNameIsTheLatestImageAndALevel) {
   EXPECT_TRUE(S_ISDIR(dir.attr.st_mode));
   EXPECT_EQ(list(fs(), "alpine"),
             (Names{".", "..", "rootfs", "initramfs.cpio.gz", "initramfs.cpio.zst", "initramfs.cpio",
-                   "config.json", "manifest.json", "digest"}));
+                   "config.json", "manifest.json", "digest", "rootfs.erofs"}));
   EXPECT_EQ(read_path(fs(), "alpine/digest"), alpine.manifest_digest().str() + "\n");
   EXPECT_EQ(must_lookup(fs(), "alpine/digest").ino, must_lookup(fs(), "alpine:latest/digest").ino);
   EXPECT_EQ(read_path(fs(), "alpine/rootfs/etc/alpine-release"), "3.20.0\n");
@@ -504,6 +505,47 @@ TEST_F(FilesystemTest, ArchiveIsWhatArchiveMakerMakesOfTheSameLayers) {
   ASSERT_FALSE(reference.empty());
   EXPECT_TRUE(bytes == reference) << "initramfs.cpio differs from ArchiveMaker's archive ("
                                   << bytes.size() << " vs " << reference.size() << " bytes)";
+}
+
+// rootfs.erofs: its size known at lookup, an EROFS superblock, and the tree's file bytes in it
+// (the kernel's and fsck.erofs' view is tests/integration/erofs/'s).
+TEST_F(FilesystemTest, RootfsErofsIsServed) {
+  Entry e = must_lookup(fs(), "python:3.12/rootfs.erofs");
+  EXPECT_TRUE(S_ISREG(e.attr.st_mode));
+  std::string bytes = read_ino(fs(), e.ino);
+  EXPECT_EQ(static_cast<size_t>(e.attr.st_size), bytes.size());
+  ASSERT_GT(bytes.size(), 2048u);
+  EXPECT_EQ(bytes.substr(1024, 4), std::string("\xe2\xe1\xf5\xe0", 4));
+  EXPECT_EQ(bytes.size() % 4096, 0u);
+  std::string os_release = read_path(fs(), "python:3.12/rootfs/etc/os-release");
+  ASSERT_FALSE(os_release.empty());
+  EXPECT_NE(bytes.find(os_release), std::string::npos);
+  // The same bytes again from the cached layout.
+  EXPECT_TRUE(read_ino(fs(), must_lookup(fs(), "python:3.12/rootfs.erofs").ino) == bytes);
+
+  // The layout is the store's: another maker serves it without a tree, gc and rm find it under
+  // the image, and a layer data file of another size means laying out again.
+  auto maker = erofs::ImageMaker::create(blobs).value();
+  auto cached = maker->cached(python.manifest_digest(), cpio::ArchiveOptions{});
+  ASSERT_TRUE(cached.ok()) << cached.error().message;
+  ASSERT_NE(*cached, nullptr);
+  std::string again((*cached)->size(), '\0');
+  auto got = (*cached)->read(
+      0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(again.data()), again.size()));
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE(again == bytes);
+  auto by_image = erofs::shared_files_by_image(store_root).value();
+  ASSERT_EQ(by_image[python.manifest_digest()].size(), 1u);
+  fsys::path data;
+  for (const auto& entry : fsys::recursive_directory_iterator(store_root / "derived"))
+    if (entry.path().filename() == "data") data = entry.path();
+  ASSERT_FALSE(data.empty());
+  const auto size = fsys::file_size(data);
+  fsys::resize_file(data, size + 1);
+  auto stale = maker->cached(python.manifest_digest(), cpio::ArchiveOptions{});
+  fsys::resize_file(data, size);
+  ASSERT_TRUE(stale.ok());
+  EXPECT_EQ(*stale, nullptr);
 }
 
 TEST_F(FilesystemTest, ArchivesAgreeWithGzipZstdAndCpio) {
