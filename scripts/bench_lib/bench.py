@@ -689,6 +689,8 @@ def main():
     boot.add_argument("--formats", default="gz,zst,none")
     boot.add_argument("--runs", type=int, default=3)
     boot.set_defaults(func=bench_boot)
+    import bench_erofs  # its own file (scripts/bench_lib/bench_erofs.py)
+    bench_erofs.add_parser(sub)
     args = p.parse_args()
     args.func(args)
 
