@@ -13,7 +13,9 @@
 #     disk itself stays read-only (/sys/block/vda/ro, and its bytes on the host are unchanged);
 #   - on a kernel without overlayfs (loader.skip=overlay): tmpfs on /tmp, /var/tmp and /run,
 #     /var/run left a symlink, and the rest read-only (EROFS on /work), with the init's console
-#     line saying so.
+#     line saying so;
+#   - the same image's initramfs.cpio.gz from the mount, the control: the root is the kernel's
+#     writable rootfs, which the init leaves as it is (no read-only-root line).
 # The guest's checks are the image's own command (erofs-checks, a busybox script) that execs
 # showargs at its end. Until rootfs.erofs is merged, erofs_disk falls back to mkfs.erofs of the
 # export (see erofs_boot_lib.sh); it says which it used.
@@ -52,9 +54,9 @@ check() {
   fi
 }
 fstype() { awk -v p="$1" '$2 == p { t = $3 } END { print t }' /proc/mounts; }
-check "the disk is read-only" 1 'cat /sys/block/vda/ro'
 check "/tmp is writable" ok 'echo x >/tmp/new && echo ok'
 check "/var/run is still the image's symlink" ../run 'readlink /var/run'
+[ "$expect" = initramfs ] || check "the disk is read-only" 1 'cat /sys/block/vda/ro'
 case $expect in
   overlay)
     check "a root-owned directory refuses user app" "touch: /etc/new: Permission denied" 'touch /etc/new'
@@ -65,6 +67,10 @@ case $expect in
     check "files are deleted" gone 'rm /work/file && { [ -e /work/file ] || echo gone; }'
     check "/.imagefs shows the image's own files again" "init init.conf" 'ls /.imagefs | tr "\n" " " | sed "s/ $//"'
     ;;
+  initramfs)
+    check "/ is the kernel's rootfs" rootfs 'fstype /'
+    check "the image's /work is writable" "written" 'echo written >/work/new && cat /work/new'
+    ;;
   tmpfs)
     check "/ is the erofs disk" erofs 'fstype /'
     check "a root-owned directory is read-only" "touch: /etc/new: Read-only file system" 'touch /etc/new'
@@ -74,7 +80,7 @@ case $expect in
     check "/run is a tmpfs" tmpfs 'fstype /run'
     check "/var/tmp is writable" ok 'echo x >/var/tmp/new && echo ok'
     ;;
-  *) check "erofs_test.expect= names overlay or tmpfs" "overlay or tmpfs" "echo '$expect'" ;;
+  *) check "erofs_test.expect= names overlay, tmpfs or initramfs" "one of them" "echo '$expect'" ;;
 esac
 echo "EROFS-CHECKS-DONE fails=$fails"
 exec env -u SHLVL -u PWD -u OLDPWD /usr/bin/showargs "$@"
@@ -146,16 +152,23 @@ run() {
   case $expect in
     overlay) init_line="imagefs-init: read-only root: writable through an overlay with a tmpfs upper" ;;
     tmpfs) init_line="imagefs-init: read-only root: tmpfs on /tmp /var/tmp /run, everything else read-only" ;;
+    initramfs) init_line="" ;;
   esac
-  boot_erofs "$loader" "$disk" "erofs_test.expect=$expect${more:+ $more}" || rc=$?
+  if [ "$expect" = initramfs ]; then
+    boot_initramfs "$MNT/$REF/initramfs.cpio.gz" "erofs_test.expect=$expect" || rc=$?
+  else
+    boot_erofs "$loader" "$disk" "erofs_test.expect=$expect${more:+ $more}" || rc=$?
+  fi
   if [ "$rc" != 0 ]; then
     why="QEMU did not end by itself (exit $rc)"
   elif grep -q '^LOADER FAIL' "$BOOT_LOG"; then
     why="the loader failed: $(grep -m1 '^LOADER FAIL' "$BOOT_LOG")"
   elif grep -q 'Kernel panic' "$BOOT_LOG"; then
     why="the kernel panicked"
-  elif ! grep -qxF "$init_line" "$BOOT_LOG"; then
+  elif [ -n "$init_line" ] && ! grep -qxF "$init_line" "$BOOT_LOG"; then
     why="no console line '$init_line'"
+  elif [ -z "$init_line" ] && grep -q 'imagefs-init: read-only root' "$BOOT_LOG"; then
+    why="the init took a writable root for a read-only one"
   elif ! grep -q 'EROFS-CHECKS-DONE fails=0' "$BOOT_LOG"; then
     why="the command's checks failed: $(grep 'EROFS-CHECK FAIL' "$BOOT_LOG" | head -5 | tr '\n' ';')"
   elif [ "$(grep -o 'SHOWARGS .*' "$BOOT_LOG" | sed 's/^SHOWARGS //')" != "$shown" ]; then
@@ -179,6 +192,8 @@ log "boot with overlayfs: the command writes into its root through the overlay"
 run overlay
 log "boot without overlayfs (loader.skip=overlay): tmpfs on the scratch directories"
 run tmpfs loader.skip=overlay
+log "the same image as an initramfs (the control): the init leaves the writable root alone"
+run initramfs
 
 assert_eq "$before" "$(fs sha256sum "$disk" | cut -d' ' -f1)" "the disk's bytes after the boots"
 log "disk: $EROFS_DISK_KIND, $(fs stat -c %s "$disk") bytes, unchanged"
