@@ -49,7 +49,7 @@ def try_build_erofs(cache, ref, out):
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - start
     if p.returncode != 0:
-        return None, (p.stderr.strip().splitlines() or ["exit %d" % p.returncode])[-1]
+        return None, (p.stderr.strip().splitlines() or ["exit %d" % p.returncode])[0]
     return wall, None
 
 
