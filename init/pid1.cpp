@@ -195,13 +195,16 @@ bool switch_to_overlay(const std::string& scratch) {
   } else {
     // pivot_root refuses a shared parent mount; a kernel's first root is private, but say so.
     (void)::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr);
-    if (::chdir(root.c_str()) == 0 && ::syscall(SYS_pivot_root, ".", ".") == 0) {
+    if (::chdir(root.c_str()) != 0) {
+      failed = "cannot enter " + root + ": " + error_text(errno);
+    } else if (::syscall(SYS_pivot_root, ".", ".") == 0) {
       // The old root is now stacked on "."; detached, it goes when the overlay lets it go.
       (void)::umount2(".", MNT_DETACH);
       (void)::chdir("/");
       return true;
+    } else {
+      failed = "pivot_root: " + error_text(errno);
     }
-    failed = "pivot_root: " + error_text(errno);
     (void)::chdir("/");
     (void)::umount2(root.c_str(), MNT_DETACH);
   }
