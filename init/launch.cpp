@@ -96,6 +96,33 @@ Result<Launch> plan_launch(const InitConfig& config, const BootOptions& boot,
 
 int start_failure_status(const Error& error) { return error.code == ENOENT ? 127 : 126; }
 
+WritableRoot plan_writable_root(const RootFs& root) {
+  WritableRoot out;
+  // /.imagefs holds the init itself, so it is there in every image made for this path; the others
+  // for an init copied elsewhere. Directories, not symlinks: a tmpfs mounted through a symlink
+  // lands where the link points, possibly outside what the overlay shows.
+  for (const char* dir : {"/.imagefs", "/run", "/tmp", "/mnt", "/media", "/srv", "/opt"}) {
+    if (!root.is_symlink(dir) && root.kind(dir) == RootFs::Kind::directory) {
+      out.scratch = dir;
+      break;
+    }
+  }
+  const TmpfsDir candidates[] = {
+      {"/tmp", 01777}, {"/var/tmp", 01777}, {"/run", 0755}, {"/var/run", 0755}};
+  for (const TmpfsDir& d : candidates) {
+    if (!root.is_symlink(d.path) && root.kind(d.path) == RootFs::Kind::directory)
+      out.fallback.push_back(d);
+  }
+  return out;
+}
+
+std::string overlay_options(std::string_view scratch) {
+  const std::string s(scratch);
+  return "lowerdir=/,upperdir=" + s + "/upper,workdir=" + s + "/work";
+}
+
+std::string overlay_root(std::string_view scratch) { return std::string(scratch) + "/root"; }
+
 std::string choose_hostname(std::string_view kernel_hostname,
                             const std::optional<std::string>& etc_hostname) {
   if (!kernel_hostname.empty() && kernel_hostname != "(none)") return std::string(kernel_hostname);

@@ -1,9 +1,11 @@
 // imagefs-init: the default /init of imagefs' archives (design decision 7), PID 1 of the microVM.
-// It mounts the kernel's filesystems, brings up lo, sets the hostname, runs the image's command as
-// docker would (launch.cpp decides how: argv, environment, user, working directory), reaps every
-// zombie, forwards SIGTERM and friends to the command, prints one line with the command's exit
-// status on the console, and powers the VM off. It is linked statically, so it runs in images
-// without a shell or a libc, and it never exits: an init that exits panics the kernel.
+// On a read-only root (an EROFS disk) it first makes the root writable, as docker's is (an overlay
+// with a tmpfs upper, else tmpfs on the scratch directories). It mounts the kernel's filesystems,
+// brings up lo, sets the hostname, runs the image's command as docker would (launch.cpp decides
+// how: argv, environment, user, working directory), reaps every zombie, forwards SIGTERM and
+// friends to the command, prints one line with the command's exit status on the console, and powers
+// the VM off. It is linked statically, so it runs in images without a shell or a libc, and it never
+// exits: an init that exits panics the kernel.
 //
 // This file holds the system calls; the decisions are in the library (unit tested), and the whole
 // is tested by booting it in QEMU (tests/integration/init/).
@@ -17,10 +19,13 @@
 #include <sys/reboot.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <exception>
@@ -89,6 +94,10 @@ class RealRoot final : public RootFs {
     if (S_ISDIR(st.st_mode)) return Kind::directory;
     if (S_ISREG(st.st_mode) && (st.st_mode & 0111) != 0) return Kind::executable_file;
     return Kind::other;
+  }
+  [[nodiscard]] bool is_symlink(const std::string& path) const override {
+    struct stat st {};
+    return ::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode);
   }
 };
 
@@ -159,6 +168,76 @@ void mount_filesystems() {
                                                        {"/proc/self/fd/1", "/dev/stdout"},
                                                        {"/proc/self/fd/2", "/dev/stderr"}};
   for (const auto& [target, link] : links) (void)::symlink(target, link);
+}
+
+// The overlay over the read-only root: a tmpfs on `scratch` holds upper/, work/ and root/ (the
+// merged tree), and pivot_root makes root/ "/" (PID 1 on a real root filesystem may pivot, unlike
+// on the initramfs, which switch_root has to empty instead). The old root is detached: the overlay
+// keeps what it needs of it. Returns false, with everything undone and the reason on the console,
+// when the kernel has no overlayfs (ENODEV) or anything else fails.
+bool switch_to_overlay(const std::string& scratch) {
+  if (::mount("tmpfs", scratch.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") != 0) {
+    say("cannot mount a tmpfs on " + scratch + " for the overlay: " + error_text(errno));
+    return false;
+  }
+  struct stat top {};
+  (void)::stat("/", &top);
+  const std::string upper = scratch + "/upper";
+  const std::string root = overlay_root(scratch);
+  for (const std::string& dir : {upper, scratch + "/work", root}) (void)::mkdir(dir.c_str(), 0755);
+  // The merged root shows the upper directory's owner and mode: the image's.
+  (void)::chown(upper.c_str(), top.st_uid, top.st_gid);
+  (void)::chmod(upper.c_str(), top.st_mode & 07777);
+  const std::string options = overlay_options(scratch);
+  std::string failed;
+  if (::mount("overlay", root.c_str(), "overlay", 0, options.c_str()) != 0) {
+    failed = errno == ENODEV ? "no overlayfs in the kernel" : "overlay: " + error_text(errno);
+  } else {
+    // pivot_root refuses a shared parent mount; a kernel's first root is private, but say so.
+    (void)::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr);
+    if (::chdir(root.c_str()) != 0) {
+      failed = "cannot enter " + root + ": " + error_text(errno);
+    } else if (::syscall(SYS_pivot_root, ".", ".") == 0) {
+      // The old root is now stacked on "."; detached, it goes when the overlay lets it go.
+      (void)::umount2(".", MNT_DETACH);
+      (void)::chdir("/");
+      return true;
+    } else {
+      failed = "pivot_root: " + error_text(errno);
+    }
+    (void)::chdir("/");
+    (void)::umount2(root.c_str(), MNT_DETACH);
+  }
+  (void)::umount2(scratch.c_str(), MNT_DETACH);
+  say("read-only root: " + failed + "; falling back to tmpfs on the scratch directories");
+  return false;
+}
+
+// A read-only root (an EROFS disk) gets a writable root as docker's containers have: an overlay
+// with a tmpfs upper, else tmpfs on /tmp, /var/tmp, /run, /var/run (launch.h). A writable root
+// (the initramfs) is left as it is.
+void make_root_writable() {
+  struct statvfs vfs {};
+  if (::statvfs("/", &vfs) != 0 || (vfs.f_flag & ST_RDONLY) == 0) return;
+  const WritableRoot plan = plan_writable_root(RealRoot());
+  if (plan.scratch.empty()) {
+    say("read-only root: no directory to hold an overlay's upper (/.imagefs, /run, /tmp, ...)");
+  } else if (switch_to_overlay(plan.scratch)) {
+    say("read-only root: writable through an overlay with a tmpfs upper");
+    return;
+  }
+  std::string mounted;
+  for (const TmpfsDir& d : plan.fallback) {
+    char data[16];
+    (void)std::snprintf(data, sizeof data, "mode=%04o", static_cast<unsigned>(d.mode));
+    if (::mount("tmpfs", d.path.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, data) != 0) {
+      say("cannot mount tmpfs on " + d.path + ": " + error_text(errno));
+    } else {
+      mounted += " " + d.path;
+    }
+  }
+  say("read-only root: tmpfs on" + (mounted.empty() ? std::string(" nothing") : mounted) +
+      ", everything else read-only");
 }
 
 // The kernel gives /init the console as fds 0-2 when the archive has /dev/console (imagefs always
@@ -347,6 +426,7 @@ int run() {
   (void)::sigaction(SIGCHLD, &noop, nullptr);
 
   ::umask(022);
+  make_root_writable();
   mount_filesystems();
   ensure_console();
   bring_up_loopback();

@@ -694,6 +694,8 @@ def main():
     fleet.add_argument("--stores", type=int, default=3, help="stores (hosts) pulling at once")
     fleet.add_argument("--runs", type=int, default=3)
     fleet.set_defaults(func=lambda a: __import__("fleet").bench_fleet(a))
+    import bench_erofs  # its own file (scripts/bench_lib/bench_erofs.py)
+    bench_erofs.add_parser(sub)
     args = p.parse_args()
     args.func(args)
 

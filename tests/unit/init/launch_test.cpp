@@ -14,6 +14,7 @@ class FakeRoot final : public RootFs {
   std::map<std::string, std::string> files;  // path -> contents (regular, not executable)
   std::set<std::string> executables;
   std::set<std::string> dirs = {"/"};
+  std::set<std::string> symlinks;  // also in dirs/files when they point at one
 
   [[nodiscard]] std::optional<std::string> read_file(const std::string& path) const override {
     auto it = files.find(path);
@@ -25,6 +26,9 @@ class FakeRoot final : public RootFs {
     if (executables.count(path) != 0) return Kind::executable_file;
     if (files.count(path) != 0) return Kind::other;
     return Kind::missing;
+  }
+  [[nodiscard]] bool is_symlink(const std::string& path) const override {
+    return symlinks.count(path) != 0;
   }
 };
 
@@ -152,6 +156,42 @@ TEST(ChooseHostname, KernelThenImageThenLocalhost) {
   EXPECT_EQ(choose_hostname("(none)", std::nullopt), "localhost");
   EXPECT_EQ(choose_hostname("(none)", "\n"), "localhost");
   EXPECT_EQ(choose_hostname("(none)", "bad name\n"), "localhost");
+}
+
+// --- a read-only root (an EROFS disk) -----------------------------------------------------------
+
+TEST(PlanWritableRoot, OverlayScratchIsTheInitsOwnDirectory) {
+  FakeRoot root = image();
+  root.dirs.insert({"/.imagefs", "/run", "/tmp", "/var", "/var/tmp"});
+  root.dirs.insert("/var/run");
+  root.symlinks.insert("/var/run");  // -> /run, as Debian's images have it
+  const WritableRoot plan = plan_writable_root(root);
+  EXPECT_EQ(plan.scratch, "/.imagefs");
+  // The fallback: every usual scratch directory that is a directory, not one through a symlink.
+  EXPECT_EQ(plan.fallback,
+            (std::vector<TmpfsDir>{{"/tmp", 01777}, {"/var/tmp", 01777}, {"/run", 0755}}));
+  EXPECT_EQ(overlay_options(plan.scratch),
+            "lowerdir=/,upperdir=/.imagefs/upper,workdir=/.imagefs/work");
+  EXPECT_EQ(overlay_root(plan.scratch), "/.imagefs/root");
+}
+
+TEST(PlanWritableRoot, AnotherDirectoryWhenTheInitWasCopiedElsewhere) {
+  FakeRoot root = image();
+  root.dirs.insert({"/tmp", "/mnt"});
+  root.dirs.insert("/run");
+  root.symlinks.insert("/run");  // a symlink is never a scratch directory
+  root.files["/media"] = "a file, not a directory";
+  const WritableRoot plan = plan_writable_root(root);
+  EXPECT_EQ(plan.scratch, "/tmp");
+  EXPECT_EQ(plan.fallback, (std::vector<TmpfsDir>{{"/tmp", 01777}}));
+}
+
+TEST(PlanWritableRoot, AnImageOfOneFileHasNeitherOverlayNorTmpfs) {
+  FakeRoot root;
+  root.executables = {"/app"};
+  const WritableRoot plan = plan_writable_root(root);
+  EXPECT_EQ(plan.scratch, "");
+  EXPECT_TRUE(plan.fallback.empty());
 }
 
 }  // namespace
