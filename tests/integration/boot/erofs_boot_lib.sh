@@ -4,14 +4,8 @@
 # that loads them, mounts the disk and switches root into it, as a distribution's initramfs does;
 # kernels built for microVMs (CONFIG_VIRTIO_BLK=y, CONFIG_EROFS_FS=y) boot the disk without one.
 #
-#   erofs_disk MNT REF         set EROFS_DISK to the path of REF's read-only root disk:
-#                              MNT/REF/rootfs.erofs, served by the mount. FALLBACK, until rootfs.erofs is merged (the lead
-#                              removes it then): when the mount has no rootfs.erofs, an image made
-#                              by Debian's mkfs.erofs (uncompressed) of `imagefs export REF` plus
-#                              the default init at /.imagefs/init and its config at
-#                              /.imagefs/init.conf, both taken from `imagefs build REF` (a cpio
-#                              archive) as the archives carry them. Logs which one it used and sets
-#                              EROFS_DISK_KIND=mount|mkfs.erofs. Needs $CACHE.
+#   erofs_disk MNT REF         set EROFS_DISK to MNT/REF/rootfs.erofs, REF's read-only root disk
+#                              as the mount serves it (failing the test if it cannot be stat'ed).
 #   erofs_loader OUT [MODULE...]
 #                              write a loader initramfs (gzip newc) to OUT: a static busybox, the
 #                              kernel's modules MODULE... (default: virtio_pci virtio_blk erofs
@@ -29,39 +23,13 @@
 # shellcheck shell=bash
 
 # shellcheck disable=SC2034 # read by the tests
-EROFS_DISK='' EROFS_DISK_KIND=''
+EROFS_DISK=''
 
 erofs_disk() {
-  local mnt=$1 ref=$2 work tree err
-  if err=$(fs stat "$mnt/$ref/rootfs.erofs" 2>&1 >/dev/null); then
-    # shellcheck disable=SC2034 # read by the tests
-    EROFS_DISK_KIND=mount
-    log "  $ref: rootfs.erofs served by the mount"
-    EROFS_DISK=$mnt/$ref/rootfs.erofs
-    return
-  fi
-  # The fallback (see above): remove once rootfs.erofs is in the mount. Only for a mount without
-  # the file: any other failure to stat it is the test's failure.
-  case $err in *"No such file or directory"*) ;; *) fail "stat $mnt/$ref/rootfs.erofs: $err" ;; esac
-  require_cmd mkfs.erofs cpio
-  work=$(mktemp -d "$TEST_TMPDIR/erofs-disk.XXXXXX")
-  tree=$work/tree
-  assert_ok "$IMAGEFS_BIN" export --cache-dir "$CACHE" "$ref" "$tree" >/dev/null
-  assert_ok "$IMAGEFS_BIN" build --cache-dir "$CACHE" "$ref" -o "$work/archive.cpio" --format none >/dev/null
-  mkdir "$work/cpio"
-  (cd "$work/cpio" && cpio -id --quiet init .imagefs/init.conf <"$work/archive.cpio") ||
-    fail "cannot take init and .imagefs/init.conf out of imagefs build's archive of $ref"
-  [ -f "$work/cpio/init" ] && [ -f "$work/cpio/.imagefs/init.conf" ] ||
-    fail "imagefs build's archive of $ref lacks init or .imagefs/init.conf"
-  mkdir -p "$tree/.imagefs"
-  install -m 0755 "$work/cpio/init" "$tree/.imagefs/init"
-  install -m 0644 "$work/cpio/.imagefs/init.conf" "$tree/.imagefs/init.conf"
-  assert_ok mkfs.erofs --quiet "$work/rootfs.erofs" "$tree" >/dev/null
-  rm -rf "$tree"
-  # shellcheck disable=SC2034 # read by the tests
-  EROFS_DISK_KIND=mkfs.erofs
-  log "  $ref: NO rootfs.erofs in the mount yet: FALLBACK to mkfs.erofs of imagefs export (not served by the mount)"
-  EROFS_DISK=$work/rootfs.erofs
+  local mnt=$1 ref=$2 err
+  err=$(fs stat "$mnt/$ref/rootfs.erofs" 2>&1 >/dev/null) || fail "stat $mnt/$ref/rootfs.erofs: $err"
+  log "  $ref: rootfs.erofs served by the mount"
+  EROFS_DISK=$mnt/$ref/rootfs.erofs
 }
 
 # _erofs_module_paths KVER NAME...: the modules' paths relative to /usr/lib/modules/KVER, each

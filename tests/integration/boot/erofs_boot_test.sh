@@ -17,8 +17,7 @@
 #   - the same image's initramfs.cpio.gz from the mount, the control: the root is the kernel's
 #     writable rootfs, which the init leaves as it is (no read-only-root line).
 # The guest's checks are the image's own command (erofs-checks, a busybox script) that execs
-# showargs at its end. Until rootfs.erofs is merged, erofs_disk falls back to mkfs.erofs of the
-# export (see erofs_boot_lib.sh); it says which it used.
+# showargs at its end. The disk is MNT/REF/rootfs.erofs, straight from the mount.
 set -euo pipefail
 source "${IMAGEFS_SOURCE_DIR:-$(cd "$(dirname "$0")/../../.." && pwd)}/tests/integration/lib.sh"
 source "$IMAGEFS_SOURCE_DIR/tests/integration/pull/pull_lib.sh"
@@ -197,4 +196,4 @@ log "the same image as an initramfs (the control): the init leaves the writable 
 run initramfs
 
 assert_eq "$before" "$(fs sha256sum "$disk" | cut -d' ' -f1)" "the disk's bytes after the boots"
-log "disk: $EROFS_DISK_KIND, $(fs stat -c %s "$disk") bytes, unchanged"
+log "disk: rootfs.erofs from the mount, $(fs stat -c %s "$disk") bytes, unchanged"
