@@ -85,8 +85,8 @@ struct OpenFile {
   mutable std::atomic<bool> served{false};
 };
 
-// Counts a read of `bytes` served from `file` (fs/ops.cpp calls it after the reply; the rootfs
-// path replies without Filesystem::read). Thread-safe.
+// Counts a read of `bytes` served from `file` (fs/ops.cpp calls it just before the reply, after
+// which `file` may be freed; the rootfs path replies without Filesystem::read). Thread-safe.
 void count_served(const OpenFile& file, size_t bytes);
 
 struct MountInfo {

@@ -445,15 +445,18 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
     buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
     buf.buf[0].fd = file.fd;
     buf.buf[0].pos = static_cast<off_t>(file.fd_offset + offset);
-    if (fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE) == 0) count_served(file, n);
+    // Counted before the reply: once it is sent, the reader may close the file and a release on
+    // another thread free `file`.
+    count_served(file, n);
+    fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
     return;
   }
   thread_local std::vector<uint8_t> buffer;
   if (buffer.size() < size) buffer.resize(size);
   auto n = fs_of(req).read(file, offset, std::span(buffer.data(), size));
   if (!n.ok()) return reply_error(req, n.error());
-  if (fuse_reply_buf(req, reinterpret_cast<const char*>(buffer.data()), *n) == 0)
-    count_served(file, *n);
+  count_served(file, *n);  // before the reply, as above
+  fuse_reply_buf(req, reinterpret_cast<const char*>(buffer.data()), *n);
 }
 
 void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
