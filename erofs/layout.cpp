@@ -253,21 +253,26 @@ Result<Layout> lay_out(const TreeNodes& tree, std::string_view uuid_seed) {
                  n.mtime_sec != build.first || n.mtime_nsec != build.second;
     const uint64_t head = inode_size(p) + p.xattrs.size();
     uint64_t remaining = kBlockSize - pos % kBlockSize;
-    // Directories and symlinks shorter than a block go inline, after the inode and its xattrs,
-    // when they fit in its block (padding to a new block when that wastes less than a data block
-    // would); file data always goes to blocks of its own (FLAT_PLAIN), mapped to the layers.
-    const bool small = (S_ISDIR(n.mode) || S_ISLNK(n.mode)) && p.size > 0 && p.size < kBlockSize &&
-                       head + p.size <= kBlockSize;
-    if (small && head + p.size <= remaining) {
+    // The last partial block of a file, and a directory or symlink shorter than a block, go
+    // inline after the inode and its xattrs (FLAT_INLINE) when they fit in its block, padding to
+    // a new block when that wastes less than a block of their own would; the file's whole blocks
+    // stay blocks of their own, mapped to the layers. A directory of more than a block keeps
+    // every block (FLAT_PLAIN), as the kernel reads its entries block by block.
+    const uint64_t tail = S_ISREG(n.mode)                       ? p.size % kBlockSize
+                          : (S_ISDIR(n.mode) || S_ISLNK(n.mode)) ? p.size
+                                                                 : 0;
+    const bool inline_tail = tail > 0 && head + tail <= kBlockSize &&
+                             (S_ISREG(n.mode) || p.size < kBlockSize);
+    if (inline_tail && head + tail <= remaining) {
       p.data_layout = kLayoutFlatInline;
-    } else if (small && remaining <= kBlockSize - p.size) {
+    } else if (inline_tail && remaining <= kBlockSize - tail) {
       p.data_layout = kLayoutFlatInline;
       pos = align_up(pos, kBlockSize);
     } else if (head > remaining && (head <= kBlockSize || inode_size(p) > remaining)) {
       pos = align_up(pos, kBlockSize);  // an inode and its xattrs never cross a block
     }
     p.pos = pos;
-    pos += head + (p.data_layout == kLayoutFlatInline ? p.size : 0);
+    pos += head + (p.data_layout == kLayoutFlatInline ? tail : 0);
     pos = align_up(pos, 32);
   }
   if (placed[0].pos != 0) return make_error(EINVAL, "the root inode is not first");
@@ -279,12 +284,16 @@ Result<Layout> lay_out(const TreeNodes& tree, std::string_view uuid_seed) {
   const uint64_t meta_blocks = std::max<uint64_t>(1, align_up(pos, kBlockSize) / kBlockSize);
   uint64_t next = kMetaBlkaddr + meta_blocks;
   for (Placed& p : placed) {
-    if (p.data_layout != kLayoutFlatPlain || p.size == 0) continue;
     if (!S_ISDIR(nodes[p.node].mode) && !S_ISLNK(nodes[p.node].mode) &&
         !S_ISREG(nodes[p.node].mode))
       continue;
+    // FLAT_INLINE: the whole blocks only (none for a directory or symlink of less than a block).
+    const uint64_t blocks = p.data_layout == kLayoutFlatInline ? p.size / kBlockSize
+                                                               : align_up(p.size, kBlockSize) /
+                                                                     kBlockSize;
+    if (blocks == 0) continue;
     p.blkaddr = static_cast<uint32_t>(next);
-    next += align_up(p.size, kBlockSize) / kBlockSize;
+    next += blocks;
     if (next > 0xffffffffu) return make_error(EFBIG, "the image would be larger than 16 TiB");
   }
 
@@ -323,7 +332,10 @@ Result<Layout> lay_out(const TreeNodes& tree, std::string_view uuid_seed) {
   std::memcpy(meta.data() + sb + 64, "imagefs", 7);  // volume_name
   // feature_incompat 0, no compression, no extra devices, dirblkbits 0: the rest stays zero.
 
-  out.extents.push_back(Extent{0, meta.size(), kMetaSource, 0});
+  // Inline file tails read from a layer or the embedded init: ranges of the metadata area that
+  // come from elsewhere (the metadata extent is cut around them below).
+  std::vector<Extent> tails;
+  const uint64_t meta_area = meta.size();
   auto add_meta = [&](uint64_t blkaddr, std::string_view bytes) {
     out.extents.push_back(Extent{blkaddr * kBlockSize, bytes.size(), kMetaSource, meta.size()});
     meta += bytes;
@@ -342,8 +354,8 @@ Result<Layout> lay_out(const TreeNodes& tree, std::string_view uuid_seed) {
     if (S_ISCHR(n.mode) || S_ISBLK(n.mode)) {
       // The kernel's new_encode_dev().
       iu = (n.rdev_minor & 0xff) | (n.rdev_major << 8) | ((n.rdev_minor & ~0xffu) << 12);
-    } else if (p.data_layout == kLayoutFlatPlain) {
-      iu = p.blkaddr;
+    } else {
+      iu = p.blkaddr;  // FLAT_PLAIN: all the data; FLAT_INLINE: the whole blocks before the tail
     }
     const size_t at = kMetaBlkaddr * kBlockSize + p.pos;
     const uint16_t icount =
@@ -374,8 +386,23 @@ Result<Layout> lay_out(const TreeNodes& tree, std::string_view uuid_seed) {
     }
     const size_t xat = at + inode_size(p);
     std::memcpy(meta.data() + xat, p.xattrs.data(), p.xattrs.size());
-    if (p.data_layout == kLayoutFlatInline) {
+    if (p.data_layout == kLayoutFlatInline && !S_ISREG(n.mode)) {
       std::memcpy(meta.data() + xat + p.xattrs.size(), data.data(), data.size());
+    } else if (p.data_layout == kLayoutFlatInline) {
+      const uint64_t whole = p.size / kBlockSize * kBlockSize;
+      const uint64_t tail = p.size - whole;
+      const size_t tail_at = xat + p.xattrs.size();
+      if (n.layer == kMetaSource) {
+        if (whole > 0) add_meta(p.blkaddr, std::string_view(n.bytes).substr(0, whole));
+        std::memcpy(meta.data() + tail_at, n.bytes.data() + whole, tail);
+      } else {
+        if (n.layer >= out.layers.size() && n.layer != kInitSource)
+          return make_error(EINVAL, "a file names no layer");
+        if (whole > 0)
+          out.extents.push_back(
+              Extent{uint64_t{p.blkaddr} * kBlockSize, whole, n.layer, n.layer_offset});
+        tails.push_back(Extent{tail_at, tail, n.layer, n.layer_offset + whole});
+      }
     } else if (p.size > 0) {
       if (S_ISDIR(n.mode) || S_ISLNK(n.mode)) {
         add_meta(p.blkaddr, data);
@@ -389,6 +416,16 @@ Result<Layout> lay_out(const TreeNodes& tree, std::string_view uuid_seed) {
       }
     }
   }
+  // The metadata area, its bytes from `meta` (image offset = offset in meta) except the tails.
+  std::sort(tails.begin(), tails.end(),
+            [](const Extent& a, const Extent& b) { return a.offset < b.offset; });
+  uint64_t from = 0;
+  for (const Extent& t : tails) {
+    if (t.offset > from) out.extents.push_back(Extent{from, t.offset - from, kMetaSource, from});
+    out.extents.push_back(t);
+    from = t.offset + t.length;
+  }
+  if (meta_area > from) out.extents.push_back(Extent{from, meta_area - from, kMetaSource, from});
   std::sort(out.extents.begin(), out.extents.end(),
             [](const Extent& a, const Extent& b) { return a.offset < b.offset; });
   return out;

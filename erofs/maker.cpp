@@ -35,7 +35,7 @@ namespace {
 // Layout files are shared derived files (store/derived.h) of this kind.
 constexpr std::string_view kKind = "erofs";
 // Bumped whenever the layout rules change, so that an old layout is not served for new rules.
-constexpr std::string_view kLayoutVersion = "erofs layout 1";
+constexpr std::string_view kLayoutVersion = "erofs layout 2";  // 2: file tails inline
 // Where the boot files go: a kernel boots the image with init=/.imagefs/init.
 constexpr std::string_view kInitPath = "/.imagefs/init";
 constexpr off_t kMaxLayoutFile = off_t{1} << 30;

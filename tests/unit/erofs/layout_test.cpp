@@ -96,9 +96,12 @@ class Reader {
     if (S_ISCHR(r.mode) || S_ISBLK(r.mode)) {
       r.rdev = iu;
     } else if (layout == 2) {
+      // FLAT_INLINE: the whole blocks at i_u, then the last partial block after the inode.
       const uint64_t tail = at + isize + xsize;
-      EXPECT_LE(tail % 4096 + r.size, 4096u) << "inline data crosses a block";
-      r.data = img_.substr(tail, r.size);
+      const uint64_t whole = r.size / 4096 * 4096;
+      EXPECT_NE(whole, r.size) << "an inline layout without a tail";
+      EXPECT_LE(tail % 4096 + (r.size - whole), 4096u) << "inline data crosses a block";
+      r.data = img_.substr(uint64_t{iu} * 4096, whole) + img_.substr(tail, r.size - whole);
     } else {
       EXPECT_EQ(layout, 0u);
       r.data = img_.substr(uint64_t{iu} * 4096, r.size);
@@ -327,9 +330,22 @@ TEST(ErofsLayout, FilesPast4GiBTakeExtendedInodes) {
   const uint64_t at = r.meta() + nid * 32;
   EXPECT_EQ(le(head, at, 2) & 1, 1u);
   EXPECT_EQ(le(head, at + 8, 8), big.size);
+  // Its 5 GiB of whole blocks from the layer, and its last 3 bytes inline after the inode, read
+  // from the layer too.
   const Extent& last = layout->extents.back();
-  EXPECT_EQ(last.length, big.size);
+  EXPECT_EQ(last.length, uint64_t{5} << 30);
   EXPECT_EQ(last.source, 0u);
+  EXPECT_EQ(last.source_offset, 0u);
+  uint64_t from_layer = 0;
+  for (const Extent& e : layout->extents) {
+    if (e.source != 0) continue;
+    from_layer += e.length;
+    if (e.length == 3) {
+      EXPECT_LT(e.offset, 3u * 4096) << "the tail is in the metadata area";
+      EXPECT_EQ(e.source_offset, uint64_t{5} << 30);
+    }
+  }
+  EXPECT_EQ(from_layer, big.size);
 }
 
 TEST(ErofsLayout, RefusesWhatEROFSCannotHold) {
