@@ -258,11 +258,11 @@ Result<Layout> lay_out(const TreeNodes& tree, std::string_view uuid_seed) {
     // a new block when that wastes less than a block of their own would; the file's whole blocks
     // stay blocks of their own, mapped to the layers. A directory of more than a block keeps
     // every block (FLAT_PLAIN), as the kernel reads its entries block by block.
-    const uint64_t tail = S_ISREG(n.mode)                       ? p.size % kBlockSize
+    const uint64_t tail = S_ISREG(n.mode)                        ? p.size % kBlockSize
                           : (S_ISDIR(n.mode) || S_ISLNK(n.mode)) ? p.size
                                                                  : 0;
-    const bool inline_tail = tail > 0 && head + tail <= kBlockSize &&
-                             (S_ISREG(n.mode) || p.size < kBlockSize);
+    const bool inline_tail =
+        tail > 0 && head + tail <= kBlockSize && (S_ISREG(n.mode) || p.size < kBlockSize);
     if (inline_tail && head + tail <= remaining) {
       p.data_layout = kLayoutFlatInline;
     } else if (inline_tail && remaining <= kBlockSize - tail) {
@@ -288,9 +288,9 @@ Result<Layout> lay_out(const TreeNodes& tree, std::string_view uuid_seed) {
         !S_ISREG(nodes[p.node].mode))
       continue;
     // FLAT_INLINE: the whole blocks only (none for a directory or symlink of less than a block).
-    const uint64_t blocks = p.data_layout == kLayoutFlatInline ? p.size / kBlockSize
-                                                               : align_up(p.size, kBlockSize) /
-                                                                     kBlockSize;
+    const uint64_t blocks = p.data_layout == kLayoutFlatInline
+                                ? p.size / kBlockSize
+                                : align_up(p.size, kBlockSize) / kBlockSize;
     if (blocks == 0) continue;
     p.blkaddr = static_cast<uint32_t>(next);
     next += blocks;

@@ -26,6 +26,7 @@ namespace imagefs::erofs {
 
 namespace fs = std::filesystem;
 using detail::kInitSource;
+using detail::kMetaSource;
 using detail::Layout;
 using detail::Node;
 using detail::TreeNodes;
@@ -186,7 +187,88 @@ class ErofsImage final : public cpio::Archive {
         });
   }
 
+  // `imagefs build --format erofs`: sequential writes from the fd's position, the layers' data
+  // copied by the kernel (copy_file_range: no trip through our memory, a reflink where the file
+  // system shares blocks), the zeros between extents left as holes.
+  Result<void> write_to(int fd, const fs::path& name) const override {
+    uint64_t at = 0;  // the image offset the output's position stands for
+    auto skip_to = [&](uint64_t to) -> Result<void> {
+      if (to <= at) return {};
+      if (::lseek(fd, static_cast<off_t>(to - at), SEEK_CUR) < 0)
+        return write_through_read(fd, name, at);  // not seekable: zeros written
+      at = to;
+      return {};
+    };
+    auto write_bytes = [&](const uint8_t* data, size_t size) -> Result<void> {
+      for (size_t done = 0; done < size;) {
+        ssize_t w = ::write(fd, data + done, size - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return errno_error(errno, "cannot write", name);
+        done += static_cast<size_t>(w);
+      }
+      at += size;
+      return {};
+    };
+    for (const detail::Extent& e : layout_.extents) {
+      IMAGEFS_CHECK(skip_to(e.offset));
+      if (at != e.offset) return {};  // written whole by write_through_read
+      if (e.source == kMetaSource) {
+        IMAGEFS_CHECK(write_bytes(
+            reinterpret_cast<const uint8_t*>(layout_.meta.data()) + e.source_offset, e.length));
+        continue;
+      }
+      if (e.source == kInitSource) {
+        const auto bin = init::default_init_binary();
+        if (e.source_offset > bin.size() || e.length > bin.size() - e.source_offset)
+          return make_error(EIO, "rootfs.erofs reads past the default init");
+        IMAGEFS_CHECK(write_bytes(bin.data() + e.source_offset, e.length));
+        continue;
+      }
+      auto src = static_cast<loff_t>(e.source_offset);
+      for (uint64_t left = e.length; left > 0;) {
+        ssize_t n = ::copy_file_range(fds_[e.source].get(), &src, fd, nullptr,
+                                      static_cast<size_t>(left), 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP ||
+                      errno == EBADF))
+          return write_through_read(fd, name, at);  // from the first byte not copied
+        if (n < 0) return errno_error(errno, "cannot write", name);
+        if (n == 0)
+          return make_error(EIO, "the data file of layer " + layout_.layers[e.source].str() +
+                                     " is shorter than rootfs.erofs needs");
+        left -= static_cast<uint64_t>(n);
+        at += static_cast<uint64_t>(n);
+      }
+    }
+    if (at < layout_.size) {
+      // The last hole: the file must still reach the image's size.
+      IMAGEFS_CHECK(skip_to(layout_.size - 1));
+      if (at == layout_.size - 1) {
+        const uint8_t zero = 0;
+        IMAGEFS_CHECK(write_bytes(&zero, 1));
+      }
+    }
+    return {};
+  }
+
  private:
+  // The image from `offset` on, through read(): for outputs copy_file_range cannot write to.
+  Result<void> write_through_read(int fd, const fs::path& name, uint64_t offset) const {
+    std::vector<uint8_t> buffer(size_t{1} << 20);
+    for (uint64_t at = offset; at < layout_.size;) {
+      IMAGEFS_TRY(n, read(at, buffer));
+      if (n == 0) return make_error(EIO, "rootfs.erofs ended early at byte " + std::to_string(at));
+      for (size_t done = 0; done < n;) {
+        ssize_t w = ::write(fd, buffer.data() + done, n - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return errno_error(errno, "cannot write", name);
+        done += static_cast<size_t>(w);
+      }
+      at += n;
+    }
+    return {};
+  }
+
   Layout layout_;
   std::vector<UniqueFd> fds_;
   cpio::ArchiveStats stats_;
