@@ -47,6 +47,11 @@ class Archive {
   virtual Result<void> write_to(int fd, const std::filesystem::path& name) const;
 };
 
+// The archive from `offset` on, through read() and write(): what write_to() falls back on where
+// the kernel cannot copy (the output at that offset already).
+Result<void> write_through_read(const Archive& archive, uint64_t offset, int fd,
+                                const std::filesystem::path& name);
+
 struct BuildProgress {
   // Segments compressed so far of those that needed it, and raw bytes they cover. Called from
   // the compressing threads, one call at a time, after each segment; not called when nothing

@@ -19,11 +19,8 @@ namespace imagefs::cpio {
 namespace fs = std::filesystem;
 using detail::SegmentRef;
 
-namespace {
-
-// The archive from `offset` on, written to `fd` through a buffer.
-Result<void> copy_through_read(const Archive& archive, uint64_t offset, int fd,
-                               const fs::path& name) {
+Result<void> write_through_read(const Archive& archive, uint64_t offset, int fd,
+                                const fs::path& name) {
   std::vector<uint8_t> buffer(size_t{1} << 20);
   for (uint64_t at = offset; at < archive.size();) {
     IMAGEFS_TRY(n, archive.read(at, buffer));
@@ -38,6 +35,8 @@ Result<void> copy_through_read(const Archive& archive, uint64_t offset, int fd,
   }
   return {};
 }
+
+namespace {
 
 class ArchiveImpl final : public Archive {
  public:
@@ -98,7 +97,7 @@ class ArchiveImpl final : public Archive {
                       errno == EBADF)) {
           // Not between these files (another file system, a pipe): the rest through read(), from
           // the first byte this segment did not copy (the output's offset has moved that far).
-          return copy_through_read(*this, starts_[i] + static_cast<uint64_t>(at), fd, name);
+          return write_through_read(*this, starts_[i] + static_cast<uint64_t>(at), fd, name);
         }
         if (n < 0) return errno_error(errno, "cannot write", name);
         if (n == 0)
@@ -143,7 +142,7 @@ class ArchiveImpl final : public Archive {
 }  // namespace
 
 Result<void> Archive::write_to(int fd, const fs::path& name) const {
-  return copy_through_read(*this, 0, fd, name);
+  return write_through_read(*this, 0, fd, name);
 }
 
 namespace detail {

@@ -195,7 +195,7 @@ class ErofsImage final : public cpio::Archive {
     auto skip_to = [&](uint64_t to) -> Result<void> {
       if (to <= at) return {};
       if (::lseek(fd, static_cast<off_t>(to - at), SEEK_CUR) < 0)
-        return write_through_read(fd, name, at);  // not seekable: zeros written
+        return cpio::write_through_read(*this, at, fd, name);  // not seekable: zeros written
       at = to;
       return {};
     };
@@ -231,7 +231,7 @@ class ErofsImage final : public cpio::Archive {
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP ||
                       errno == EBADF))
-          return write_through_read(fd, name, at);  // from the first byte not copied
+          return cpio::write_through_read(*this, at, fd, name);  // from the first byte not copied
         if (n < 0) return errno_error(errno, "cannot write", name);
         if (n == 0)
           return make_error(EIO, "the data file of layer " + layout_.layers[e.source].str() +
@@ -252,23 +252,6 @@ class ErofsImage final : public cpio::Archive {
   }
 
  private:
-  // The image from `offset` on, through read(): for outputs copy_file_range cannot write to.
-  Result<void> write_through_read(int fd, const fs::path& name, uint64_t offset) const {
-    std::vector<uint8_t> buffer(size_t{1} << 20);
-    for (uint64_t at = offset; at < layout_.size;) {
-      IMAGEFS_TRY(n, read(at, buffer));
-      if (n == 0) return make_error(EIO, "rootfs.erofs ended early at byte " + std::to_string(at));
-      for (size_t done = 0; done < n;) {
-        ssize_t w = ::write(fd, buffer.data() + done, n - done);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) return errno_error(errno, "cannot write", name);
-        done += static_cast<size_t>(w);
-      }
-      at += n;
-    }
-    return {};
-  }
-
   Layout layout_;
   std::vector<UniqueFd> fds_;
   cpio::ArchiveStats stats_;
