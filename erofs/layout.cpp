@@ -61,16 +61,16 @@ void put64(std::string& s, size_t at, uint64_t v) {
 // The xattr name prefixes EROFS knows (erofs_fs.h's EROFS_XATTR_INDEX_*): index and prefix. The
 // two ACL names are whole names (an empty suffix).
 struct Prefix {
-  uint8_t index;
   std::string_view prefix;
+  uint8_t index;
   bool whole;
 };
 constexpr Prefix kPrefixes[] = {
-    {2, "system.posix_acl_access", true},
-    {3, "system.posix_acl_default", true},
-    {1, "user.", false},
-    {4, "trusted.", false},
-    {6, "security.", false},
+    {"system.posix_acl_access", 2, true},
+    {"system.posix_acl_default", 3, true},
+    {"user.", 1, false},
+    {"trusted.", 4, false},
+    {"security.", 6, false},
 };
 
 // The inline xattr body of one inode: the 12-byte header then the entries, each 4-byte aligned.
