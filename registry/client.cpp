@@ -225,6 +225,34 @@ void RegistryClient::rest(const RegistryHost& host) {
   resting_[host.url()] = std::chrono::steady_clock::now() + kMirrorRest;
 }
 
+Result<Reply> RegistryClient::send_to(const RegistryHost& host, const RegistryRequest& request,
+                                      bool last) {
+  Result<Reply> sent = transport_->send(host, for_host(request, last));
+  if (!sent.ok() && !last) rest(host);
+  return sent;
+}
+
+template <typename T, typename Attempt>
+Result<T> RegistryClient::first_that_serves(const std::vector<RegistryHost>& hosts,
+                                            const std::string& subject, const Notice& notice,
+                                            std::string* served_by, Attempt attempt) {
+  HostFailures failures;
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    const RegistryHost& host = hosts[i];
+    const bool last = i + 1 == hosts.size();
+    if (!last && resting(host)) continue;
+    Result<T> got = attempt(host, last);
+    if (got.ok()) {
+      if (served_by != nullptr) *served_by = host.name;
+      return got;
+    }
+    if (last) return failures.finish(got.error());
+    HostFailures::tell(notice, host, subject, got.error());
+    failures.add(host, got.error());
+  }
+  return make_error(EIO, subject + ": no host to ask");  // not reached: the upstream is last
+}
+
 Error RegistryClient::status_error(const Reference& ref, const std::string& host,
                                    const std::string& subject, const Reply& reply,
                                    bool is_manifest) {
@@ -350,47 +378,33 @@ Result<FetchedManifest> RegistryClient::get_manifest(const Reference& ref,
   std::string where = subject + " in " + ref.name();
   Capability need = tag_or_digest.starts_with("sha256:") ? Capability::pull : Capability::resolve;
   std::vector<RegistryHost> hosts = hosts_->hosts_for(ref.domain, need);
-  HostFailures failures;
-  for (size_t i = 0; i < hosts.size(); ++i) {
-    const RegistryHost& host = hosts[i];
-    bool last = i + 1 == hosts.size();
-    if (!last && resting(host)) continue;
-    auto attempt = [&]() -> Result<FetchedManifest> {
-      Result<Reply> sent = transport_->send(host, for_host(request, last));
-      if (!sent.ok()) {
-        if (!last) rest(host);
-        return sent.error();
-      }
-      Reply& reply = sent.value();
-      if (reply.response.status != 200) return status_error(ref, host.name, subject, reply, true);
-      std::string content_type = reply.response.headers.get("Content-Type").value_or("");
-      Result<std::string> type = manifest_media_type(reply.response.body, content_type);
-      if (!type.ok()) return type.error().context(where);
-      store::Digest actual = store::Digest::of(reply.response.body);
-      if (expected) {
-        if (actual != *expected)
-          return make_error(EIO, where + ": registry " + host.name + " served bytes with digest " +
-                                     actual.str() + " instead of " + expected->str());
-      } else if (std::optional<std::string> header =
-                     reply.response.headers.get("Docker-Content-Digest")) {
-        Result<store::Digest> claimed = store::Digest::parse(*header);
-        if (claimed.ok() && claimed.value() != actual)
-          return make_error(EIO, where + ": registry " + host.name + " served bytes with digest " +
-                                     actual.str() + " but said they were " + claimed->str());
-      }
-      return FetchedManifest{std::move(reply.response.body), std::move(type).value(),
-                             std::move(actual)};
-    };
-    Result<FetchedManifest> fetched = attempt();
-    if (fetched.ok()) {
-      if (served_by != nullptr) *served_by = host.name;
-      return fetched;
-    }
-    if (last) return failures.finish(fetched.error());
-    HostFailures::tell(notice, host, subject, fetched.error());
-    failures.add(host, fetched.error());
-  }
-  return make_error(EIO, where + ": no host to ask");  // not reached
+  return first_that_serves<FetchedManifest>(
+      hosts, subject, notice, served_by,
+      [&](const RegistryHost& host, bool last) -> Result<FetchedManifest> {
+        Result<Reply> sent = send_to(host, request, last);
+        if (!sent.ok()) return sent.error();
+        Reply& reply = sent.value();
+        if (reply.response.status != 200) return status_error(ref, host.name, subject, reply, true);
+        std::string content_type = reply.response.headers.get("Content-Type").value_or("");
+        Result<std::string> type = manifest_media_type(reply.response.body, content_type);
+        if (!type.ok()) return type.error().context(where);
+        store::Digest actual = store::Digest::of(reply.response.body);
+        if (expected) {
+          if (actual != *expected)
+            return make_error(EIO, where + ": registry " + host.name +
+                                       " served bytes with digest " + actual.str() +
+                                       " instead of " + expected->str());
+        } else if (std::optional<std::string> header =
+                       reply.response.headers.get("Docker-Content-Digest")) {
+          Result<store::Digest> claimed = store::Digest::parse(*header);
+          if (claimed.ok() && claimed.value() != actual)
+            return make_error(EIO, where + ": registry " + host.name +
+                                       " served bytes with digest " + actual.str() +
+                                       " but said they were " + claimed->str());
+        }
+        return FetchedManifest{std::move(reply.response.body), std::move(type).value(),
+                               std::move(actual)};
+      });
 }
 
 Result<std::string> RegistryClient::get_blob(const Reference& ref, const Descriptor& blob,
@@ -406,36 +420,21 @@ Result<std::string> RegistryClient::get_blob(const Reference& ref, const Descrip
   request.max_body_bytes = blob.size;
   request.notice = notice;
   std::vector<RegistryHost> hosts = hosts_->hosts_for(ref.domain, Capability::pull);
-  HostFailures failures;
-  for (size_t i = 0; i < hosts.size(); ++i) {
-    const RegistryHost& host = hosts[i];
-    bool last = i + 1 == hosts.size();
-    if (!last && resting(host)) continue;
-    auto attempt = [&]() -> Result<std::string> {
-      Result<Reply> sent = transport_->send(host, for_host(request, last));
-      if (!sent.ok()) {
-        if (!last) rest(host);
-        return sent.error();
-      }
-      Reply& reply = sent.value();
-      if (reply.response.status != 200) return status_error(ref, host.name, subject, reply, false);
-      store::Digest actual = store::Digest::of(reply.response.body);
-      if (actual != blob.digest || reply.response.body.size() != blob.size)
-        return make_error(EIO, subject + " in " + ref.name() + ": registry " + host.name +
-                                   " served " + std::to_string(reply.response.body.size()) +
-                                   " bytes with digest " + actual.str());
-      return std::move(reply.response.body);
-    };
-    Result<std::string> bytes = attempt();
-    if (bytes.ok()) {
-      if (served_by != nullptr) *served_by = host.name;
-      return bytes;
-    }
-    if (last) return failures.finish(bytes.error());
-    HostFailures::tell(notice, host, subject, bytes.error());
-    failures.add(host, bytes.error());
-  }
-  return make_error(EIO, subject + ": no host to ask");  // not reached
+  return first_that_serves<std::string>(
+      hosts, subject, notice, served_by,
+      [&](const RegistryHost& host, bool last) -> Result<std::string> {
+        Result<Reply> sent = send_to(host, request, last);
+        if (!sent.ok()) return sent.error();
+        Reply& reply = sent.value();
+        if (reply.response.status != 200)
+          return status_error(ref, host.name, subject, reply, false);
+        store::Digest actual = store::Digest::of(reply.response.body);
+        if (actual != blob.digest || reply.response.body.size() != blob.size)
+          return make_error(EIO, subject + " in " + ref.name() + ": registry " + host.name +
+                                     " served " + std::to_string(reply.response.body.size()) +
+                                     " bytes with digest " + actual.str());
+        return std::move(reply.response.body);
+      });
 }
 
 Result<void> RegistryClient::fetch_blob_from(const RegistryHost& host, const Reference& ref,

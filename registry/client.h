@@ -104,6 +104,14 @@ class RegistryClient {
                              store::BlobWriter& writer, const std::string& what,
                              const Progress& progress, const Notice& notice);
 
+  // Each host in turn (a resting mirror skipped) until `attempt(host, last)` succeeds: its result,
+  // the host named in `served_by`; else the last host's error with the mirrors' failures.
+  template <typename T, typename Attempt>
+  Result<T> first_that_serves(const std::vector<RegistryHost>& hosts, const std::string& subject,
+                              const Notice& notice, std::string* served_by, Attempt attempt);
+  // `request` to `host`; a mirror (not `last`) that gives no answer rests.
+  Result<Reply> send_to(const RegistryHost& host, const RegistryRequest& request, bool last);
+
   // Mirrors that gave no answer, until when they are skipped (keyed by URL).
   bool resting(const RegistryHost& host) EXCLUDES(resting_mu_);
   void rest(const RegistryHost& host) EXCLUDES(resting_mu_);
