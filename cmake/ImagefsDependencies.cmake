@@ -11,6 +11,9 @@ pkg_check_modules(FUSE3 REQUIRED IMPORTED_TARGET fuse3>=3.10)
 pkg_check_modules(LMDB REQUIRED IMPORTED_TARGET lmdb)
 pkg_check_modules(LIBDEFLATE REQUIRED IMPORTED_TARGET libdeflate)
 pkg_check_modules(ZSTD REQUIRED IMPORTED_TARGET libzstd)
+# Intel's ISA-L (libisal-dev): gzip layers inflate about twice as fast as with zlib
+# (overlay/layer_stream.cpp).
+pkg_check_modules(ISAL REQUIRED IMPORTED_TARGET libisal)
 # hosts.toml (registry/hosts.cpp); Debian's libtomlplusplus-dev is the compiled library
 # (TOML_HEADER_ONLY=0), its flags come with the pkg-config target.
 pkg_check_modules(TOMLPLUSPLUS REQUIRED IMPORTED_TARGET tomlplusplus>=3)

@@ -44,6 +44,33 @@ std::string gzip(const std::string& data) {
   return out;
 }
 
+// One gzip member of `data` whose header carries every optional field RFC 1952 has (FEXTRA,
+// FNAME, FCOMMENT, FHCRC), as `gzip -N` and some registries' tools write them.
+std::string gzip_with_header_fields(const std::string& data) {
+  z_stream z{};
+  if (deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) std::abort();
+  std::string extra = "AB\x04\x00data";  // one subfield: id "AB", 4 bytes
+  std::string name = "layer.tar";
+  std::string comment = "made by a test";
+  gz_header h{};
+  h.extra = reinterpret_cast<Bytef*>(extra.data());
+  h.extra_len = static_cast<uInt>(extra.size());
+  h.name = reinterpret_cast<Bytef*>(name.data());
+  h.comment = reinterpret_cast<Bytef*>(comment.data());
+  h.hcrc = 1;
+  h.os = 3;
+  if (deflateSetHeader(&z, &h) != Z_OK) std::abort();
+  std::string out(deflateBound(&z, data.size()) + 256, '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  z.avail_in = static_cast<uInt>(data.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  if (deflate(&z, Z_FINISH) != Z_STREAM_END) std::abort();
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
 // One zstd frame of `data`, with a content checksum.
 std::string zstd(const std::string& data) {
   ZSTD_CCtx* c = ZSTD_createCCtx();
@@ -229,6 +256,23 @@ TEST_F(Stream, SeveralGzipMembersAndZstdFramesAreOneStream) {
     EXPECT_EQ(index->diff_id(), store::Digest::of(tar));
     EXPECT_EQ(content(index, "big"), pattern(3 << 20, 9));
   }
+}
+
+TEST_F(Stream, GzipHeadersWithEveryOptionalFieldAreRead) {
+  std::string tar = make_tar(kEntries);
+  std::string one = gzip_with_header_fields(tar);
+  ASSERT_EQ(static_cast<uint8_t>(one[3]), 0x1e);  // FHCRC | FEXTRA | FNAME | FCOMMENT
+  size_t cut = tar.size() / 2;
+  for (const std::string& blob :
+       {one, gzip(tar.substr(0, cut)) + gzip_with_header_fields(tar.substr(cut))}) {
+    Index index = good(blob, kTarGzip);
+    ASSERT_TRUE(index);
+    EXPECT_EQ(index->diff_id(), store::Digest::of(tar));
+    EXPECT_EQ(content(index, "big"), pattern(3 << 20, 9));
+  }
+  // The header's own CRC-16 is checked: a flipped byte of the file name is an error.
+  refused(flip(one, 10 + 2 + 8 + 2), kTarGzip,
+          "corrupt gzip data in member 1 (near byte 45 of the blob): incorrect header crc");
 }
 
 TEST_F(Stream, EmptyStreamsAndEmptyTarsAreEmptyLayers) {
