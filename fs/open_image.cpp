@@ -1,12 +1,18 @@
 // The one sequence that opens an image: reference -> manifest -> lease -> record -> layers -> tree.
 #include "fs/open_image.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <ctime>
 #include <optional>
 #include <string>
+#include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
+
+#include "common/mutex.h"
 
 #include "registry/manifest.h"
 
@@ -17,6 +23,8 @@ namespace {
 // Last use is an fsynced catalog write: skipped when the record is at most this old (the unit
 // `imagefs images` shows), so opening an image often costs no write.
 constexpr int64_t kTouchInterval = 60;
+// Layers of one image ingested at once (at most; no more than the machine has cores).
+constexpr size_t kIngestThreads = 4;
 
 void tell(registry::ProgressSink* progress, const std::string& line) {
   if (progress != nullptr) progress->message(line);
@@ -132,15 +140,15 @@ Result<void> ImageOpener::fetch_layers(const store::ImageRecord& image,
 }
 
 Result<std::shared_ptr<const overlay::LayerIndex>> ImageOpener::layer(
-    const store::ImageRecord& image, size_t i, const registry::Reference* source,
+    const store::ImageRecord& image, size_t i,
+    Result<std::shared_ptr<const overlay::LayerIndex>> got, const registry::Reference* source,
     registry::ProgressSink* progress) {
-  overlay::IngestProgress notices{{}, [&](const std::string& line) { tell(progress, line); }};
-  const store::LayerRecord& record = image.layers[i];
-  auto index = layers_->get(record, &notices);
-  if (index.ok() || index.error().code != EUCLEAN) return index;
+  if (got.ok() || got.error().code != EUCLEAN) return got;
 
   // The store's copy of the blob rotted, and the layer cache removed it: fetch it once more.
-  const Error rotten = index.error();
+  overlay::IngestProgress notices{{}, [&](const std::string& line) { tell(progress, line); }};
+  const store::LayerRecord& record = image.layers[i];
+  const Error rotten = got.error();
   std::vector<registry::Reference> sources;
   if (source != nullptr) {
     sources.push_back(*source);
@@ -172,10 +180,37 @@ Result<std::shared_ptr<overlay::Tree>> ImageOpener::open_tree(const store::Image
                                                               const registry::Reference* source,
                                                               registry::ProgressSink* progress) {
   IMAGEFS_TRY(diff_ids, diff_ids_of(*blobs_, image));
+  const size_t n = image.layers.size();
+  // Every layer through the layer cache at once, a few at a time: a layer not ingested yet costs
+  // its decompression and hashing (CPU) and an fsync, and layers do not depend on each other, so
+  // a new image's layers ingest side by side. Notices are told one at a time (a sink may assume
+  // one caller). A rotten blob is fetched again afterwards, in layer order, one at a time, and
+  // the error reported is the first layer's.
+  std::vector<std::optional<Result<std::shared_ptr<const overlay::LayerIndex>>>> got(n);
+  {
+    Mutex tell_mu;
+    std::atomic<size_t> next{0};
+    auto work = [&] {
+      overlay::IngestProgress notices{{}, [&](const std::string& line) {
+                                        MutexLock lock(tell_mu);
+                                        tell(progress, line);
+                                      }};
+      for (size_t i = next++; i < n; i = next++) got[i] = layers_->get(image.layers[i], &notices);
+    };
+    const size_t threads =
+        std::min<size_t>({n, kIngestThreads, std::max(1U, std::thread::hardware_concurrency())});
+    std::vector<std::jthread> pool;
+    try {
+      for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
+    } catch (const std::system_error&) {
+      // No more threads to be had: this one does the rest.
+    }
+    work();
+  }  // the pool joined
   std::vector<std::shared_ptr<const overlay::LayerIndex>> layers;
-  layers.reserve(image.layers.size());
-  for (size_t i = 0; i < image.layers.size(); ++i) {
-    IMAGEFS_TRY(index, layer(image, i, source, progress));
+  layers.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    IMAGEFS_TRY(index, layer(image, i, std::move(*got[i]), source, progress));
     std::optional<store::Digest> actual = index->diff_id();
     if (!actual || *actual != diff_ids[i])
       return make_error(EIO, "image " + image.manifest.str() + ": " + layer_name(image, i) +

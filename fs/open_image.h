@@ -95,11 +95,12 @@ class ImageOpener {
   [[nodiscard]] registry::Puller& puller() const { return *puller_; }
 
  private:
-  // The layer cache's index of layer `i`, with one fetch again if its blob is rotten.
-  Result<std::shared_ptr<const overlay::LayerIndex>> layer(const store::ImageRecord& image,
-                                                           size_t i,
-                                                           const registry::Reference* source,
-                                                           registry::ProgressSink* progress);
+  // `got`, the layer cache's answer for layer `i`; when that says the blob is rotten (the cache
+  // removed it), the blob fetched once more and the cache's new answer.
+  Result<std::shared_ptr<const overlay::LayerIndex>> layer(
+      const store::ImageRecord& image, size_t i,
+      Result<std::shared_ptr<const overlay::LayerIndex>> got, const registry::Reference* source,
+      registry::ProgressSink* progress);
   // Lease on `manifest`, then its record; nullopt (and no lease) when the catalog has none.
   Result<std::optional<LeasedImage>> lease_if_recorded(const store::Digest& manifest);
   void mark_used(const store::ImageRecord& image);

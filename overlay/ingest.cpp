@@ -34,7 +34,7 @@ namespace {
 constexpr size_t kWriteBuffer = size_t{1} << 20;
 // Start writeback of the data file every this many bytes, so that the final fsync finds little
 // left to write and disk writes overlap decompression.
-constexpr uint64_t kWritebackEvery = uint64_t{32} << 20;
+constexpr uint64_t kWritebackEvery = uint64_t{4} << 20;
 // PATH_MAX - 1: the longest path (or symlink target) Linux can create.
 constexpr size_t kMaxPath = 4095;
 constexpr uint64_t kMaxImplicitBytes = uint64_t{64} << 20;
