@@ -123,6 +123,7 @@ class FileBlobWriter final : public BlobWriter {
     if (::ftruncate(fd_.get(), 0) != 0) return errno_error(errno, "cannot truncate", partial_);
     hasher_ = std::make_unique<Sha256>();
     offset_ = 0;
+    written_back_ = 0;
     return {};
   }
 
@@ -196,6 +197,13 @@ class FileBlobWriter final : public BlobWriter {
     // after a short write: a later write() or a resumed writer carries on from there.
     hasher_->update(bytes.first(written));
     offset_ += written;
+    if (offset_ >= written_back_ + kWritebackEvery) {
+      // Only a hint to start writing, so that the fsync at commit finds little left (it is on a
+      // pull's critical path); errors surface at that fsync.
+      (void)::sync_file_range(fd_.get(), static_cast<off_t>(written_back_),
+                              static_cast<off_t>(offset_ - written_back_), SYNC_FILE_RANGE_WRITE);
+      written_back_ = offset_;
+    }
     return r;
   }
 
@@ -222,6 +230,8 @@ class FileBlobWriter final : public BlobWriter {
   // Small enough that the partial file shows a download's progress to a writer waiting for it
   // (open_writer's WaitReport), large enough that writes cost nothing next to the network.
   static constexpr size_t kBufferSize = size_t{256} << 10;
+  // Writeback of the partial file starts every this many bytes.
+  static constexpr uint64_t kWritebackEvery = uint64_t{4} << 20;
 
   bool done_ = false;
   Digest expected_;
@@ -231,6 +241,7 @@ class FileBlobWriter final : public BlobWriter {
   UniqueFd fd_;
   std::unique_ptr<Sha256> hasher_;
   uint64_t offset_ = 0;          // bytes in the partial file (and hashed)
+  uint64_t written_back_ = 0;    // offset up to which writeback was started
   std::vector<uint8_t> buffer_;  // handed to write() but not yet in the file
 };
 
