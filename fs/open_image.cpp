@@ -13,7 +13,6 @@
 #include <vector>
 
 #include "common/mutex.h"
-
 #include "registry/manifest.h"
 
 namespace imagefs::fs {

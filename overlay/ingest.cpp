@@ -203,12 +203,12 @@ class Ingest {
          const IngestLimits& limits)
       : layer_(layer), progress_(progress), limits_(limits) {}
 
-  Result<void> run(const fs::path& blob, const fs::path& dir) {
+  Result<void> run(const fs::path& blob, const fs::path& dir, const store::BlobStore* store) {
     fs::path data_path = dir / kDataFile;
     UniqueFd data(::open(data_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444));
     if (!data) return errno_error(errno, "cannot create", data_path);
     data_.emplace(std::move(data), data_path, layer_.digest, limits_.disk_reserve);
-    IMAGEFS_TRY(stream, LayerStream::open(blob, layer_, progress_));
+    IMAGEFS_TRY(stream, LayerStream::open(blob, layer_, progress_, store));
 
     // Whatever stops the reading, a blob that does not match its digest is the error to report:
     // the store's copy is damaged, and no error about its contents would be true.
@@ -884,9 +884,9 @@ class Ingest {
 
 Result<void> ingest_layer(const fs::path& blob, const store::LayerRecord& layer,
                           const fs::path& dir, const IngestProgress* progress,
-                          const IngestLimits& limits) {
+                          const IngestLimits& limits, const store::BlobStore* store) {
   Ingest ingest(layer, progress, limits);
-  return ingest.run(blob, dir);
+  return ingest.run(blob, dir, store);
 }
 
 }  // namespace imagefs::overlay::detail

@@ -97,10 +97,11 @@ using imagefs::errno_text;
 
 // Streams the layer blob at `blob` once (media type, digest and size from `layer`) and writes the
 // index and data files into `dir` (which exists and is empty), fsynced. Errors name the layer and,
-// for bad tar input, the entry.
+// for bad tar input, the entry. The blob's bytes are hashed as they are read (EUCLEAN if they do
+// not match its digest) unless `store` says its writer verified that very file a moment ago.
 Result<void> ingest_layer(const std::filesystem::path& blob, const store::LayerRecord& layer,
                           const std::filesystem::path& dir, const IngestProgress* progress,
-                          const IngestLimits& limits = {});
+                          const IngestLimits& limits = {}, const store::BlobStore* store = nullptr);
 
 // Opens the ingested layer in `dir`, checking the whole index (magic, version, the bounds of every
 // offset and length, the order of the entries) and the data file's size. ENOENT when there is no

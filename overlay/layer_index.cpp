@@ -367,8 +367,8 @@ class FileLayerCache final : public LayerCache {
     IMAGEFS_TRY(
         build, store::DerivedBuild::begin(*blobs_, layer.digest, detail::kProductName, if_present));
     if (!build->done()) {
-      Result<void> ingested =
-          detail::ingest_layer(blobs_->path(layer.digest), layer, build->dir(), progress, limits_);
+      Result<void> ingested = detail::ingest_layer(blobs_->path(layer.digest), layer, build->dir(),
+                                                   progress, limits_, blobs_.get());
       if (!ingested.ok()) {
         build.reset();  // removes the half-built product and releases its lock
         if (ingested.error().code == EUCLEAN) remove_rotten(layer.digest);

@@ -45,11 +45,17 @@ std::string hex_bytes(std::span<const uint8_t> bytes) {
   return out;
 }
 
-// The blob file, read in large chunks, every byte hashed (the blob's digest) and counted.
+// The blob file, read in large chunks, every byte hashed (the blob's digest) and counted; or not
+// hashed when the store's writer verified this very file a moment ago.
 class BlobReader {
  public:
-  BlobReader(UniqueFd fd, const store::LayerRecord& layer, const IngestProgress* progress)
-      : fd_(std::move(fd)), buffer_(kReadChunk), layer_(layer), progress_(progress) {}
+  BlobReader(UniqueFd fd, const store::LayerRecord& layer, const IngestProgress* progress,
+             bool verified)
+      : fd_(std::move(fd)),
+        buffer_(kReadChunk),
+        layer_(layer),
+        progress_(progress),
+        verified_(verified ? std::optional<Result<void>>(Result<void>()) : std::nullopt) {}
 
   // The next chunk; empty at the end of the file.
   Result<std::span<const uint8_t>> next() {
@@ -63,7 +69,7 @@ class BlobReader {
         return std::span<const uint8_t>();
       }
       std::span<const uint8_t> got(buffer_.data(), static_cast<size_t>(n));
-      hash_.update(got);
+      if (!verified_) hash_.update(got);
       consumed_ += got.size();
       if (progress_ != nullptr && progress_->update) progress_->update(layer_.digest, consumed_);
       return got;
@@ -495,7 +501,8 @@ Error rotten_blob(const store::Digest& blob, const store::Digest& actual) {
 
 Result<std::unique_ptr<LayerStream>> LayerStream::open(const fs::path& blob,
                                                        const store::LayerRecord& layer,
-                                                       const IngestProgress* progress) {
+                                                       const IngestProgress* progress,
+                                                       const store::BlobStore* store) {
   UniqueFd fd(::open(blob.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) {
     if (errno == ENOENT)
@@ -503,7 +510,8 @@ Result<std::unique_ptr<LayerStream>> LayerStream::open(const fs::path& blob,
     return errno_error(errno, "cannot open layer blob", blob);
   }
   (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);  // a hint only
-  auto reader = std::make_unique<BlobReader>(std::move(fd), layer, progress);
+  const bool verified = store != nullptr && store->verified_just_now(layer.digest, fd.get());
+  auto reader = std::make_unique<BlobReader>(std::move(fd), layer, progress, verified);
   IMAGEFS_TRY(first, reader->next());
   auto compression =
       detect_compression(first.subspan(0, std::min<size_t>(first.size(), 512)), layer.digest);

@@ -43,10 +43,12 @@ class LayerStream {
   // Opens the blob and reads its first chunk. ENOENT when the blob is not in the store (naming
   // the layer), ENOTSUP for a compression layers may not use. When the media type of `layer`
   // names another compression than the bytes, `notice` (if any) gets one line saying so: the
-  // bytes win, as in docker.
+  // bytes win, as in docker. The blob is hashed as it is read unless `store` says its writer
+  // verified this very file a moment ago (BlobStore::verified_just_now).
   static Result<std::unique_ptr<LayerStream>> open(const std::filesystem::path& blob,
                                                    const store::LayerRecord& layer,
-                                                   const IngestProgress* progress);
+                                                   const IngestProgress* progress,
+                                                   const store::BlobStore* store = nullptr);
   virtual ~LayerStream() = default;
 
   [[nodiscard]] virtual Compression compression() const = 0;

@@ -6,11 +6,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
+#include <memory>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "common/errno_error.h"
+#include "common/mutex.h"
 #include "store/cache_dir.h"
 #include "store/file_util.h"
 
@@ -81,6 +85,50 @@ Result<void> remove_file(const fs::path& path) {
 
 class FileBlobStore;
 
+// How long after its writer verified a blob its bytes are trusted without a second hash.
+constexpr auto kVerifiedFresh = std::chrono::seconds(60);
+
+// Blobs the store's writers verified and committed lately, with the file's identity then: a layer
+// ingest that opens one of them at once need not hash it again (BlobStore::verified_just_now).
+// Bounded: the oldest goes first.
+class FreshBlobs {
+ public:
+  void add(const Digest& digest, int fd) {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) return;
+    MutexLock lock(mu_);
+    std::erase_if(entries_, [&](const Entry& e) { return e.digest == digest; });
+    if (entries_.size() >= kMax) entries_.erase(entries_.begin());
+    entries_.push_back(Entry{digest, identity(st), std::chrono::steady_clock::now()});
+  }
+
+  [[nodiscard]] bool has(const Digest& digest, int fd) const {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) return false;
+    const auto now = std::chrono::steady_clock::now();
+    MutexLock lock(mu_);
+    for (const Entry& e : entries_)
+      if (e.digest == digest) return e.file == identity(st) && now - e.at < kVerifiedFresh;
+    return false;
+  }
+
+ private:
+  using Identity = std::array<int64_t, 5>;  // dev, ino, size, mtime s, mtime ns
+  static Identity identity(const struct stat& st) {
+    return {static_cast<int64_t>(st.st_dev), static_cast<int64_t>(st.st_ino),
+            static_cast<int64_t>(st.st_size), static_cast<int64_t>(st.st_mtim.tv_sec),
+            static_cast<int64_t>(st.st_mtim.tv_nsec)};
+  }
+  struct Entry {
+    Digest digest;
+    Identity file;
+    std::chrono::steady_clock::time_point at;
+  };
+  static constexpr size_t kMax = 64;
+  mutable Mutex mu_;
+  std::vector<Entry> entries_ GUARDED_BY(mu_);
+};
+
 class FileBlobWriter final : public BlobWriter {
  public:
   // A writer with nothing to do: the blob of `size` bytes is present.
@@ -88,14 +136,15 @@ class FileBlobWriter final : public BlobWriter {
       : done_(true), expected_(std::move(expected)), final_(std::move(final_path)), offset_(size) {}
 
   FileBlobWriter(Digest expected, fs::path partial, fs::path final_path, FileLock lock, UniqueFd fd,
-                 std::unique_ptr<Sha256> hasher, uint64_t offset)
+                 std::unique_ptr<Sha256> hasher, uint64_t offset, std::shared_ptr<FreshBlobs> fresh)
       : expected_(std::move(expected)),
         partial_(std::move(partial)),
         final_(std::move(final_path)),
         lock_(std::move(lock)),
         fd_(std::move(fd)),
         hasher_(std::move(hasher)),
-        offset_(offset) {}
+        offset_(offset),
+        fresh_(std::move(fresh)) {}
 
   ~FileBlobWriter() override {
     // What the caller handed over is kept for a resume, as if it had been written at once.
@@ -168,6 +217,7 @@ class FileBlobWriter final : public BlobWriter {
     // rename, so that a crash cannot leave a read-only partial that a resume could not reopen; a
     // failure (or a crash before it) only leaves a writable, still verified, blob.
     (void)::fchmod(fd_.get(), 0444);
+    if (fresh_) fresh_->add(expected_, fd_.get());  // after the chmod: the ctime is not compared
     fd_.reset();
     done_ = true;
     // Without this a power loss could undo the rename. A crash before it is harmless: the blob
@@ -243,6 +293,7 @@ class FileBlobWriter final : public BlobWriter {
   uint64_t offset_ = 0;          // bytes in the partial file (and hashed)
   uint64_t written_back_ = 0;    // offset up to which writeback was started
   std::vector<uint8_t> buffer_;  // handed to write() but not yet in the file
+  std::shared_ptr<FreshBlobs> fresh_;
 };
 
 class FileBlobStore final : public BlobStore {
@@ -260,6 +311,10 @@ class FileBlobStore final : public BlobStore {
   }
 
   [[nodiscard]] const fs::path& root() const override { return root_; }
+
+  [[nodiscard]] bool verified_just_now(const Digest& digest, int fd) const override {
+    return fresh_->has(digest, fd);
+  }
 
   [[nodiscard]] fs::path path(const Digest& digest) const override {
     return blobs_ / std::string(digest.hex());
@@ -476,8 +531,9 @@ class FileBlobStore final : public BlobStore {
     // Resume: the hash state cannot be saved, so rebuild it from the bytes on disk.
     auto hasher = std::make_unique<Sha256>();
     IMAGEFS_TRY(offset, hash_file(fd.get(), *hasher, partial));
-    auto writer = std::make_unique<FileBlobWriter>(expected, partial, final_path, std::move(lock),
-                                                   std::move(fd), std::move(hasher), offset);
+    auto writer =
+        std::make_unique<FileBlobWriter>(expected, partial, final_path, std::move(lock),
+                                         std::move(fd), std::move(hasher), offset, fresh_);
     if (commit_complete && expected_size && offset == *expected_size) {
       // Complete already (killed after the last byte): commit it now rather than ask the
       // registry for the bytes after the end (416). A mismatch deletes it: start again (once;
@@ -509,6 +565,7 @@ class FileBlobStore final : public BlobStore {
   fs::path blobs_;
   fs::path tmp_;
   fs::path locks_;
+  std::shared_ptr<FreshBlobs> fresh_ = std::make_shared<FreshBlobs>();
 };
 
 }  // namespace

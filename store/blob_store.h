@@ -57,6 +57,14 @@ class BlobStore {
   // Where the verified blob lives (whether or not it is there now).
   [[nodiscard]] virtual std::filesystem::path path(const Digest& digest) const = 0;
   [[nodiscard]] virtual bool contains(const Digest& digest) const = 0;
+  // Whether this store object's own writer verified the blob a moment ago (kVerifiedFresh) and
+  // the file open as `fd` is that same file, unchanged since (device, inode, size, mtime): its
+  // bytes need no second hash. False whenever that is not certain.
+  [[nodiscard]] virtual bool verified_just_now(const Digest& digest, int fd) const {
+    (void)digest;
+    (void)fd;
+    return false;
+  }
   // Where other modules keep what they derive from the blob (a layer's index and data files):
   // ROOT/derived/<hex>. Built and removed only through store/derived.h, and removed with the blob.
   [[nodiscard]] std::filesystem::path derived_dir(const Digest& digest) const {

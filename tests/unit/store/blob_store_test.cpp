@@ -2,6 +2,7 @@
 // killed process), digest and size checks, concurrent writers of one blob, and a full disk.
 #include "store/blob_store.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -12,6 +13,7 @@
 #include <thread>
 
 #include "common/mutex.h"
+#include "common/unique_fd.h"
 #include "tests/unit/store/store_test_util.h"
 
 namespace imagefs::store {
@@ -72,6 +74,36 @@ TEST(BlobStore, PutReadListVerify) {
   struct stat st {};
   ASSERT_EQ(::stat(store->path(d).c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0444u) << "blobs are read-only";
+}
+
+// A layer ingest does not hash again a blob this store object's writer verified a moment ago, if
+// the file it opened is that same file, unchanged; anything else is not vouched for.
+TEST(BlobStore, VerifiedJustNowOnlyForTheWritersOwnUnchangedFile) {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  ASSERT_TRUE(store);
+  std::string data = pattern(5000);
+  Digest d = Digest::of(data);
+  ASSERT_TRUE(store->put(d, data).ok());
+  UniqueFd fd(::open(store->path(d).c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(fd);
+  EXPECT_TRUE(store->verified_just_now(d, fd.get()));
+  EXPECT_FALSE(store->verified_just_now(Digest::of(std::string_view("other")), fd.get()));
+  auto other = open_store(dir.path());  // another process, in effect: it verified nothing
+  ASSERT_TRUE(other);
+  EXPECT_FALSE(other->verified_just_now(d, fd.get()));
+
+  // Changed after its writer verified it: hashed again, whatever the clock's granularity.
+  ASSERT_EQ(::chmod(store->path(d).c_str(), 0644), 0);
+  std::ofstream(store->path(d), std::ios::binary | std::ios::app) << "x";
+  EXPECT_FALSE(store->verified_just_now(d, fd.get()));
+
+  // Stored again by the other store's writer: that one vouches for it.
+  ASSERT_TRUE(store->remove(d).ok());
+  ASSERT_TRUE(other->put(d, data).ok());
+  UniqueFd again(::open(store->path(d).c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(again);
+  EXPECT_TRUE(other->verified_just_now(d, again.get()));
 }
 
 TEST(BlobStore, ReadOfAbsentBlobIsEnoent) {
