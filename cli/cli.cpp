@@ -3,6 +3,7 @@
 
 #include <archive.h>
 #include <curl/curl.h>
+#include <isa-l.h>
 #include <libdeflate.h>
 #include <lmdb.h>
 #include <openssl/crypto.h>
@@ -147,6 +148,8 @@ int version(const Args&, Io& io) {
   out << "  libcurl " << curl_version_info(CURLVERSION_NOW)->version << "\n";
   out << "  " << archive_version_string() << "\n";
   out << "  zlib " << zlibVersion() << "\n";
+  out << "  ISA-L " << ISAL_MAJOR_VERSION << "." << ISAL_MINOR_VERSION << "." << ISAL_PATCH_VERSION
+      << "\n";
   out << "  libdeflate " << LIBDEFLATE_VERSION_STRING << "\n";
   out << "  zstd " << ZSTD_versionString() << "\n";
   out << "  " << mdb_version(nullptr, nullptr, nullptr) << "\n";

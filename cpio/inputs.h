@@ -32,8 +32,10 @@ struct HostFileOption {
   std::string_view what;  // for messages
 };
 
-// The host files of `options` in order: the init file first, if any, then the injected ones.
-std::vector<HostFileOption> host_files(const ArchiveOptions& options);
+// The host files of `options` in order: the init file first (at `init_guest`), if any, then the
+// injected ones.
+std::vector<HostFileOption> host_files(const ArchiveOptions& options,
+                                       std::string_view init_guest = "/init");
 
 // The default /init as a host file: the same bytes, mtime and so segment in every archive.
 const std::shared_ptr<const HostFile>& default_init_file();

@@ -76,9 +76,9 @@ const std::shared_ptr<const HostFile>& default_init_file() {
 }
 
 // The host files of `options` in order: the init file first, if any, then the injected ones.
-std::vector<HostFileOption> host_files(const ArchiveOptions& options) {
+std::vector<HostFileOption> host_files(const ArchiveOptions& options, std::string_view init_guest) {
   std::vector<HostFileOption> out;
-  if (options.init) out.push_back({*options.init, "/init", "init file"});
+  if (options.init) out.push_back({*options.init, std::string(init_guest), "init file"});
   for (const Inject& inject : options.injects)
     out.push_back({inject.host, inject.guest, "injected file"});
   return out;

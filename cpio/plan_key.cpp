@@ -19,11 +19,10 @@ constexpr std::string_view kPlannerVersion = "planner 2";
 
 }  // namespace
 
-std::string plan_key(const store::Digest& image, const ArchiveOptions& options, int level,
-                     const std::vector<struct stat>& stats) {
-  std::string text(kPlannerVersion);
-  text += '\n';
-  text += std::to_string(level) + '\n';
+std::string options_key_text(const ArchiveOptions& options,
+                             const std::vector<HostFileOption>& files,
+                             const std::vector<struct stat>& stats) {
+  std::string text;
   if (options.init) {
     text += "init\n";
   } else {
@@ -40,14 +39,22 @@ std::string plan_key(const store::Digest& image, const ArchiveOptions& options, 
       text += '\n';
     }
   }
-  const auto files = host_files(options);
-  for (size_t i = 0; i < files.size(); ++i) {
+  for (size_t i = 0; i < files.size() && i < stats.size(); ++i) {
     const struct stat& st = stats[i];
     text += files[i].host.string() + '\0' + files[i].guest + '\0' + std::to_string(st.st_size) +
             ' ' + std::to_string(st.st_mtim.tv_sec) + '.' + std::to_string(st.st_mtim.tv_nsec) +
             ' ' + std::to_string(st.st_ctim.tv_sec) + '.' + std::to_string(st.st_ctim.tv_nsec) +
             ' ' + std::to_string(st.st_ino) + ' ' + std::to_string(st.st_dev) + '\n';
   }
+  return text;
+}
+
+std::string plan_key(const store::Digest& image, const ArchiveOptions& options, int level,
+                     const std::vector<struct stat>& stats) {
+  std::string text(kPlannerVersion);
+  text += '\n';
+  text += std::to_string(level) + '\n';
+  text += options_key_text(options, host_files(options), stats);
   return image.str() + "/" + std::string(detail::format_dir(options.format)) + "/" +
          std::string(store::Digest::of(text).hex());
 }

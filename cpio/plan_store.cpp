@@ -213,11 +213,8 @@ Result<store::SharedUse> shared_files_by_image(const fs::path& store_root) {
 }
 
 Result<std::set<fs::path>> shared_files_in_use(const fs::path& store_root) {
-  std::set<fs::path> keep;
   IMAGEFS_TRY(by_image, shared_files_by_image(store_root));
-  for (const auto& [manifest, files] : by_image)
-    if (store::in_use(store_root, manifest)) keep.insert(files.begin(), files.end());
-  return keep;
+  return store::files_in_use(store_root, by_image);
 }
 
 }  // namespace imagefs::cpio::detail

@@ -13,6 +13,8 @@
 
 #include "common/errno_error.h"
 #include "common/unique_fd.h"
+#include "cpio/inputs.h"
+#include "cpio/plan_key.h"
 #include "erofs/erofs.h"
 #include "erofs/layout.h"
 #include "init/default_init.h"
@@ -43,73 +45,18 @@ constexpr off_t kMaxLayoutFile = off_t{1} << 30;
 
 int64_t now_seconds() { return static_cast<int64_t>(::time(nullptr)); }
 
-struct HostInput {
-  fs::path host;
-  std::string guest;
-  std::string_view what;
-};
+using cpio::detail::HostFileOption;
 
-std::vector<HostInput> host_inputs(const cpio::ArchiveOptions& options) {
-  std::vector<HostInput> out;
-  if (options.init) out.push_back({*options.init, std::string(kInitPath), "--init file"});
-  for (const cpio::Inject& inject : options.injects)
-    out.push_back({inject.host, inject.guest, "injected file"});
-  return out;
-}
-
-Result<void> check_exec(const cpio::ArchiveOptions& options) {
-  if (!options.exec) return {};
-  if (options.init)
-    return make_error(EINVAL,
-                      "--exec replaces the command of imagefs' default init: "
-                      "it cannot be used with --init");
-  if (options.exec->empty() || options.exec->front().empty())
-    return make_error(EINVAL, "--exec names no program");
-  return {};
-}
-
-Result<struct stat> stat_host(const HostInput& input) {
-  struct stat st {};
-  if (::stat(input.host.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
-    return make_error(ENOENT, std::string(input.what) + " " + input.host.string() +
-                                  " is missing or not a regular file");
-  return st;
-}
-
-const store::Digest& default_init_digest() {
-  static const store::Digest digest = [] {
-    auto bin = init::default_init_binary();
-    return store::Digest::of(std::span<const uint8_t>(bin.data(), bin.size()));
-  }();
-  return digest;
+// The host files of `options`: the --init file at /.imagefs/init, then the injected ones.
+std::vector<HostFileOption> host_inputs(const cpio::ArchiveOptions& options) {
+  return cpio::detail::host_files(options, kInitPath);
 }
 
 std::string layout_key(const store::Digest& manifest, const cpio::ArchiveOptions& options,
                        const std::vector<struct stat>& stats) {
   std::string text(kLayoutVersion);
   text += '\n';
-  if (options.init) {
-    text += "init\n";
-  } else {
-    // "config 2": how config.json becomes init.conf (as cpio's plan keys name it).
-    text += "default init " + std::string(default_init_digest().hex()) + " config 2\n";
-    if (options.exec) {
-      text += "exec";
-      for (const std::string& arg : *options.exec) {
-        text += '\0';
-        text += arg;
-      }
-      text += '\n';
-    }
-  }
-  const auto inputs = host_inputs(options);
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    const struct stat& st = stats[i];
-    text += inputs[i].host.string() + '\0' + inputs[i].guest + '\0' + std::to_string(st.st_size) +
-            ' ' + std::to_string(st.st_mtim.tv_sec) + '.' + std::to_string(st.st_mtim.tv_nsec) +
-            ' ' + std::to_string(st.st_ctim.tv_sec) + '.' + std::to_string(st.st_ctim.tv_nsec) +
-            ' ' + std::to_string(st.st_ino) + ' ' + std::to_string(st.st_dev) + '\n';
-  }
+  text += cpio::detail::options_key_text(options, host_inputs(options), stats);
   return manifest.str() + "/erofs/" + std::string(store::Digest::of(text).hex());
 }
 
@@ -386,10 +333,10 @@ class ImageMakerImpl final : public ImageMaker {
 
   Result<std::shared_ptr<const cpio::Archive>> cached(
       const store::Digest& manifest, const cpio::ArchiveOptions& options) override {
-    IMAGEFS_CHECK(check_exec(options));
+    IMAGEFS_CHECK(cpio::detail::check_exec(options));
     std::vector<struct stat> stats;
-    for (const HostInput& input : host_inputs(options)) {
-      IMAGEFS_TRY(st, stat_host(input));
+    for (const HostFileOption& input : host_inputs(options)) {
+      IMAGEFS_TRY(st, cpio::detail::stat_host(input.host, input.what));
       stats.push_back(st);
     }
     const std::string key = layout_key(manifest, options, stats);
@@ -426,8 +373,8 @@ class ImageMakerImpl final : public ImageMaker {
       gather.put_default_init(kInitPath);
       gather.put(init::kConfigPath, init::encode_config(*config), 0644, 0);
     }
-    for (const HostInput& input : host_inputs(options)) {
-      IMAGEFS_TRY(st, stat_host(input));
+    for (const HostFileOption& input : host_inputs(options)) {
+      IMAGEFS_TRY(st, cpio::detail::stat_host(input.host, input.what));
       bool missing = false;
       IMAGEFS_TRY(bytes, read_file(input.host, off_t{1} << 32, &missing));
       if (missing)
@@ -522,11 +469,8 @@ Result<store::SharedUse> shared_files_by_image(const fs::path& store_root) {
 }
 
 Result<std::set<fs::path>> shared_files_in_use(const fs::path& store_root) {
-  std::set<fs::path> keep;
   IMAGEFS_TRY(by_image, shared_files_by_image(store_root));
-  for (const auto& [manifest, files] : by_image)
-    if (store::in_use(store_root, manifest)) keep.insert(files.begin(), files.end());
-  return keep;
+  return store::files_in_use(store_root, by_image);
 }
 
 }  // namespace imagefs::erofs

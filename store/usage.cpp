@@ -12,6 +12,7 @@
 #include <system_error>
 
 #include "common/errno_error.h"
+#include "store/lease.h"
 
 namespace imagefs::store {
 
@@ -156,6 +157,13 @@ Result<StoreUsage> store_usage(const BlobStore& blobs, const Catalog& catalog,
   for (const auto& [item, n] : users)
     if (auto it = bytes.find(item); it != bytes.end()) out.used_by_images += it->second;
   return out;
+}
+
+std::set<fs::path> files_in_use(const fs::path& store_root, const SharedUse& by_image) {
+  std::set<fs::path> keep;
+  for (const auto& [manifest, files] : by_image)
+    if (in_use(store_root, manifest)) keep.insert(files.begin(), files.end());
+  return keep;
 }
 
 }  // namespace imagefs::store

@@ -25,6 +25,11 @@ namespace imagefs::store {
 // use: cpio::shared_files_by_image() says which. Paths as list_shared() gives them.
 using SharedUse = std::map<Digest, std::set<std::filesystem::path>>;
 
+// The files of `by_image` that an image in use (store/lease.h: a lease is held on it) needs:
+// what gc must keep of a module's shared files.
+[[nodiscard]] std::set<std::filesystem::path> files_in_use(const std::filesystem::path& store_root,
+                                                           const SharedUse& by_image);
+
 // Bytes under the store's root by kind: apparent sizes (st_size) of every file, directory and
 // symlink, each once, as `du -sb` adds them up. The kinds count files; every directory counts in
 // `other` (so an empty tmp/ is 0 B of partial downloads).

@@ -342,8 +342,10 @@ def bench_erofs(args):
                 out.append(row("copying the finished image alone (cp)",
                                f"{med(copy):9.4f} s  -> the most any build that writes these bytes can reach: "
                                f"peer/cp = {by_hand_s / med(copy):.1f}x (context for the warm build, not a target)"))
-            # The disks to boot, while the daemon serves them.
+            # The disks to boot, while the daemon serves them (the rows above stopped theirs).
             if boot_images:
+                if not bench.mounted(mnt):
+                    m = Mount(mnt, mcache, mlog)
                 kernel = bench.boot_kernel()
                 loader = os.path.join(tmp, "loader.cpio.gz")
                 make_loader(kernel, loader, tmp)

@@ -29,11 +29,12 @@ using store::testing::TempDir;
 
 using Index = std::shared_ptr<const LayerIndex>;
 
-// One gzip member of `data` (zlib, level 6).
-std::string gzip(const std::string& data) {
+// One gzip member of `data` (zlib, level 6), with `header`'s fields when given.
+std::string gzip(const std::string& data, gz_header* header = nullptr) {
   z_stream z{};
   if (deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) std::abort();
-  std::string out(deflateBound(&z, data.size()) + 64, '\0');
+  if (header != nullptr && deflateSetHeader(&z, header) != Z_OK) std::abort();
+  std::string out(deflateBound(&z, data.size()) + 256, '\0');
   z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
   z.avail_in = static_cast<uInt>(data.size());
   z.next_out = reinterpret_cast<Bytef*>(out.data());
@@ -47,8 +48,6 @@ std::string gzip(const std::string& data) {
 // One gzip member of `data` whose header carries every optional field RFC 1952 has (FEXTRA,
 // FNAME, FCOMMENT, FHCRC), as `gzip -N` and some registries' tools write them.
 std::string gzip_with_header_fields(const std::string& data) {
-  z_stream z{};
-  if (deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) std::abort();
   std::string extra = "AB\x04\x00data";  // one subfield: id "AB", 4 bytes
   std::string name = "layer.tar";
   std::string comment = "made by a test";
@@ -59,16 +58,7 @@ std::string gzip_with_header_fields(const std::string& data) {
   h.comment = reinterpret_cast<Bytef*>(comment.data());
   h.hcrc = 1;
   h.os = 3;
-  if (deflateSetHeader(&z, &h) != Z_OK) std::abort();
-  std::string out(deflateBound(&z, data.size()) + 256, '\0');
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
-  z.avail_in = static_cast<uInt>(data.size());
-  z.next_out = reinterpret_cast<Bytef*>(out.data());
-  z.avail_out = static_cast<uInt>(out.size());
-  if (deflate(&z, Z_FINISH) != Z_STREAM_END) std::abort();
-  out.resize(z.total_out);
-  deflateEnd(&z);
-  return out;
+  return gzip(data, &h);
 }
 
 // One zstd frame of `data`, with a content checksum.
