@@ -233,17 +233,30 @@ class GzipStream final : public StreamBase {
       z.avail_in = static_cast<uint32_t>(in_size);
       z.next_out = out_.data() + produced_;
       z.avail_out = static_cast<uint32_t>(out_.size() - produced_);
-      const uint32_t out_before = z.avail_out;
+      uint8_t* const out_at = z.next_out;
       const int r = isal_inflate(&z);
-      const size_t used = in_size - z.avail_in;
+      // What was consumed and produced, from the pointers: after an error ISA-L leaves avail_in
+      // and avail_out unreliable (a fuzzer found avail_in = 2^32 - 1).
+      const uint8_t* const in_at = in_.data();
+      if (z.next_in < in_at || z.next_in > in_at + in_size || z.next_out < out_at ||
+          z.next_out > out_.data() + out_.size())
+        return bad("corrupt gzip data in member " + std::to_string(members_ + 1) + " (near byte " +
+                   std::to_string(offset()) + " of the blob): " + reason(r, z.block_state));
+      const auto used = static_cast<size_t>(z.next_in - in_at);
+      const auto made = static_cast<size_t>(z.next_out - out_at);
       keep_tail(in_.first(used));
       in_ = in_.subspan(used);
-      member_out_ += out_before - z.avail_out;
-      produced_ += out_before - z.avail_out;
+      member_out_ += made;
+      produced_ += made;
       if (r == ISAL_DECOMP_OK || r == ISAL_END_INPUT) {
         if (z.block_state == ISAL_BLOCK_FINISH) {
           member_open_ = false;
           ++members_;
+        } else if (used == 0 && made == 0 && !in_.empty()) {
+          // Input to read and room to write, yet nothing done: never loop on it.
+          return bad("corrupt gzip data in member " + std::to_string(members_ + 1) +
+                     " (near byte " + std::to_string(offset()) +
+                     " of the blob): the decompressor makes no progress");
         }
         continue;
       }

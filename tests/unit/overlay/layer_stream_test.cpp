@@ -343,6 +343,20 @@ TEST_F(Stream, TruncatedAndCorruptStreamsAreErrors) {
   refused(flip(gz, gz.size() / 2), kTarGzip, "corrupt gzip data in member 1");
 }
 
+// A deflate stream whose distance reaches before its start (found by layer_ingest_fuzz: the
+// decompressor's counters are not to be trusted after such an error).
+TEST_F(Stream, ADistanceTooFarBackIsAnError) {
+  const std::string blob(
+      "\x1f\x8b\x08\x00\x8e\x07\x16\x6b\x02\xff\x4b\x2d\x49\xd6\x67\xa0"
+      "\x31\x30\x00\x02\x73\x53\x53\x30\x0d\x04\xe8\x34\x98\x6d\x68\x62"
+      "\x6a\x64\x62\x6e\x6e\x60\x02\x16\x37\x33\x35\x33\x62\x50\x30\x65"
+      "\xa0\x03\x28\x2d\x2e\x49\x2c\x02\x5a\xc9\x30\x32\x41\x2a\x30\xfe"
+      "\x33\xf2\x8b\x4b\xe3\x9f\xe6\x20\xad\x46\x00\x0a\x94\x00\xb4\x16"
+      "\xdc\x1a\x4c\x00\x06\x00\x00",
+      87);
+  refused(blob, kTarGzip, "corrupt gzip data in member 1");
+}
+
 TEST_F(Stream, OtherCompressionsAndNonTarsAreRefusedNamingWhatTheBlobIs) {
   refused(std::string("BZh91AY&SY") + pattern(600, 1), kTarGzip, "is bzip2-compressed", ENOTSUP);
   refused(std::string("\xfd"
