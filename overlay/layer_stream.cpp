@@ -241,7 +241,8 @@ class GzipStream final : public StreamBase {
       if (z.next_in < in_at || z.next_in > in_at + in_size || z.next_out < out_at ||
           z.next_out > out_.data() + out_.size())
         return bad("corrupt gzip data in member " + std::to_string(members_ + 1) + " (near byte " +
-                   std::to_string(offset()) + " of the blob): " + reason(r, z.block_state));
+                   std::to_string(offset()) + " of the blob): " +
+                   (r < 0 ? reason(r, z.block_state) : "the decompressor left its buffers"));
       const auto used = static_cast<size_t>(z.next_in - in_at);
       const auto made = static_cast<size_t>(z.next_out - out_at);
       keep_tail(in_.first(used));
